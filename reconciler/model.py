@@ -1,0 +1,179 @@
+"""The values that flow between stages: desired state, actual state, and the plan.
+
+Everything here is a frozen dataclass or a small value type. No I/O, no clock, no network.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+Flow = Literal["authorization_code", "device_code", "client_credentials"]
+GrantKind = Literal["oauth2", "secret"]
+GrantStatus = Literal["ok", "needs-relink"]
+ActionKind = Literal["link", "relink", "refresh", "write-secret", "rekey", "prune"]
+
+#: Leaves of a grant file that are encrypted; every other leaf is plaintext (MAC-covered).
+ENCRYPTED_FIELDS = ("access_token", "refresh_token", "id_token", "value", "client_secret")
+
+
+class Secret:
+    """A secret string whose ``repr``/``str`` never show it. Call ``reveal()`` at the point of use."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, len(self._value)))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> object:
+        raise TypeError("Secret values are not picklable")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A declared OAuth grant, with preset values already merged in."""
+
+    name: str
+    client_id: str
+    flow: Flow = "authorization_code"
+    scopes: tuple[str, ...] = ()
+    client_secret_ref: str | None = None
+    preset: str | None = None
+    issuer: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    device_authorization_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    token_endpoint_auth_method: str | None = None
+    scope_separator: str = " "
+    pkce: bool = True
+    authorization_params: Mapping[str, str] = field(default_factory=dict)
+    token_params: Mapping[str, str] = field(default_factory=dict)
+    redirect_uri: str | None = None
+    #: Named response/request hooks from the catalog (see ``reconciler.oauth``).
+    quirks: tuple[str, ...] = ()
+    #: Extra catalog data a quirk hook may read (e.g. a grant-deletion URL).
+    extras: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A declared static secret. ``value`` is the resolved value, or None when it is ``prompt``
+    (satisfied by an existing grant file, asked for only when one must be written)."""
+
+    name: str
+    ref: str
+    value: Secret | None = None
+
+
+@dataclass(frozen=True)
+class Notify:
+    webhook: str
+    secret_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The validated content of ``providers.yaml``."""
+
+    path: Path
+    store_dir: Path
+    #: Age/ssh recipients per declared name: ``store.recipients`` or else the first
+    #: ``.sops.yaml`` creation rule matching ``<store.dir>/<name>.sops.yaml``.
+    recipients: Mapping[str, tuple[str, ...]]
+    refresh_before: timedelta
+    keepalive: timedelta
+    providers: Mapping[str, Provider]
+    secrets: Mapping[str, SecretSpec]
+    notify: Notify | None = None
+
+    def names(self) -> list[str]:
+        return sorted([*self.providers, *self.secrets])
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One grant file: plaintext metadata always, secret leaves only when decrypted."""
+
+    name: str
+    kind: GrantKind
+    status: GrantStatus = "ok"
+    status_reason: str | None = None
+    flow: Flow | None = None
+    client_id: str | None = None
+    token_endpoint: str | None = None
+    scopes: tuple[str, ...] = ()
+    granted_scopes: tuple[str, ...] = ()
+    token_type: str | None = None
+    expires_at: datetime | None = None
+    obtained_at: datetime | None = None
+    access_token: Secret | None = None
+    refresh_token: Secret | None = None
+    id_token: Secret | None = None
+    value: Secret | None = None
+    client_secret: Secret | None = None
+    #: The age recipients the file is encrypted to (from its ``sops`` metadata).
+    recipients: tuple[str, ...] = ()
+    #: True when the secret leaves were decrypted (an identity was available).
+    decrypted: bool = False
+    #: Provider-specific plaintext extras (e.g. Salesforce ``instance_url``).
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Actual:
+    """What the store holds. ``unreadable`` maps names to the reason a file could not be read
+    (tampered, undecryptable, malformed); those grants are reported, never touched."""
+
+    grants: Mapping[str, Grant]
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+    #: True when an age identity was available, so secret values could be compared.
+    decrypted: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    action: ActionKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    #: Human notes that are not actions (e.g. "values not compared: no age identity").
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for action in self.actions:
+            counts[action.action] = counts.get(action.action, 0) + 1
+        return counts
+
+    def __bool__(self) -> bool:
+        return bool(self.actions)
