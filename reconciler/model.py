@@ -22,7 +22,7 @@ ENCRYPTED_FIELDS = ("access_token", "refresh_token", "id_token", "value", "clien
 
 
 class Secret:
-    """A secret string whose ``repr``/``str`` never show it. Call ``reveal()`` at the point of use."""
+    """A string whose ``repr``/``str`` never show it; ``reveal()`` it at the point of use."""
 
     __slots__ = ("_value",)
 
@@ -139,6 +139,8 @@ class Grant:
     client_secret: Secret | None = None
     #: The age recipients the file is encrypted to (from its ``sops`` metadata).
     recipients: tuple[str, ...] = ()
+    #: Names of the encrypted leaves present in the file (their keys are plaintext in SOPS).
+    sealed: frozenset[str] = frozenset()
     #: True when the secret leaves were decrypted (an identity was available).
     decrypted: bool = False
     #: Provider-specific plaintext extras (e.g. Salesforce ``instance_url``).

@@ -1,0 +1,137 @@
+"""The plan: a pure function of (desired, actual, now). No I/O, no clock, no network."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from .model import Action, Actual, Desired, Grant, Plan, Provider, SecretSpec
+
+#: Order in which actions on the same grant are listed and carried out.
+_ORDER = {"link": 0, "relink": 1, "write-secret": 2, "rekey": 3, "refresh": 4, "prune": 5}
+#: Actions that rewrite the whole file, and with it its recipients.
+_REWRITES = {"link", "relink", "write-secret"}
+
+
+def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False) -> Plan:
+    """Decide what to do to make the grant files match ``providers.yaml`` at ``now``.
+
+    Grants whose file could not be read (``actual.unreadable``) get no action: a tampered or
+    undecryptable file is reported by the caller, never overwritten.
+    """
+    actions: list[Action] = []
+    notes: list[str] = []
+    for name, provider in desired.providers.items():
+        if name in actual.unreadable:
+            continue
+        grant = actual.grants.get(name)
+        found = _oauth_actions(provider, grant, desired, now)
+        actions.extend(found)
+        if grant is not None:
+            actions.extend(_rekey(name, grant, desired, found))
+    uncompared = 0
+    for name, spec in desired.secrets.items():
+        if name in actual.unreadable:
+            continue
+        grant = actual.grants.get(name)
+        found = _secret_actions(spec, grant, actual.decrypted)
+        if not found and grant is not None and not actual.decrypted and spec.value is not None:
+            uncompared += 1
+        actions.extend(found)
+        if grant is not None:
+            actions.extend(_rekey(name, grant, desired, found))
+    if uncompared:
+        notes.append(
+            f"values of {uncompared} secret(s) were not compared: no age identity is available"
+        )
+    undeclared = sorted(set(actual.grants).difference(desired.providers, desired.secrets))
+    if prune:
+        actions.extend(Action(name, "prune", "no longer declared") for name in undeclared)
+    elif undeclared:
+        notes.append(
+            f"{len(undeclared)} grant file(s) no longer declared ({', '.join(undeclared)}); "
+            "`reconcile apply --prune` revokes and deletes them"
+        )
+    actions.sort(key=lambda a: (a.name, _ORDER[a.action]))
+    return Plan(tuple(actions), tuple(notes))
+
+
+def _oauth_actions(
+    provider: Provider, grant: Grant | None, desired: Desired, now: datetime
+) -> list[Action]:
+    name = provider.name
+    if grant is None:
+        return [Action(name, "link", "not linked yet")]
+    reason = _relink_reason(provider, grant)
+    if reason:
+        return [Action(name, "relink", reason)]
+    reason = _refresh_reason(provider, grant, desired, now)
+    return [Action(name, "refresh", reason)] if reason else []
+
+
+def _relink_reason(provider: Provider, grant: Grant) -> str | None:
+    if grant.kind != "oauth2":
+        return "declared as an OAuth grant, but the file holds a static secret"
+    if grant.status == "needs-relink":
+        return f"needs relink: {grant.status_reason}" if grant.status_reason else "needs relink"
+    if grant.flow is not None and grant.flow != provider.flow:
+        return f"flow changed from {grant.flow} to {provider.flow}"
+    if grant.client_id is not None and grant.client_id != provider.client_id:
+        return "client_id changed"
+    missing = [scope for scope in provider.scopes if scope not in grant.granted_scopes]
+    if missing:
+        return "scopes not granted: " + ", ".join(missing)
+    return None
+
+
+def _refresh_reason(
+    provider: Provider, grant: Grant, desired: Desired, now: datetime
+) -> str | None:
+    if grant.expires_at is not None:
+        left = grant.expires_at - now
+        if left <= timedelta(0):
+            return f"access token expired {_human(-left)} ago"
+        if left <= desired.refresh_before:
+            return f"access token expires in {_human(left)}"
+    if provider.flow == "client_credentials" or "refresh_token" not in grant.sealed:
+        return None
+    if grant.obtained_at is not None and now - grant.obtained_at >= desired.keepalive:
+        return f"refresh token idle for {_human(now - grant.obtained_at)} (keepalive)"
+    return None
+
+
+def _secret_actions(spec: SecretSpec, grant: Grant | None, decrypted: bool) -> list[Action]:
+    name = spec.name
+    if grant is None:
+        reason = "not written yet" if spec.value is not None else "not written yet (prompt)"
+        return [Action(name, "write-secret", reason)]
+    if grant.kind != "secret":
+        return [Action(name, "write-secret", "declared as a secret, but the file holds a grant")]
+    if spec.value is None:  # `prompt`: any value already written satisfies it
+        return []
+    if decrypted and grant.value != spec.value:
+        return [Action(name, "write-secret", "value changed")]
+    return []
+
+
+def _rekey(name: str, grant: Grant, desired: Desired, planned: list[Action]) -> list[Action]:
+    if any(action.action in _REWRITES for action in planned):
+        return []
+    wanted = set(desired.recipients.get(name, ()))
+    have = set(grant.recipients)
+    if not wanted or wanted == have:
+        return []
+    changes = [f"+{_short(r)}" for r in sorted(wanted - have)]
+    changes += [f"-{_short(r)}" for r in sorted(have - wanted)]
+    return [Action(name, "rekey", "recipients changed: " + " ".join(changes))]
+
+
+def _short(recipient: str) -> str:
+    return recipient if len(recipient) <= 16 else f"{recipient[:12]}…{recipient[-4:]}"
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,78 @@
+"""The status report: one row per declared or stored grant. Pure, like the plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from .model import Actual, Desired
+
+
+@dataclass(frozen=True)
+class GrantReport:
+    name: str
+    kind: str
+    #: ok | expiring | expired | needs-relink | missing | invalid
+    status: str
+    scopes: tuple[str, ...]
+    granted_scopes: tuple[str, ...]
+    expires_at: datetime | None
+    obtained_at: datetime | None
+    declared: bool
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "scopes": list(self.scopes),
+            "granted_scopes": list(self.granted_scopes),
+            "expires_at": _rfc3339(self.expires_at),
+            "last_refresh": _rfc3339(self.obtained_at),
+            "declared": self.declared,
+            "reason": self.reason,
+        }
+
+
+def report(desired: Desired, actual: Actual, now: datetime) -> list[GrantReport]:
+    rows: list[GrantReport] = []
+    declared_kinds = {name: "oauth2" for name in desired.providers}
+    declared_kinds.update({name: "secret" for name in desired.secrets})
+    for name in sorted(set(declared_kinds) | set(actual.grants) | set(actual.unreadable)):
+        provider = desired.providers.get(name)
+        scopes = provider.scopes if provider else ()
+        declared = name in declared_kinds
+        if name in actual.unreadable:
+            rows.append(
+                GrantReport(
+                    name, declared_kinds.get(name, "unknown"), "invalid", scopes, (), None, None,
+                    declared, actual.unreadable[name],
+                )
+            )  # fmt: skip
+            continue
+        grant = actual.grants.get(name)
+        if grant is None:
+            rows.append(
+                GrantReport(name, declared_kinds[name], "missing", scopes, (), None, None, True)
+            )
+            continue
+        status, reason = grant.status, grant.status_reason
+        if status == "ok" and grant.expires_at is not None:
+            if grant.expires_at <= now:
+                status = "expired"
+            elif grant.expires_at - now <= desired.refresh_before:
+                status = "expiring"
+        rows.append(
+            GrantReport(
+                name, grant.kind, status, grant.scopes or scopes, grant.granted_scopes,
+                grant.expires_at, grant.obtained_at, declared, reason,
+            )
+        )  # fmt: skip
+    return rows
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
