@@ -1,0 +1,346 @@
+"""Grant files: ``<store>/<name>.sops.yaml`` ⇄ ``model.Grant``.
+
+A grant file is a genuine SOPS YAML file. Its secret leaves (``model.ENCRYPTED_FIELDS``) are
+encrypted; everything else is plaintext and covered by the SOPS MAC. Reading without an
+identity gives the plaintext metadata only (``decrypted=False``), which is all ``plan`` and
+``status`` need.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..model import ENCRYPTED_FIELDS, Actual, Grant, Secret
+from .sops import (
+    GRANT_ENCRYPTED_REGEX,
+    DecryptError,
+    Document,
+    GoTime,
+    MalformedError,
+    NoIdentityError,
+    TamperedError,
+    VaultError,
+)
+
+SUFFIX = ".sops.yaml"
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
+
+#: Plaintext string leaves, in the order they are written.
+_STR_FIELDS = (
+    "name",
+    "kind",
+    "status",
+    "status_reason",
+    "flow",
+    "client_id",
+    "token_endpoint",
+)
+_CHOICES = {
+    "kind": ("oauth2", "secret"),
+    "status": ("ok", "needs-relink"),
+    "flow": ("authorization_code", "device_code", "client_credentials"),
+}
+
+
+def grant_path(store_dir: Path, name: str) -> Path:
+    """``<store_dir>/<name>.sops.yaml``; the name must be a valid grant name."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ValueError(f"{name!r} is not a valid grant name (^[a-z0-9][a-z0-9_-]{{0,62}}$)")
+    return Path(store_dir) / f"{name}{SUFFIX}"
+
+
+def _name_of(path: Path) -> str:
+    name = path.name
+    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else name
+
+
+# ---------------------------------------------------------------------------------------
+# Reading.
+
+
+class _Prepared:
+    """Identities parsed once, with the recipients they answer to."""
+
+    __slots__ = ("identities", "recipients")
+
+    def __init__(self, identities: Iterable[Any]) -> None:
+        from .keys import identity_recipients, normalize_identities
+
+        self.identities = normalize_identities(identities)
+        self.recipients = identity_recipients(self.identities)
+
+
+def _prepare(identities: Any) -> _Prepared | None:
+    if identities is None:
+        return None
+    if isinstance(identities, _Prepared):
+        return identities
+    try:
+        prepared = _Prepared(identities)
+    except ValueError as error:
+        raise NoIdentityError(f"the age identities given are not usable: {error}") from None
+    if not prepared.identities:
+        from .keys import no_identity_message
+
+        raise NoIdentityError(no_identity_message())
+    return prepared
+
+
+def _load(path: Path, prepared: _Prepared | None) -> Document:
+    from .sops import load_document
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VaultError(
+            f"{path}: no such grant file; run `reconcile apply` to create it", path
+        ) from None
+    except OSError as error:
+        raise VaultError(
+            f"{path}: cannot be read ({error.strerror or error}); check its permissions", path
+        ) from None
+    if prepared is None:
+        return load_document(data, None, path)
+    return load_document(data, prepared.identities, path, preferred_recipients=prepared.recipients)
+
+
+def read_grant(path: Path, identities: list | None) -> Grant:
+    """Read one grant file. ``identities=None``: plaintext metadata only, nothing decrypted,
+    no key needed. Otherwise open the data key, decrypt every leaf and verify the MAC."""
+    path = Path(path)
+    return _to_grant(path, _load(path, _prepare(identities)))
+
+
+def decrypt_file(path: Path, identities: list) -> dict:
+    """Any SOPS YAML file → a plain Python mapping (MAC verified). Values are str, int,
+    float, bool, None, datetime, lists and dicts; used for ``sops:PATH#dotted.key``."""
+    from .sops import plain_data
+
+    path = Path(path)
+    prepared = _prepare(identities if identities is not None else [])
+    return plain_data(_load(path, prepared).data)
+
+
+def _bad(path: Path, what: str) -> MalformedError:
+    return MalformedError(
+        f"{path}: {what}. Fix the field with `sops edit {path}`, restore the file from version "
+        "control, or delete it and let reconcile write it again.",
+        path,
+    )
+
+
+def _to_datetime(path: Path, field: str, value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, GoTime) and value.value is not None:
+        return value.value
+    if isinstance(value, str):
+        from .sops import _go_time
+
+        parsed = _go_time(value)
+        if parsed is not None and parsed.value is not None:
+            return parsed.value
+    raise _bad(path, f"`{field}` is not an RFC 3339 timestamp")
+
+
+def _to_str_tuple(path: Path, field: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise _bad(path, f"`{field}` must be a list of strings")
+
+
+def _to_grant(path: Path, doc: Document) -> Grant:
+    data = doc.data
+    fields: dict[str, Any] = {}
+    for key in _STR_FIELDS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise _bad(path, f"`{key}` must be a string (quote it)")
+        if (key,) in doc.encrypted_paths:
+            raise _bad(path, f"`{key}` is encrypted but should be plaintext")
+        choices = _CHOICES.get(key)
+        if choices is not None and value not in choices:
+            raise _bad(path, f"`{key}` must be one of {', '.join(choices)}")
+        fields[key] = value
+    name = _name_of(path)
+    if "name" in fields and fields["name"] != name:
+        raise _bad(path, f"its `name` does not match the file name ({name})")
+    fields["name"] = name
+    if "kind" not in fields:
+        raise _bad(path, "`kind` is missing (oauth2 or secret)")
+    token_type = data.get("token_type")
+    if token_type is not None:
+        if not isinstance(token_type, str):
+            raise _bad(path, "`token_type` must be a string (quote it)")
+        fields["token_type"] = token_type
+    fields["scopes"] = _to_str_tuple(path, "scopes", data.get("scopes"))
+    fields["granted_scopes"] = _to_str_tuple(path, "granted_scopes", data.get("granted_scopes"))
+    fields["expires_at"] = _to_datetime(path, "expires_at", data.get("expires_at"))
+    fields["obtained_at"] = _to_datetime(path, "obtained_at", data.get("obtained_at"))
+    extra = data.get("extra")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise _bad(path, "`extra` must be a mapping of strings")
+        extra = {k: v for k, v in extra.items() if v is not None}  # nulls are absent
+        if not all(isinstance(v, str) for v in extra.values()):
+            raise _bad(path, "`extra` must be a mapping of strings")
+        if not doc.decrypted:
+            extra = {k: v for k, v in extra.items() if ("extra", k) not in doc.encrypted_paths}
+        fields["extra"] = dict(extra)
+    sealed = []
+    for key in ENCRYPTED_FIELDS:
+        value = data.get(key)
+        if value is None:
+            continue
+        if value != "":
+            sealed.append(key)
+        if (key,) not in doc.encrypted_paths:
+            raise TamperedError(
+                f"{path}: `{key}` is stored in plaintext, but it must be encrypted: the file "
+                "was tampered with (changed outside sops and reconcile), so it is not used. "
+                "Restore it from version control, or delete it and link the grant again.",
+                path,
+            )
+        if not doc.decrypted:
+            continue
+        if not isinstance(value, str):
+            raise _bad(path, f"`{key}` must hold a string")
+        fields[key] = Secret(value)
+    fields["recipients"] = doc.metadata.recipients
+    fields["sealed"] = frozenset(sealed)
+    fields["decrypted"] = doc.decrypted
+    return Grant(**fields)
+
+
+def scan(store_dir: Path, identities: list | None) -> Actual:
+    """Read every ``*.sops.yaml`` in ``store_dir``. A file that fails is reported in
+    ``Actual.unreadable[name]`` with its message; one bad file never stops the scan."""
+    store_dir = Path(store_dir)
+    prepared = _prepare(identities)
+    grants: dict[str, Grant] = {}
+    unreadable: dict[str, str] = {}
+    try:
+        entries = sorted(
+            e.name for e in os.scandir(store_dir) if e.name.endswith(SUFFIX) and e.is_file()
+        )
+    except FileNotFoundError:
+        entries = []
+    for filename in entries:
+        name = filename[: -len(SUFFIX)]
+        path = store_dir / filename
+        if not NAME.match(name):
+            unreadable[name] = (
+                f"{path}: the file name is not a valid grant name "
+                "(^[a-z0-9][a-z0-9_-]{0,62}$); rename or remove it"
+            )
+            continue
+        try:
+            grants[name] = _to_grant(path, _load(path, prepared))
+        except VaultError as error:
+            unreadable[name] = str(error)
+    return Actual(grants=grants, unreadable=unreadable, decrypted=prepared is not None)
+
+
+# ---------------------------------------------------------------------------------------
+# Writing.
+
+
+def grant_document(grant: Grant) -> dict[str, Any]:
+    """The mapping written for ``grant``: only fields that are set, in a fixed order."""
+    doc: dict[str, Any] = {}
+    for key in _STR_FIELDS:
+        value = getattr(grant, key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise TypeError(f"Grant.{key} must be a str")
+            doc[key] = value
+    if grant.scopes:
+        doc["scopes"] = [_check_str("scopes", s) for s in grant.scopes]
+    if grant.granted_scopes:
+        doc["granted_scopes"] = [_check_str("granted_scopes", s) for s in grant.granted_scopes]
+    if grant.token_type is not None:
+        doc["token_type"] = _check_str("token_type", grant.token_type)
+    for key in ("expires_at", "obtained_at"):
+        value = getattr(grant, key)
+        if value is not None:
+            if not isinstance(value, datetime):
+                raise TypeError(f"Grant.{key} must be a datetime")
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            doc[key] = value.astimezone(UTC).replace(microsecond=0)
+    if grant.extra:
+        doc["extra"] = {
+            _check_str("extra", k): _check_str("extra", grant.extra[k]) for k in sorted(grant.extra)
+        }
+    for key in ENCRYPTED_FIELDS:
+        value = getattr(grant, key)
+        if value is not None:
+            if not isinstance(value, Secret):
+                raise TypeError(f"Grant.{key} must be a Secret")
+            doc[key] = value
+    return doc
+
+
+def _check_str(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"Grant.{field} must hold strings")
+    return value
+
+
+def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
+    """Encrypt ``grant`` for ``recipients`` and replace ``path`` atomically. The whole file
+    is encrypted in memory first, so no plaintext secret ever reaches the disk."""
+    from .files import atomic_write
+    from .sops import encode_document
+
+    path = Path(path)
+    if _name_of(path) != grant.name:
+        raise ValueError(f"{path}: a grant named {grant.name!r} belongs in {grant.name}{SUFFIX}")
+    if isinstance(recipients, str):
+        raise TypeError("recipients must be a sequence of strings, not a string")
+    if not recipients:
+        raise VaultError(
+            f"{path}: no age recipients to encrypt to; list them under `store.recipients` in "
+            "providers.yaml or in a .sops.yaml creation rule",
+            path,
+        )
+    try:
+        data = encode_document(
+            grant_document(grant), list(recipients), encrypted_regex=GRANT_ENCRYPTED_REGEX
+        )
+    except ValueError as error:
+        raise VaultError(f"{path}: cannot be written: {error}", path) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, data)
+
+
+def delete_grant(path: Path) -> None:
+    """Remove a grant file durably (the folder is fsynced). A missing file is not an error."""
+    from .files import durable_delete
+
+    durable_delete(Path(path))
+
+
+__all__ = [
+    "DecryptError",
+    "MalformedError",
+    "NoIdentityError",
+    "TamperedError",
+    "VaultError",
+    "decrypt_file",
+    "delete_grant",
+    "grant_document",
+    "grant_path",
+    "read_grant",
+    "scan",
+    "write_grant",
+]
