@@ -1,0 +1,77 @@
+"""Built-in provider presets: one YAML file per provider, data only.
+
+Each file follows ``schemas/catalog.schema.json``. ``reconciler.config`` merges a preset
+under the fields a ``providers.yaml`` entry gives explicitly.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import cache, lru_cache
+from importlib import resources
+
+__all__ = ["UnknownPreset", "load_preset", "preset_names"]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+class UnknownPreset(KeyError):
+    """No preset by that name. ``str()`` lists the known presets and a close match."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+        self.suggestion = _closest(name, known)
+
+    def __str__(self) -> str:
+        hint = f"did you mean `{self.suggestion}`? " if self.suggestion else ""
+        return f"unknown preset `{self.name}` ({hint}known presets: {', '.join(self.known)})"
+
+
+def _closest(name: str, known: tuple[str, ...]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(str(name).lower(), known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+@lru_cache(maxsize=1)
+def _names() -> tuple[str, ...]:
+    folder = resources.files(__name__)
+    return tuple(
+        sorted(
+            entry.name[: -len(".yaml")]
+            for entry in folder.iterdir()
+            if entry.name.endswith(".yaml") and entry.is_file()
+        )
+    )
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in presets, sorted."""
+    return list(_names())
+
+
+@cache
+def _load(name: str) -> dict:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    text = resources.files(__name__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    data = yaml.load(text, Loader=loader)
+    if not isinstance(data, dict):  # pragma: no cover - guarded by the catalog tests
+        raise ValueError(f"preset {name}: not a mapping")
+    return data
+
+
+def load_preset(name: str) -> dict:
+    """The preset's data (a fresh copy; the parsed file is cached).
+
+    Raises :class:`UnknownPreset` (a ``KeyError``) for a name that is not in the catalog.
+    """
+    known = _names()
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in known:
+        raise UnknownPreset(str(name), known)
+    return copy.deepcopy(_load(name))
