@@ -1,0 +1,716 @@
+"""Token endpoint operations (RFC 6749 §4.1.3, §4.4, §6), revocation (RFC 7009), and the
+strict validation of token responses.
+
+Requests are built with Authlib (``prepare_token_request``, ``OAuth2ClientAuth`` for
+``client_secret_basic`` / ``client_secret_post`` / ``none``, ``prepare_revoke_token_request``)
+and sent with httpx2, never following redirects, with short timeouts. Responses are checked
+here: an ``error`` member is an error whatever the HTTP status, an access token must be present
+and non-blank, an ``id_token``-only answer is refused, and form-encoded bodies are accepted.
+
+Importing this module is cheap: Authlib and httpx2 are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ..model import Grant, Provider, Secret
+from . import quirks
+from .errors import (
+    AccessDenied,
+    InvalidGrant,
+    LinkTimeout,
+    OAuthError,
+    TransientError,
+    describe,
+    scrub,
+)
+
+if TYPE_CHECKING:
+    import httpx2
+
+log = logging.getLogger(__name__)
+
+#: Seconds to establish a connection / for the whole exchange. Token endpoints answer fast; a
+#: hung endpoint must not hang ``reconcile`` or a runtime ``token()`` call.
+CONNECT_TIMEOUT = 5.0
+TIMEOUT = 15.0
+USER_AGENT = "oauth-reconciler/0.1 (+https://datatracker.ietf.org/doc/html/rfc6749)"
+
+DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+#: ``now`` may be a datetime, a clock function (for flows that take a while), or None (wall clock).
+Now = datetime | Callable[[], datetime] | None
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    """A validated token response. Secret values are ``Secret``; ``repr`` never shows them.
+
+    ``granted_scopes`` is None when the response had no ``scope`` member (RFC 6749 §5.1: the
+    granted scope is then the requested one); ``grant_from_result`` resolves that.
+    ``extra`` holds plaintext, provider-specific values picked by a quirk (never a token).
+    """
+
+    access_token: Secret
+    refresh_token: Secret | None = None
+    id_token: Secret | None = None
+    token_type: str = "Bearer"
+    expires_at: datetime | None = None
+    granted_scopes: tuple[str, ...] | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- small shared helpers (used by authorize, device, discovery, quirks) ---------------------
+
+
+def resolve_now(now: Now) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if callable(now):
+        now = now()
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    return now.astimezone(UTC)
+
+
+def is_secure_url(url: str) -> bool:
+    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and host in LOOPBACK_HOSTS
+
+
+def check_endpoint(provider: Provider, url: str, what: str) -> None:
+    if not is_secure_url(url):
+        raise OAuthError(
+            f"{provider.name}: the {what} URL {url!r} is not https (plain http is allowed only "
+            "on 127.0.0.1, [::1] and localhost). Fix the URL in providers.yaml.",
+            error="insecure_endpoint",
+            provider=provider.name,
+        )
+
+
+def endpoint(provider: Provider, attr: str, what: str) -> str:
+    url = getattr(provider, attr)
+    if not url:
+        raise OAuthError(
+            f"{provider.name}: no {what} is known for this provider. Set `{attr}` in "
+            "providers.yaml, or an `issuer` that publishes it (RFC 8414 discovery).",
+            error="missing_endpoint",
+            provider=provider.name,
+        )
+    check_endpoint(provider, url, what)
+    return url
+
+
+def split_scopes(provider: Provider, value: object) -> tuple[str, ...]:
+    """A ``scope`` value (string in the provider's separator, or a JSON list) as a tuple."""
+    if isinstance(value, list | tuple):
+        items = [str(v).strip() for v in value]
+    else:
+        text = str(value)
+        sep = provider.scope_separator or " "
+        items = text.split() if not sep.strip() else [s.strip() for s in text.split(sep)]
+    return tuple(dict.fromkeys(s for s in items if s))
+
+
+def join_scopes(provider: Provider, scopes: Sequence[str]) -> str:
+    return (provider.scope_separator or " ").join(scopes)
+
+
+def retry_after(response: httpx2.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+_ssl_context = None
+_ssl_lock = threading.Lock()
+
+
+def http_client() -> httpx2.Client:
+    """A client that never follows redirects, with short timeouts. The TLS context (the costly
+    part: loading CA certificates) is built once per process and shared."""
+    import httpx2
+
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx2.create_ssl_context()
+    return httpx2.Client(
+        timeout=httpx2.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT),
+        follow_redirects=False,
+        verify=_ssl_context,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any) -> httpx2.Response:
+    """One HTTP exchange with a provider. Network failures become ``TransientError``; a redirect
+    is refused (RFC 9700 §4.11: token and revocation requests are never redirected)."""
+    import httpx2
+
+    name = provider.name
+    try:
+        with http_client() as client:
+            response = client.request(method, url, **kwargs)
+    except httpx2.TimeoutException:
+        raise TransientError(
+            f"{name}: the {what} at {url} did not answer within {TIMEOUT:g} s. The provider may "
+            "be down or unreachable; the current grant is kept, try again later.",
+            error="timeout",
+            provider=name,
+        ) from None
+    except httpx2.TransportError as exc:
+        raise TransientError(
+            f"{name}: could not reach the {what} at {url} ({type(exc).__name__}: "
+            f"{scrub(str(exc)) or 'network error'}). Check the network and the endpoint URL; "
+            "the current grant is kept.",
+            error="network_error",
+            provider=name,
+        ) from None
+    if 300 <= response.status_code < 400:
+        raise OAuthError(
+            f"{name}: the {what} at {url} answered with a redirect (HTTP "
+            f"{response.status_code}); redirects are never followed for credential requests. "
+            "Check the endpoint URL in providers.yaml (scheme, host, trailing slash).",
+            error="unexpected_redirect",
+            provider=name,
+            status_code=response.status_code,
+        )
+    return response
+
+
+def parse_body(response: httpx2.Response, *, form_ok: bool = False) -> dict[str, Any] | None:
+    """The response body as a dict: JSON object, or form-encoded (by Content-Type, or whenever
+    ``form_ok``). None when it is neither."""
+    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    text = response.text
+    if ctype != "application/x-www-form-urlencoded":
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return data
+        if data is not None or not form_ok:
+            return None
+    if not text.strip() or "=" not in text:
+        return None
+    pairs = parse_qsl(text.strip(), keep_blank_values=True)
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            return None  # a repeated parameter is malformed (RFC 6749 §3.1)
+        result[key] = value
+    return result
+
+
+def error_from_payload(
+    provider: Provider,
+    payload: Mapping[str, Any],
+    *,
+    what: str,
+    status: int | None,
+    secrets: Sequence[str | None] = (),
+    response: httpx2.Response | None = None,
+) -> OAuthError:
+    """The exception for an OAuth error response (RFC 6749 §5.2, RFC 8628 §3.5, RFC 7009 §2.2.1)."""
+    name = provider.name
+    code = scrub(str(payload.get("error") or "server_error"), secrets) or "server_error"
+    raw = payload.get("error_description")
+    description = scrub(raw if raw is None else str(raw), secrets)
+    detail = describe(code, description)
+    kwargs: dict[str, Any] = {
+        "error": code,
+        "description": description,
+        "provider": name,
+        "status_code": status,
+    }
+    if code == "invalid_grant":
+        return InvalidGrant(
+            f"{name}: the provider rejected the grant during the {what} ({detail}). The refresh "
+            "token or code is revoked, expired or already used; the grant must be linked again "
+            f"(`reconcile link {name}`).",
+            **kwargs,
+        )
+    if code == "access_denied":
+        return AccessDenied(
+            f"{name}: access was denied ({detail}). Nothing was stored; run the link again and "
+            "approve the request, or check the scopes you ask for.",
+            **kwargs,
+        )
+    if code == "expired_token":
+        return LinkTimeout(
+            f"{name}: the device code expired before the request was approved ({detail}). Run "
+            "the link again and enter the new code sooner.",
+            **kwargs,
+        )
+    if code in ("temporarily_unavailable", "server_error"):
+        return TransientError(
+            f"{name}: the provider is temporarily unable to handle the {what} ({detail}); the "
+            "current grant is kept, try again later.",
+            retry_after=retry_after(response) if response is not None else None,
+            **kwargs,
+        )
+    if code in ("invalid_client", "unauthorized_client"):
+        return OAuthError(
+            f"{name}: the provider rejected the client during the {what} ({detail}). Check "
+            f"`client_id`, `client_secret` and `token_endpoint_auth_method` of {name}, and that "
+            "the app registration allows this flow.",
+            **kwargs,
+        )
+    if code == "invalid_scope":
+        return OAuthError(
+            f"{name}: the provider refused the requested scopes ({detail}). Check `scopes` of "
+            f"{name} against the provider's documentation.",
+            **kwargs,
+        )
+    return OAuthError(f"{name}: the {what} failed ({detail}).", **kwargs)
+
+
+def _seconds(provider: Provider, payload: Mapping[str, Any], key: str) -> float | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
+        raise OAuthError(
+            f"{provider.name}: the token response has an invalid `{key}`; nothing was stored. "
+            "Try again; report it to the provider if it persists.",
+            error="invalid_token_response",
+            provider=provider.name,
+        )
+    return seconds
+
+
+def _optional_secret(provider: Provider, payload: Mapping[str, Any], key: str) -> Secret | None:
+    value = payload.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise OAuthError(
+            f"{provider.name}: the token response has an invalid `{key}`; nothing was stored.",
+            error="invalid_token_response",
+            provider=provider.name,
+        )
+    return Secret(value)
+
+
+def token_result(
+    provider: Provider, payload: Mapping[str, Any], extra: Mapping[str, str], now: datetime
+) -> TokenResult:
+    """Validate a successful token response body (RFC 6749 §5.1) into a ``TokenResult``."""
+    name = provider.name
+    access = payload.get("access_token")
+    if not isinstance(access, str) or not access.strip():
+        if payload.get("id_token"):
+            raise OAuthError(
+                f"{name}: the provider returned only an id_token (an OpenID sign-in answer) and "
+                "no access token, so there is nothing to call the API with. Check the preset or "
+                "endpoints of this provider (response_type, token endpoint).",
+                error="invalid_token_response",
+                provider=name,
+            )
+        raise OAuthError(
+            f"{name}: the token response has no access token; nothing was stored. Check the "
+            "token endpoint URL; try again, and report it to the provider if it persists.",
+            error="invalid_token_response",
+            provider=name,
+        )
+    token_type = payload.get("token_type")
+    if token_type is None or token_type == "":
+        token_type = "Bearer"
+    elif not isinstance(token_type, str):
+        raise OAuthError(
+            f"{name}: the token response has an invalid token_type; nothing was stored.",
+            error="invalid_token_response",
+            provider=name,
+        )
+    elif token_type.lower() == "bearer":
+        token_type = "Bearer"
+    expires_in = _seconds(provider, payload, "expires_in")
+    expires_at = now + timedelta(seconds=expires_in) if expires_in is not None else None
+    extra = dict(extra)
+    refresh_expires_in = _seconds(provider, payload, "refresh_token_expires_in")
+    if refresh_expires_in is not None:
+        extra["refresh_token_expires_at"] = (
+            (now + timedelta(seconds=refresh_expires_in)).replace(microsecond=0).isoformat()
+        )
+    scope = payload.get("scope")
+    granted = None if scope is None else split_scopes(provider, scope)
+    return TokenResult(
+        access_token=Secret(access),
+        refresh_token=_optional_secret(provider, payload, "refresh_token"),
+        id_token=_optional_secret(provider, payload, "id_token"),
+        token_type=token_type,
+        expires_at=expires_at,
+        granted_scopes=granted,
+        extra=extra,
+    )
+
+
+def token_response(
+    provider: Provider,
+    response: httpx2.Response,
+    *,
+    what: str,
+    now: datetime,
+    secrets: Sequence[str | None] = (),
+) -> TokenResult:
+    """Classify and validate a token endpoint response."""
+    name = provider.name
+    status = response.status_code
+    if status == 429 or status >= 500:
+        payload = parse_body(response) or {}
+        description = scrub(payload.get("error_description"), secrets)
+        raise TransientError(
+            f"{name}: the token endpoint answered HTTP {status} to the {what}"
+            f"{' (' + description + ')' if description else ''}; the current grant is kept, try "
+            "again later.",
+            error=str(
+                payload.get("error") or ("rate_limited" if status == 429 else "server_error")
+            ),
+            description=description,
+            provider=name,
+            status_code=status,
+            retry_after=retry_after(response),
+        )
+    payload = parse_body(response, form_ok=quirks.form_encoded_response(provider))
+    if payload is None:
+        raise OAuthError(
+            f"{name}: the token endpoint answered HTTP {status} with a body that is neither JSON "
+            "nor form-encoded; nothing was stored. Check the token endpoint URL.",
+            error="invalid_token_response",
+            provider=name,
+            status_code=status,
+        )
+    extra: dict[str, str] = {}
+    payload = quirks.normalize_token_response(provider, payload, extra)
+    if payload.get("error"):
+        raise error_from_payload(
+            provider, payload, what=what, status=status, secrets=secrets, response=response
+        )
+    if not 200 <= status < 300:
+        raise OAuthError(
+            f"{name}: the token endpoint answered HTTP {status} to the {what} without an OAuth "
+            "error code; nothing was stored. Check the token endpoint URL and client settings.",
+            error="invalid_token_response",
+            provider=name,
+            status_code=status,
+        )
+    return token_result(provider, payload, extra, now)
+
+
+def client_auth(provider: Provider, client_secret: Secret | None, *, json_body: bool = False):
+    """Authlib's httpx2 client authentication for the provider's configured method."""
+    from authlib.integrations.httpx_client import OAuth2ClientAuth
+
+    name = provider.name
+    method = provider.token_endpoint_auth_method or (
+        "client_secret_basic" if client_secret else "none"
+    )
+    if method not in AUTH_METHODS:
+        raise OAuthError(
+            f"{name}: token_endpoint_auth_method {method!r} is not supported; use one of "
+            f"{', '.join(AUTH_METHODS)}.",
+            error="unsupported_auth_method",
+            provider=name,
+        )
+    if method != "none" and not client_secret:
+        raise OAuthError(
+            f"{name}: client authentication {method} needs a client secret, and none is "
+            f"configured. Set `client_secret` for {name} (env:, file:, sops: or prompt), or "
+            "`token_endpoint_auth_method: none` for a public client.",
+            error="invalid_client",
+            provider=name,
+        )
+    if json_body and method == "client_secret_post":
+        method = "client_secret_basic"  # a JSON body carries no form credentials
+    secret = client_secret.reveal() if client_secret else None
+    return OAuth2ClientAuth(provider.client_id, secret, method)
+
+
+def request_token(
+    provider: Provider,
+    client_secret: Secret | None,
+    grant_type: str,
+    params: Mapping[str, str | None],
+    *,
+    what: str,
+    now: Now,
+    secrets: Sequence[str | None] = (),
+) -> TokenResult:
+    """POST one token request (any grant type) and return the validated result."""
+    from authlib.oauth2.rfc6749.parameters import prepare_token_request
+
+    url = endpoint(provider, "token_endpoint", "token endpoint")
+    fields: dict[str, str] = {
+        k: str(v) for k, v in provider.token_params.items() if k not in params and v is not None
+    }
+    fields.update({k: v for k, v in params.items() if v})
+    secrets = [*secrets, client_secret.reveal() if client_secret else None]
+    headers = {"Accept": "application/json"}
+    if quirks.json_token_request(provider):
+        kwargs: dict[str, Any] = {"json": {"grant_type": grant_type, **fields}}
+        auth = client_auth(provider, client_secret, json_body=True)
+    else:
+        body = prepare_token_request(grant_type, **fields)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        kwargs = {"content": body.encode()}
+        auth = client_auth(provider, client_secret)
+    log.debug("%s: %s at %s", provider.name, what, url)
+    response = send(provider, "POST", url, what=what, headers=headers, auth=auth, **kwargs)
+    return token_response(provider, response, what=what, now=resolve_now(now), secrets=secrets)
+
+
+def _reveal(value: Secret | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+# --- public operations -----------------------------------------------------------------------
+
+
+def exchange_code(
+    provider: Provider,
+    client_secret: Secret | None,
+    code: Secret | str,
+    redirect_uri: str,
+    code_verifier: Secret | str | None,
+    *,
+    now: Now,
+) -> TokenResult:
+    """Authorization code → tokens (RFC 6749 §4.1.3, with the PKCE verifier of RFC 7636 §4.5)."""
+    code_value, verifier = _reveal(code), _reveal(code_verifier)
+    return request_token(
+        provider,
+        client_secret,
+        "authorization_code",
+        {"code": code_value, "redirect_uri": redirect_uri, "code_verifier": verifier},
+        what="code exchange",
+        now=now,
+        secrets=[code_value, verifier],
+    )
+
+
+def refresh(
+    provider: Provider,
+    client_secret: Secret | None,
+    refresh_token: Secret,
+    *,
+    now: Now,
+    scopes: Sequence[str] | None = None,
+) -> TokenResult:
+    """Refresh an access token (RFC 6749 §6). ``scopes`` narrows the request; by default the
+    originally granted scope is kept. ``InvalidGrant`` means the grant needs a relink."""
+    value = refresh_token.reveal()
+    return request_token(
+        provider,
+        client_secret,
+        "refresh_token",
+        {"refresh_token": value, "scope": join_scopes(provider, scopes) if scopes else None},
+        what="token refresh",
+        now=now,
+        secrets=[value],
+    )
+
+
+def client_credentials(
+    provider: Provider,
+    client_secret: Secret | None,
+    *,
+    now: Now,
+    scopes: Sequence[str] | None = None,
+) -> TokenResult:
+    """Client credentials grant (RFC 6749 §4.4) for the provider's scopes."""
+    scopes = provider.scopes if scopes is None else scopes
+    return request_token(
+        provider,
+        client_secret,
+        "client_credentials",
+        {"scope": join_scopes(provider, scopes) if scopes else None},
+        what="client-credentials request",
+        now=now,
+    )
+
+
+def revoke(
+    provider: Provider,
+    client_secret: Secret | None,
+    token: Secret,
+    token_type_hint: str | None = None,
+) -> None:
+    """Revoke a token (RFC 7009), or through the provider's own call when a quirk says so.
+    Revoking a refresh token normally revokes the whole grant (RFC 7009 §2.1)."""
+    override = quirks.revoker(provider)
+    if override is not None:
+        override(provider, client_secret, token, token_type_hint)
+        return
+    name = provider.name
+    if not provider.revocation_endpoint:
+        raise OAuthError(
+            f"{name}: the provider has no revocation endpoint (RFC 7009), so the grant cannot be "
+            "revoked from here. Revoke the app's access in your account settings at the "
+            "provider, or set `revocation_endpoint` if it has one.",
+            error="revocation_unsupported",
+            provider=name,
+        )
+    url = endpoint(provider, "revocation_endpoint", "revocation endpoint")
+    from authlib.oauth2.rfc7009 import prepare_revoke_token_request
+
+    headers: dict[str, str] = {"Accept": "application/json"}
+    if quirks.json_token_request(provider):
+        fields = {"token": token.reveal()}
+        if token_type_hint:
+            fields["token_type_hint"] = token_type_hint
+        kwargs: dict[str, Any] = {"json": fields}
+        auth = client_auth(provider, client_secret, json_body=True)
+    else:
+        body, headers = prepare_revoke_token_request(token.reveal(), token_type_hint, None, headers)
+        kwargs = {"content": body.encode()}
+        auth = client_auth(provider, client_secret)
+    response = send(provider, "POST", url, what="revocation", headers=headers, auth=auth, **kwargs)
+    status = response.status_code
+    secrets = [token.reveal(), client_secret.reveal() if client_secret else None]
+    if 200 <= status < 300:
+        # RFC 7009 §2.2 ignores the body, but some providers answer 200 with an error in it.
+        payload = parse_body(response) or {}
+        payload = quirks.normalize_token_response(provider, payload, {})
+        error = payload.get("error")
+        if not error:
+            return
+        if error in ("invalid_grant", "invalid_token"):
+            log.info("%s: the token was already invalid; nothing left to revoke", name)
+            return
+        raise error_from_payload(
+            provider, payload, what="revocation", status=status, secrets=secrets
+        )
+    payload = parse_body(response) or {}
+    if status == 429 or status >= 500:
+        raise TransientError(
+            f"{name}: the revocation endpoint answered HTTP {status}; the token is not revoked "
+            "yet, try again later.",
+            error=str(payload.get("error") or "temporarily_unavailable"),
+            description=scrub(payload.get("error_description"), secrets),
+            provider=name,
+            status_code=status,
+            retry_after=retry_after(response),
+        )
+    if payload.get("error") == "unsupported_token_type":
+        description = scrub(payload.get("error_description"), secrets)
+        raise OAuthError(
+            f"{name}: the provider does not revoke {token_type_hint or 'this kind of'} tokens "
+            f"({describe('unsupported_token_type', description)}). Revoke the app's access in "
+            "your account settings at the provider.",
+            error="unsupported_token_type",
+            description=description,
+            provider=name,
+            status_code=status,
+        )
+    if payload.get("error"):
+        raise error_from_payload(
+            provider, payload, what="revocation", status=status, secrets=secrets
+        )
+    raise OAuthError(
+        f"{name}: the revocation endpoint answered HTTP {status}; the token may still be valid. "
+        "Check the revocation endpoint URL and client settings.",
+        error="revocation_failed",
+        provider=name,
+        status_code=status,
+    )
+
+
+def grant_from_result(
+    provider: Provider,
+    result: TokenResult,
+    *,
+    now: datetime,
+    previous: Grant | None = None,
+    requested_scopes: Sequence[str] | None = None,
+) -> Grant:
+    """The ``model.Grant`` to store after a link (``previous=None``) or a refresh (``previous``
+    = the grant that was refreshed).
+
+    - ``scopes``: the requested scopes (``requested_scopes``, else the previous grant's for a
+      refresh, else the provider's);
+    - ``granted_scopes``: the response's ``scope``; when absent, the requested scopes (RFC 6749
+      §5.1), or for a refresh the previously granted ones (§6);
+    - a refresh response without a refresh token keeps the old one (§6), and the previous
+      id_token, client secret, recipients and extras carry over.
+    """
+    now = resolve_now(now)
+    if requested_scopes is not None:
+        requested = tuple(requested_scopes)
+    elif previous is not None and previous.scopes:
+        requested = previous.scopes
+    else:
+        requested = tuple(provider.scopes)
+    if result.granted_scopes is not None:
+        granted = result.granted_scopes
+    elif previous is not None and previous.granted_scopes and requested_scopes is None:
+        granted = previous.granted_scopes
+    else:
+        granted = requested
+    extra = {**(previous.extra if previous else {}), **result.extra}
+    return Grant(
+        name=provider.name,
+        kind="oauth2",
+        status="ok",
+        status_reason=None,
+        flow=provider.flow,
+        client_id=provider.client_id,
+        token_endpoint=provider.token_endpoint,
+        scopes=requested,
+        granted_scopes=tuple(granted),
+        token_type=result.token_type,
+        expires_at=result.expires_at,
+        obtained_at=now,
+        access_token=result.access_token,
+        refresh_token=result.refresh_token
+        or (previous.refresh_token if previous is not None else None),
+        id_token=result.id_token or (previous.id_token if previous is not None else None),
+        value=None,
+        client_secret=previous.client_secret if previous is not None else None,
+        recipients=previous.recipients if previous is not None else (),
+        decrypted=True,
+        extra=extra,
+    )
