@@ -83,8 +83,9 @@ class Provider:
 
 @dataclass(frozen=True)
 class SecretSpec:
-    """A declared static secret. ``value`` is the resolved value, or None when it is ``prompt``
-    (satisfied by an existing grant file, asked for only when one must be written)."""
+    """A declared static secret. ``value`` is the resolved value, or None when ``ref`` is
+    ``prompt`` (satisfied by any grant file, asked for only when one must be written) or when
+    references were not resolved (no identity to compare values with)."""
 
     name: str
     ref: str

@@ -34,7 +34,7 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
             continue
         grant = actual.grants.get(name)
         found = _secret_actions(spec, grant, actual.decrypted)
-        if not found and grant is not None and not actual.decrypted and spec.value is not None:
+        if not found and grant is not None and not actual.decrypted and spec.ref != "prompt":
             uncompared += 1
         actions.extend(found)
         if grant is not None:
@@ -102,13 +102,13 @@ def _refresh_reason(
 def _secret_actions(spec: SecretSpec, grant: Grant | None, decrypted: bool) -> list[Action]:
     name = spec.name
     if grant is None:
-        reason = "not written yet" if spec.value is not None else "not written yet (prompt)"
+        reason = "not written yet (prompt)" if spec.ref == "prompt" else "not written yet"
         return [Action(name, "write-secret", reason)]
     if grant.kind != "secret":
         return [Action(name, "write-secret", "declared as a secret, but the file holds a grant")]
-    if spec.value is None:  # `prompt`: any value already written satisfies it
+    if spec.ref == "prompt":  # any value already written satisfies it
         return []
-    if decrypted and grant.value != spec.value:
+    if decrypted and spec.value is not None and grant.value != spec.value:
         return [Action(name, "write-secret", "value changed")]
     return []
 

@@ -1,0 +1,301 @@
+"""The `reconcile` command: argument parsing and output only. The work is in `operations`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+
+_SYMBOLS = {"link": "+", "prune": "-"}
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options accepted before or after the command. On subcommands they default to
+    SUPPRESS so that a value given before the command is not reset after it."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "-f", "--file", type=Path, default=default(Path("providers.yaml")),
+        help="the desired-state file (default: ./providers.yaml)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-o", "--output", choices=("text", "json"), default=default("text"),
+        help="text for people (default), json for programs: one document on stdout",
+    )  # fmt: skip
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=default(0),
+        help="more detail; tracebacks on errors",
+    )  # fmt: skip
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False),
+        help="only errors on stderr",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reconcile",
+        description="Reconcile declared OAuth grants and API keys into SOPS/age-encrypted files.",
+    )
+    _global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        _global_options(sub, suppress=True)
+        return sub
+
+    apply = command("apply", "plan, then carry the plan out (the default command)")
+    apply.add_argument("--prune", action="store_true", help="revoke and delete undeclared grants")
+    apply.add_argument(
+        "--no-link", action="store_true",
+        help="do not start link flows; exit 2 if any are pending",
+    )  # fmt: skip
+    plan = command("plan", "show what apply would do, change nothing")
+    plan.add_argument(
+        "--exit-code", action="store_true", help="exit 2 when changes are pending, 0 when none"
+    )
+    plan.add_argument("--prune", action="store_true", help="include undeclared grants to prune")
+    command("status", "show every grant: status, scopes, expiry, last refresh")
+    command("validate", "check the config and its references, change nothing")
+    command("init", "create an age identity, .sops.yaml, a starter providers.yaml, .gitignore")
+    token = command("token", "print a valid access token or secret value, for scripts")
+    token.add_argument("name", help="the grant or secret name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.command = args.command or "apply"
+    args.prune = getattr(args, "prune", False)
+    args.no_link = getattr(args, "no_link", False)
+    out = Output(args)
+    try:
+        return _COMMANDS[args.command](args, out)
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return EXIT_ERROR
+    except Exception as error:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        out.error(_message(error))
+        return EXIT_ERROR
+
+
+def _message(error: Exception) -> str:
+    from .config import ConfigError
+    from .operations import UserError
+    from .vault.store import VaultError
+
+    if isinstance(error, ConfigError | UserError | VaultError):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
+    return f"unexpected {type(error).__name__}: {error} (run with -v for a traceback)"
+
+
+class Output:
+    """Where things are shown: results on stdout, progress and errors on stderr."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.json = args.output == "json"
+        self.quiet = args.quiet
+        self.verbose = args.verbose
+
+    def progress(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def error(self, message: str) -> None:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+    def result(self, text: str, document: object) -> None:
+        if self.json:
+            json.dump(document, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        elif text:
+            print(text)
+
+
+def _load(args: argparse.Namespace):
+    from .operations import load_state, unreadable_error
+
+    state = load_state(args.file)
+    return state, unreadable_error(state.actual, state.desired.store_dir)
+
+
+def _plan_document(plan) -> dict:
+    return {
+        "actions": [{"name": a.name, "action": a.action, "reason": a.reason} for a in plan.actions],
+        "summary": plan.summary(),
+        "notes": list(plan.notes),
+    }
+
+
+def _symbol(action, actual) -> str:
+    if action.action == "write-secret":
+        return "~" if action.name in actual.grants else "+"
+    return _SYMBOLS.get(action.action, "~")
+
+
+def _plan_text(plan, state) -> str:
+    lines = []
+    if plan.actions:
+        width = max(len(a.name) for a in plan.actions)
+        for action in plan.actions:
+            symbol = _symbol(action, state.actual)
+            lines.append(f"  {symbol} {action.name:<{width}}  {action.action:<12}  {action.reason}")
+        counts = {"+": 0, "~": 0, "-": 0}
+        for action in plan.actions:
+            counts[_symbol(action, state.actual)] += 1
+        lines.append("")
+        lines.append(
+            f"Plan: {counts['+']} to add, {counts['~']} to change, {counts['-']} to remove."
+        )
+    else:
+        lines.append(f"No changes. {state.desired.path} and the grant files agree.")
+    lines.extend(f"Note: {note}" for note in plan.notes)
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace, out: Output) -> int:
+    from .operations import make_plan, utcnow
+
+    state, unreadable = _load(args)
+    plan = make_plan(state, utcnow(), prune=args.prune)
+    out.result(_plan_text(plan, state), _plan_document(plan))
+    if unreadable:
+        out.error(str(unreadable))
+        return EXIT_ERROR
+    return EXIT_PENDING if args.exit_code and plan.actions else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace, out: Output) -> int:
+    from .operations import make_plan, run_apply, utcnow
+
+    state, unreadable = _load(args)
+    now = utcnow()
+    plan = make_plan(state, now, prune=args.prune)
+    for note in plan.notes:
+        out.progress(f"note: {note}")
+    ask = _ask_secret if sys.stdin.isatty() and not out.json else None
+    outcomes = []
+    for outcome in run_apply(state, plan, now, link=not args.no_link, ask_secret=ask):
+        outcomes.append(outcome)
+        action = outcome.action
+        out.progress(f"{action.name}: {action.action}: {outcome.result}: {outcome.message}")
+    tally = {"done": 0, "failed": 0, "pending": 0}
+    for outcome in outcomes:
+        tally[outcome.result] += 1
+    document = {
+        "outcomes": [
+            {
+                "name": o.action.name,
+                "action": o.action.action,
+                "reason": o.action.reason,
+                "result": o.result,
+                "message": o.message,
+            }
+            for o in outcomes
+        ],
+        "summary": tally,
+    }
+    if outcomes:
+        text = f"Apply: {tally['done']} done, {tally['failed']} failed, {tally['pending']} pending."
+    else:
+        text = "No changes. Nothing to do."
+    out.result(text, document)
+    if unreadable:
+        out.error(str(unreadable))
+    if tally["failed"] or unreadable:
+        return EXIT_ERROR
+    return EXIT_PENDING if tally["pending"] else EXIT_OK
+
+
+def _ask_secret(name: str):
+    import getpass
+
+    from .model import Secret
+
+    return Secret(getpass.getpass(f"Value for secret {name!r} (input hidden): "))
+
+
+def cmd_status(args: argparse.Namespace, out: Output) -> int:
+    from .operations import load_state, utcnow
+    from .status import report
+
+    state = load_state(args.file, decrypt=False)
+    rows = report(state.desired, state.actual, utcnow())
+    lines = []
+    if rows:
+        width = max(len(r.name) for r in rows)
+        for row in rows:
+            expiry = row.to_json()["expires_at"] or "-"
+            scopes = " ".join(row.granted_scopes or row.scopes) or "-"
+            extra = f"  ({row.reason})" if row.reason else ""
+            lines.append(
+                f"{row.name:<{width}}  {row.kind:<7}  {row.status:<12}  expires {expiry}  "
+                f"scopes {scopes}{extra}"
+            )
+    else:
+        lines.append("No grants declared or stored.")
+    out.result("\n".join(lines), {"grants": [row.to_json() for row in rows]})
+    return EXIT_ERROR if any(row.status == "invalid" for row in rows) else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace, out: Output) -> int:
+    from .operations import validate
+
+    desired = validate(args.file)
+    count = len(desired.providers) + len(desired.secrets)
+    out.result(
+        f"{args.file} is valid: {len(desired.providers)} provider(s), "
+        f"{len(desired.secrets)} secret(s); every reference resolves.",
+        {"valid": True, "file": str(args.file), "grants": count},
+    )
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace, out: Output) -> int:
+    from .operations import init_project
+
+    report = init_project(args.file)
+    for path, what in report.items():
+        out.progress(f"{what}: {path}")
+    out.result(
+        f"Ready. Edit {args.file}, then run `reconcile plan`.",
+        {"files": {str(path): what for path, what in report.items()}},
+    )
+    return EXIT_OK
+
+
+def cmd_token(args: argparse.Namespace, out: Output) -> int:
+    from .operations import read_token
+
+    token = read_token(args.file, args.name)
+    if out.json:
+        out.result("", {"name": args.name, "token": token.reveal()})
+    else:
+        sys.stdout.write(token.reveal() + "\n")
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "apply": cmd_apply,
+    "plan": cmd_plan,
+    "status": cmd_status,
+    "validate": cmd_validate,
+    "init": cmd_init,
+    "token": cmd_token,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Shared fixtures: an isolated project folder with its own age identity and environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Project:
+    """A folder with providers.yaml, an identity the way sops finds it, and a clean env."""
+
+    root: Path
+    env: dict[str, str]
+    recipient: str
+    key_file: Path
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "providers.yaml"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "secrets"
+
+    def write_config(self, text: str) -> None:
+        self.config.write_text(text)
+
+    def reconcile(self, *args: str, env: dict[str, str] | None = None) -> Run:
+        """Run the real CLI in a separate process, as a user would."""
+        completed = subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=self.root,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.outputs.extend([completed.stdout, completed.stderr])
+        return Run(completed.returncode, completed.stdout, completed.stderr)
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under the store folder, by relative path, with its bytes."""
+        if not self.store.exists():
+            return {}
+        return {
+            str(p.relative_to(self.store)): p.read_bytes()
+            for p in sorted(self.store.rglob("*"))
+            if p.is_file()
+        }
+
+
+def new_identity(path: Path) -> str:
+    """Write an age identity file the way age-keygen does; return its recipient."""
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# public key: {recipient}\n{identity}\n")
+    path.chmod(0o600)
+    return recipient
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "project"
+    home = tmp_path / "home"
+    root.mkdir()
+    home.mkdir()
+    key_file = tmp_path / "keys" / "keys.txt"
+    recipient = new_identity(key_file)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "SOPS_AGE_KEY_FILE": str(key_file),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    return Project(root, env, recipient, key_file)
