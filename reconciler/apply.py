@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from .grants import Browser
 from .model import Action, Actual, Desired, Grant, Plan, Secret
 
 Result = Literal["done", "failed", "pending"]
@@ -38,10 +39,18 @@ class Context:
     ask_secret: Callable[[str], Secret] | None = None
     #: False for `apply --no-link`: link flows are reported as pending.
     link: bool = True
+    #: How link flows reach the user; None when there is no one to reach.
+    browser: Browser | None = None
+    #: Use the device flow for every link (headless machines).
+    device: bool = False
+    environ: Mapping[str, str] | None = None
 
 
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
     """Yield one outcome per action, as soon as it is known (so faces can show progress)."""
+    from .config import ConfigError
+    from .grants import GrantError
+    from .oauth.errors import OAuthError
     from .vault.store import VaultError
 
     for action in plan.actions:
@@ -50,7 +59,7 @@ def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
             message = handler(action, context)
         except Pending as pending:
             yield Outcome(action, "pending", str(pending))
-        except (ApplyError, VaultError) as error:
+        except (ApplyError, VaultError, GrantError, OAuthError, ConfigError) as error:
             yield Outcome(action, "failed", str(error))
         except OSError as error:
             yield Outcome(action, "failed", f"{action.name}: {error.strerror or error}")
@@ -99,8 +108,7 @@ def _rekey(action: Action, context: Context) -> str:
 
     if context.identities is None:
         raise ApplyError(
-            f"{action.name}: changing recipients needs an age identity that can decrypt the file; "
-            "set SOPS_AGE_KEY_FILE or run `sops updatekeys` on it"
+            _needs_identity(action.name, "changing recipients") + ", or run `sops updatekeys`"
         )
     path = _grant_path(context, action.name)
     grant = read_grant(path, context.identities)
@@ -109,25 +117,67 @@ def _rekey(action: Action, context: Context) -> str:
 
 
 def _prune(action: Action, context: Context) -> str:
-    from .vault.store import delete_grant
+    from .vault.store import delete_grant, read_grant
 
     grant = context.actual.grants[action.name]
     if grant.kind == "oauth2":
-        _oauth_not_available(action, context)
+        from . import grants
+
+        if context.identities is None:
+            raise ApplyError(_needs_identity(action.name, "revoking the grant"))
+        grant = read_grant(_grant_path(context, action.name), context.identities)
+        return grants.revoke(context.desired, action.name, grant, environ=context.environ)
     delete_grant(_grant_path(context, action.name))
     return "deleted"
 
 
-def _oauth_not_available(action: Action, context: Context) -> str:
-    if not context.link and action.action in ("link", "relink"):
+def _link(action: Action, context: Context) -> str:
+    from . import grants
+
+    provider = context.desired.providers[action.name]
+    needs_user = provider.flow != "client_credentials"
+    if needs_user and not context.link:
         raise Pending(f"{action.name}: needs a link flow (`reconcile link {action.name}`)")
-    raise ApplyError(f"{action.name}: OAuth {action.action} is not available yet in this version")
+    if needs_user and context.browser is None:
+        raise ApplyError(
+            f"{action.name}: a link flow needs a person and none can be reached here; "
+            f"run `reconcile link {action.name}` in a terminal"
+        )
+    grant = grants.link(
+        context.desired,
+        action.name,
+        context.now,
+        context.browser or grants.Browser(open=None, show=lambda line: None),
+        device=context.device,
+        previous=context.actual.grants.get(action.name),
+        environ=context.environ,
+    )
+    return "linked, granted: " + (" ".join(grant.granted_scopes) or "(no scopes)")
+
+
+def _refresh(action: Action, context: Context) -> str:
+    from . import grants
+
+    if context.identities is None:
+        raise ApplyError(_needs_identity(action.name, "refreshing"))
+    grant = grants.refresh(
+        context.desired, action.name, context.now, context.identities, environ=context.environ
+    )
+    expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
+    return f"refreshed, expires {expiry}"
+
+
+def _needs_identity(name: str, doing: str) -> str:
+    return (
+        f"{name}: {doing} needs an age identity that can decrypt the grant file; set "
+        "SOPS_AGE_KEY_FILE (or SOPS_AGE_KEY) the way sops reads it"
+    )
 
 
 _HANDLERS: dict[str, Callable[[Action, Context], str]] = {
-    "link": _oauth_not_available,
-    "relink": _oauth_not_available,
-    "refresh": _oauth_not_available,
+    "link": _link,
+    "relink": _link,
+    "refresh": _refresh,
     "write-secret": _write_secret,
     "rekey": _rekey,
     "prune": _prune,

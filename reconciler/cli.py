@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-link", action="store_true",
         help="do not start link flows; exit 2 if any are pending",
     )  # fmt: skip
+    _link_options(apply)
     plan = command("plan", "show what apply would do, change nothing")
     plan.add_argument(
         "--exit-code", action="store_true", help="exit 2 when changes are pending, 0 when none"
@@ -67,7 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     command("init", "create an age identity, .sops.yaml, a starter providers.yaml, .gitignore")
     token = command("token", "print a valid access token or secret value, for scripts")
     token.add_argument("name", help="the grant or secret name")
+    link = command("link", "run one link flow now")
+    link.add_argument("name", help="the grant name")
+    _link_options(link)
+    revoke = command("revoke", "revoke a grant at the provider and delete its file")
+    revoke.add_argument("name", help="the grant name")
+    revoke.add_argument(
+        "--force", action="store_true",
+        help="delete the file even when the provider has no revocation endpoint",
+    )  # fmt: skip
     return parser
+
+
+def _link_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", action="store_true", help="use the device flow (headless machines)"
+    )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="print the URL instead of opening a browser"
+    )
+    parser.add_argument(
+        "--link-timeout", type=float, default=300.0, metavar="SECONDS",
+        help="how long to wait for the browser (default: 300)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = args.command or "apply"
     args.prune = getattr(args, "prune", False)
     args.no_link = getattr(args, "no_link", False)
+    for option, default in (("device", False), ("no_browser", False), ("link_timeout", 300.0)):
+        setattr(args, option, getattr(args, option, default))
     out = Output(args)
     try:
         return _COMMANDS[args.command](args, out)
@@ -92,10 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _message(error: Exception) -> str:
     from .config import ConfigError
+    from .grants import GrantError
+    from .oauth.errors import OAuthError
     from .operations import UserError
     from .vault.store import VaultError
 
-    if isinstance(error, ConfigError | UserError | VaultError):
+    if isinstance(error, ConfigError | UserError | VaultError | GrantError | OAuthError):
         return str(error)
     if isinstance(error, OSError):
         return f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
@@ -188,7 +215,11 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         out.progress(f"note: {note}")
     ask = _ask_secret if sys.stdin.isatty() and not out.json else None
     outcomes = []
-    for outcome in run_apply(state, plan, now, link=not args.no_link, ask_secret=ask):
+    browser = _browser(args)
+    run = run_apply(
+        state, plan, now, link=not args.no_link, ask_secret=ask, browser=browser, device=args.device
+    )
+    for outcome in run:
         outcomes.append(outcome)
         action = outcome.action
         out.progress(f"{action.name}: {action.action}: {outcome.result}: {outcome.message}")
@@ -218,6 +249,25 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     if tally["failed"] or unreadable:
         return EXIT_ERROR
     return EXIT_PENDING if tally["pending"] else EXIT_OK
+
+
+def _browser(args: argparse.Namespace):
+    """How a link flow reaches the person at this terminal."""
+    from .grants import Browser
+    from .oauth.authorize import system_browser
+
+    def show(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def read_pasted() -> str | None:
+        return sys.stdin.readline() or None
+
+    return Browser(
+        open=None if args.no_browser else system_browser,
+        show=show,
+        timeout=args.link_timeout,
+        read_pasted=read_pasted if sys.stdin.isatty() else None,
+    )
 
 
 def _ask_secret(name: str):
@@ -288,6 +338,35 @@ def cmd_token(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_link(args: argparse.Namespace, out: Output) -> int:
+    from .operations import link
+
+    out.progress(
+        f"{args.name}: linking (waiting up to {args.link_timeout:g} s; if the browser runs on "
+        "another machine, paste the address it ends on here)"
+    )
+    grant = link(args.file, args.name, _browser(args), device=args.device)
+    expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else None
+    out.result(
+        f"{args.name}: linked; granted {' '.join(grant.granted_scopes) or '(no scopes)'}"
+        + (f"; access token expires {expiry}" if expiry else ""),
+        {
+            "name": args.name,
+            "granted_scopes": list(grant.granted_scopes),
+            "expires_at": expiry,
+        },
+    )
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace, out: Output) -> int:
+    from .operations import revoke
+
+    message = revoke(args.file, args.name, force=args.force)
+    out.result(f"{args.name}: {message}", {"name": args.name, "result": message})
+    return EXIT_OK
+
+
 _COMMANDS = {
     "apply": cmd_apply,
     "plan": cmd_plan,
@@ -295,6 +374,8 @@ _COMMANDS = {
     "validate": cmd_validate,
     "init": cmd_init,
     "token": cmd_token,
+    "link": cmd_link,
+    "revoke": cmd_revoke,
 }
 
 if __name__ == "__main__":

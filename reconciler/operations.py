@@ -18,6 +18,10 @@ class UserError(Exception):
     """A problem the user can fix; ``str()`` is the one-paragraph message to show."""
 
 
+class UndeclaredError(UserError):
+    """The name is not declared in ``providers.yaml``: faces never create undeclared grants."""
+
+
 @dataclass(frozen=True)
 class State:
     desired: Desired
@@ -56,6 +60,10 @@ def load_state(
         identities=identities,
     )
     actual = scan(desired.store_dir, identities)
+    if identities is not None:
+        from .grants import with_cached_tokens
+
+        actual = with_cached_tokens(desired, actual, identities, environ)
     return State(desired, actual, identities)
 
 
@@ -83,23 +91,46 @@ def run_apply(
     *,
     link: bool = True,
     ask_secret: Callable[[str], Secret] | None = None,
+    browser=None,
+    device: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> Iterator:
     from .apply import Context, apply
 
-    context = Context(state.desired, state.actual, state.identities, now, ask_secret, link)
+    context = Context(
+        state.desired,
+        state.actual,
+        state.identities,
+        now,
+        ask_secret=ask_secret,
+        link=link,
+        browser=browser,
+        device=device,
+        environ=environ,
+    )
     return apply(plan, context)
 
 
 def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Secret:
-    """The value to hand a script: a static secret's value or a grant's access token.
+    """The value to hand a script: a static secret's value or a valid access token.
 
-    This is the hot path of ``reconcile token``: it reads only the config's store folder
-    (no schema validation) and the one grant file.
+    This is the hot path of ``reconcile token`` and ``runtime.token()``: a cached access token
+    is checked without parsing any YAML; a static secret needs the config's store folder (no
+    schema validation) and the one grant file. Only a token that is due loads everything and
+    refreshes it, single-flight under the grant's lock.
     """
-    from . import config
-    from .vault.store import NoIdentityError, grant_path, read_grant
+    from .vault import cache
+    from .vault.keys import load_identities
 
     environ = os.environ if environ is None else environ
+    identities = load_identities(environ, required=True)
+    cached = cache.read(config_path, name, identities, environ)
+    if cached is not None and cached.is_fresh(utcnow()):
+        return cached.access_token
+
+    from . import config
+    from .vault.store import grant_path, read_grant
+
     store_dir, declared = config.locate(config_path)
     if name not in declared:
         raise UserError(
@@ -108,32 +139,117 @@ def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None =
     path = grant_path(store_dir, name)
     if not path.exists():
         raise UserError(f"{name}: no grant file at {path}; run `reconcile apply` first")
-    identities = find_identities(environ)
-    if identities is None:
-        raise NoIdentityError(
-            f"{path}: no age identity found to decrypt it. sops looks in SOPS_AGE_KEY, "
-            "SOPS_AGE_KEY_FILE, then $XDG_CONFIG_HOME/sops/age/keys.txt."
-        )
     grant = read_grant(path, identities)
-    return _usable_token(grant, path)
-
-
-def _usable_token(grant: Grant, path: Path) -> Secret:
     if grant.kind == "secret":
         if grant.value is None:
             raise UserError(f"{grant.name}: {path} holds no value; run `reconcile apply`")
         return grant.value
-    if grant.status == "needs-relink":
-        reason = f" ({grant.status_reason})" if grant.status_reason else ""
-        raise UserError(
-            f"{grant.name} needs to be linked again{reason}; run `reconcile link {grant.name}`"
-        )
-    if grant.access_token is None or (grant.expires_at and grant.expires_at <= utcnow()):
-        raise UserError(
-            f"{grant.name}: the access token has expired and refreshing is not available yet "
-            "in this version; run `reconcile link` again"
-        )
+    return _access_token(config_path, name, identities, environ)
+
+
+def _access_token(
+    config_path: Path, name: str, identities: list, environ: Mapping[str, str]
+) -> Secret:
+    from . import config, grants
+
+    desired = config.load(config_path, environ=environ, resolve_values=False)
+    if name not in desired.providers:
+        raise UserError(f"{name} is declared as a secret in {config_path}, not as an OAuth grant")
+    try:
+        grant = grants.refresh(desired, name, utcnow(), identities, environ=environ)
+    except grants.GrantError as error:
+        raise UserError(str(error)) from None
+    if grant.access_token is None:
+        raise UserError(f"{name}: the grant holds no access token; run `reconcile link {name}`")
     return grant.access_token
+
+
+def link(
+    config_path: Path,
+    name: str,
+    browser,
+    *,
+    device: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Grant:
+    """Run one link flow now, whatever the plan says (`reconcile link NAME`)."""
+    from . import grants
+    from .vault.store import grant_path, read_grant
+
+    state = load_state(config_path, environ=environ)
+    if name not in state.desired.providers:
+        raise UserError(_not_a_provider(state.desired, name))
+    previous = None
+    if name in state.actual.grants and state.identities is not None:
+        previous = read_grant(grant_path(state.desired.store_dir, name), state.identities)
+    return grants.link(
+        state.desired, name, utcnow(), browser, device=device, previous=previous, environ=environ
+    )
+
+
+def revoke(
+    config_path: Path, name: str, *, force: bool = False, environ: Mapping[str, str] | None = None
+) -> str:
+    """Revoke ``name`` at the provider and delete its file (`reconcile revoke NAME`)."""
+    from . import grants
+    from .vault.store import delete_grant, grant_path, read_grant
+
+    state = load_state(config_path, environ=environ)
+    path = grant_path(state.desired.store_dir, name)
+    if not path.exists():
+        raise UserError(f"{name}: there is no grant file at {path}; nothing to revoke")
+    if state.identities is None:
+        raise UserError(f"{name}: revoking needs an age identity that can decrypt {path}")
+    grant = read_grant(path, state.identities)
+    if grant.kind == "secret":
+        delete_grant(path)
+        return "deleted (a static secret has nothing to revoke)"
+    try:
+        return grants.revoke(state.desired, name, grant, force=force, environ=environ)
+    except grants.GrantError as error:
+        raise UserError(str(error)) from None
+
+
+def put_secret(
+    config_path: Path, name: str, value: Secret, environ: Mapping[str, str] | None = None
+) -> None:
+    """Write a declared secret's value (HTTP `PUT /v1/secrets/{name}`); undeclared: UserError."""
+    from .vault.store import grant_path, write_grant
+
+    desired = _desired_without_values(config_path, environ)
+    if name not in desired.secrets:
+        raise UndeclaredError(f"{name!r} is not a secret declared in {desired.path}")
+    if not value:
+        raise UserError(f"secret {name!r}: an empty value was given; nothing written")
+    grant = Grant(name=name, kind="secret", value=value, obtained_at=utcnow())
+    write_grant(grant_path(desired.store_dir, name), grant, desired.recipients[name])
+
+
+def delete_secret(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Delete a declared secret's file; False when there was none."""
+    from .vault.store import delete_grant, grant_path
+
+    desired = _desired_without_values(config_path, environ)
+    if name not in desired.secrets:
+        raise UndeclaredError(f"{name!r} is not a secret declared in {desired.path}")
+    path = grant_path(desired.store_dir, name)
+    if not path.exists():
+        return False
+    delete_grant(path)
+    return True
+
+
+def _desired_without_values(config_path: Path, environ: Mapping[str, str] | None) -> Desired:
+    from . import config
+
+    return config.load(
+        config_path, environ=os.environ if environ is None else environ, resolve_values=False
+    )
+
+
+def _not_a_provider(desired: Desired, name: str) -> str:
+    declared = ", ".join(sorted(desired.providers)) or "none"
+    return f"{name!r} is not an OAuth grant declared in {desired.path}; providers: {declared}"
 
 
 def validate(config_path: Path, environ: Mapping[str, str] | None = None) -> Desired:

@@ -289,6 +289,11 @@ def _origin_and_path(url: str) -> tuple[str, str, int | None, str]:
 
 def finish_from_redirect_url(url: str, pending: PendingLink, *, now: Now = None) -> TokenResult:
     """Paste fallback: finish a link from the full URL the browser was redirected to."""
+    return finish_link(pending, params_from_redirect_url(url, pending), now=now)
+
+
+def params_from_redirect_url(url: str, pending: PendingLink) -> dict[str, list[str]]:
+    """The callback parameters of a pasted redirect URL, checked against the link attempt."""
     name = pending.provider.name
     url = url.strip()
     if _origin_and_path(url) != _origin_and_path(pending.redirect_uri):
@@ -307,7 +312,7 @@ def finish_from_redirect_url(url: str, pending: PendingLink, *, now: Now = None)
             error="invalid_request",
             provider=name,
         )
-    return finish_link(pending, parse_qs(parts.query, keep_blank_values=True), now=now)
+    return parse_qs(parts.query, keep_blank_values=True)
 
 
 # --- loopback server -------------------------------------------------------------------------
@@ -459,8 +464,13 @@ def run_loopback_flow(
     now: Now = None,
     show_url: Callable[[str], None] | None = None,
     extra_params: Mapping[str, str] | None = None,
+    read_pasted: Callable[[], str | None] | None = None,
 ) -> TokenResult:
     """Run the authorization code flow through a loopback redirect and return the tokens.
+
+    ``read_pasted`` (optional) returns a line the user pasted, or None at end of input: the
+    fallback for a browser on another machine, which cannot reach the loopback server. The
+    first valid redirect URL pasted finishes the link as the callback would.
 
     ``open_browser(url)`` is called in a background thread (a browser launcher may block); when
     it is None or fails, ``show_url(url)`` is called instead (default: print to stderr).
@@ -510,6 +520,23 @@ def run_loopback_flow(
                 fallback(url)
 
         threading.Thread(target=launch, name=f"browser-{name}", daemon=True).start()
+        if read_pasted is not None:
+
+            def paste() -> None:
+                while (line := read_pasted()) is not None:
+                    if not line.strip():
+                        continue
+                    try:
+                        params = params_from_redirect_url(line, pending)
+                    except OAuthError as exc:
+                        fallback(str(exc))
+                        continue
+                    pasted = _Callback(params)
+                    pasted.sent.set()  # no browser waits for a page
+                    server.callbacks.put(pasted)
+                    return
+
+            threading.Thread(target=paste, name=f"paste-{name}", daemon=True).start()
         try:
             callback = server.callbacks.get(timeout=timeout)
         except queue.Empty:

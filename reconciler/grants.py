@@ -1,0 +1,371 @@
+"""The lifecycle of one OAuth grant: link, refresh, revoke. Speaks through `oauth`, writes
+through `vault`. Every face (apply, `reconcile token`, the runtime, the server) calls these.
+
+Refresh is single-flight across threads and processes: a lock on the grant file, then a
+re-read of the grant (another process may have refreshed it meanwhile), then at most one call
+to the token endpoint. A rotated refresh token is written durably before the new access token
+is handed out; a refresh that keeps the refresh token writes only the token cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from .model import Actual, Desired, Grant, Provider, Secret
+
+
+class GrantError(Exception):
+    """An operation on a grant failed; the message names the grant and what to do."""
+
+
+class NeedsRelink(GrantError):
+    """The grant is marked ``needs-relink``: no refresh is attempted until it is linked again."""
+
+
+@dataclass(frozen=True)
+class Browser:
+    """How a link flow reaches the user; the CLI fills it, tests script it."""
+
+    #: Opens a URL (the system browser, or a scripted one); None prints the URL instead.
+    open: Callable[[str], None] | None
+    #: Shows a line to the user (the URL when not opened, the device code...).
+    show: Callable[[str], None]
+    #: Seconds to wait for the browser to come back.
+    timeout: float = 300.0
+    #: Reads a redirect URL the user pasted (a browser on another machine); None: no paste.
+    read_pasted: Callable[[], str | None] | None = None
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def client_secret(
+    desired: Desired, provider: Provider, environ: Mapping[str, str] | None = None
+) -> Secret | None:
+    from .config import resolve_reference
+
+    if not provider.client_secret_ref:
+        return None
+    return resolve_reference(
+        provider.client_secret_ref,
+        base_dir=desired.path.parent,
+        owner=f"provider {provider.name!r} client_secret",
+        environ=_environ(environ),
+    )
+
+
+def endpoints(provider: Provider) -> Provider:
+    """The provider with discovered endpoints filled in (cached, so offline after once)."""
+    from .oauth.discovery import resolve_endpoints
+
+    return resolve_endpoints(provider)
+
+
+def link(
+    desired: Desired,
+    name: str,
+    now: datetime,
+    browser: Browser,
+    *,
+    device: bool = False,
+    previous: Grant | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Grant:
+    """Run the link flow for ``name`` and write the new grant file."""
+    provider = endpoints(desired.providers[name])
+    secret = client_secret(desired, provider, environ)
+    scopes = link_scopes(provider, previous)
+    flow = "device_code" if device else provider.flow
+    if flow == "client_credentials":
+        from .oauth.tokens import client_credentials
+
+        result = client_credentials(provider, secret, now=now, scopes=scopes)
+    elif flow == "device_code":
+        from .oauth.device import run_device_flow
+
+        def announce(authorization) -> None:
+            url = authorization.verification_uri_complete or authorization.verification_uri
+            browser.show(
+                f"{name}: open {authorization.verification_uri} and enter the code "
+                f"{authorization.user_code}"
+            )
+            if browser.open is not None:
+                browser.open(url)
+
+        result = run_device_flow(provider, secret, scopes, announce=announce, now=now)
+    else:
+        from .oauth.authorize import run_loopback_flow
+
+        result = run_loopback_flow(
+            provider,
+            secret,
+            scopes,
+            open_browser=browser.open,
+            timeout=browser.timeout,
+            now=now,
+            show_url=browser.show,
+            read_pasted=browser.read_pasted,
+        )
+    return store_link(
+        desired, provider, result, now, scopes, flow=flow, client_secret=secret, environ=environ
+    )
+
+
+def store_link(
+    desired: Desired,
+    provider: Provider,
+    result,
+    now: datetime,
+    scopes: tuple[str, ...],
+    *,
+    flow: str | None = None,
+    client_secret: Secret | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Grant:
+    """Write the grant a finished link flow produced (``result``: an ``oauth.TokenResult``).
+    The CLI flows and the HTTP callback both end here."""
+    from .oauth.tokens import grant_from_result
+    from .vault.store import grant_path, write_grant
+
+    grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
+    grant = replace(
+        grant,
+        flow=flow or provider.flow,
+        client_secret=client_secret,
+        extra=_durable_extra(provider, grant),
+    )
+    write_grant(
+        grant_path(desired.store_dir, provider.name), grant, desired.recipients[provider.name]
+    )
+    _drop_cache(desired, provider.name, environ)
+    return grant
+
+
+def link_scopes(provider: Provider, previous: Grant | None) -> tuple[str, ...]:
+    """Ask for the declared scopes plus those already granted (a relink never loses scopes)."""
+    scopes = list(provider.scopes)
+    if previous is not None and previous.kind == "oauth2" and previous.status == "ok":
+        scopes += [s for s in previous.granted_scopes if s not in scopes]
+    return tuple(scopes)
+
+
+def _durable_extra(provider: Provider, grant: Grant) -> dict[str, str]:
+    """Plaintext extras kept in the file so that revocation works after the config changed."""
+    extra = dict(grant.extra)
+    if provider.revocation_endpoint:
+        extra["revocation_endpoint"] = provider.revocation_endpoint
+    return extra
+
+
+def is_due(grant: Grant, desired: Desired, now: datetime) -> bool:
+    """The access token expires within ``refresh_before``, or an idle refresh token has
+    reached ``keepalive`` (the plan's `refresh` rule, checked again under the lock)."""
+    if grant.expires_at is not None and grant.expires_at - now <= desired.refresh_before:
+        return True
+    return (
+        grant.refresh_token is not None
+        and grant.obtained_at is not None
+        and now - grant.obtained_at >= desired.keepalive
+    )
+
+
+def refresh(
+    desired: Desired,
+    name: str,
+    now: datetime,
+    identities: list,
+    *,
+    force: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> Grant:
+    """Refresh ``name`` if it is (still) due, under the grant's lock; return the usable grant.
+
+    ``force`` refreshes even when the access token looks valid (a 401 from the API, keepalive).
+    """
+    from .vault.files import file_lock
+    from .vault.store import grant_path
+
+    path = grant_path(desired.store_dir, name)
+    with file_lock(path):
+        grant = current(desired, name, identities, environ)
+        if grant.status == "needs-relink":
+            raise NeedsRelink(_relink_message(grant))
+        if not force and not is_due(grant, desired, now):
+            if grant.access_token is not None:
+                # Seed this machine's cache so that the next read skips YAML and AES.
+                _write_cache(desired, name, path, grant, identities, environ)
+            return grant
+        return _refresh_locked(desired, name, grant, now, identities, environ)
+
+
+def current(
+    desired: Desired, name: str, identities: list, environ: Mapping[str, str] | None = None
+) -> Grant:
+    """The grant file, with the fresher access token from the cache when there is one."""
+    from .vault.store import grant_path, read_grant
+
+    grant = read_grant(grant_path(desired.store_dir, name), identities)
+    return _with_cached_token(desired, grant, identities, environ)
+
+
+def with_cached_tokens(
+    desired: Desired, actual: Actual, identities: list, environ: Mapping[str, str] | None = None
+) -> Actual:
+    """``actual`` with each OAuth grant's access token and expiry taken from the token cache
+    where it is fresher than the committed file (refreshes that rewrote nothing in git)."""
+    grants = {
+        name: _with_cached_token(desired, grant, identities, environ)
+        if grant.kind == "oauth2" and name in desired.providers
+        else grant
+        for name, grant in actual.grants.items()
+    }
+    return replace(actual, grants=grants)
+
+
+def _with_cached_token(
+    desired: Desired, grant: Grant, identities: list, environ: Mapping[str, str] | None
+) -> Grant:
+    from .vault import cache
+
+    cached = cache.read(desired.path, grant.name, identities, _environ(environ))
+    if cached is None:
+        return grant
+    return replace(
+        grant,
+        access_token=cached.access_token,
+        token_type=cached.token_type or grant.token_type,
+        expires_at=cached.expires_at,
+        obtained_at=cached.obtained_at,
+    )
+
+
+def _refresh_locked(
+    desired: Desired,
+    name: str,
+    grant: Grant,
+    now: datetime,
+    identities: list,
+    environ: Mapping[str, str] | None,
+) -> Grant:
+    from .oauth import tokens
+    from .oauth.errors import InvalidGrant
+    from .vault.store import grant_path, write_grant
+
+    provider = endpoints(desired.providers[name])
+    secret = client_secret(desired, provider, environ) or grant.client_secret
+    path = grant_path(desired.store_dir, name)
+    try:
+        if provider.flow == "client_credentials" or grant.refresh_token is None:
+            if provider.flow != "client_credentials":
+                raise NeedsRelink(
+                    f"{name}: the access token expired and the provider gave no refresh token; "
+                    f"run `reconcile link {name}`"
+                )
+            result = tokens.client_credentials(provider, secret, now=now, scopes=grant.scopes)
+        else:
+            result = tokens.refresh(provider, secret, grant.refresh_token, now=now)
+    except InvalidGrant as error:
+        reason = error.description or error.error or "invalid_grant"
+        marked = replace(grant, status="needs-relink", status_reason=reason)
+        write_grant(path, marked, desired.recipients.get(name) or grant.recipients)
+        _drop_cache(desired, name, environ)
+        raise NeedsRelink(_relink_message(marked)) from None
+    fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
+    fresh = replace(fresh, flow=grant.flow or provider.flow)
+    if fresh.refresh_token != grant.refresh_token or grant.refresh_token is None:
+        # Rotation (or a durable access token): the grant file is the only safe home.
+        write_grant(path, fresh, desired.recipients.get(name) or grant.recipients)
+    _write_cache(desired, name, path, fresh, identities, environ)
+    return fresh
+
+
+def _write_cache(
+    desired: Desired,
+    name: str,
+    path: Path,
+    grant: Grant,
+    identities: list,
+    environ: Mapping[str, str] | None,
+) -> None:
+    from .vault import cache
+
+    assert grant.access_token is not None and grant.obtained_at is not None
+    entry = cache.CachedToken(
+        access_token=grant.access_token,
+        token_type=grant.token_type,
+        expires_at=grant.expires_at,
+        obtained_at=grant.obtained_at,
+        refresh_before=desired.refresh_before.total_seconds(),
+    )
+    cache.write(desired.path, name, path, entry, identities, _environ(environ))
+
+
+def _drop_cache(desired: Desired, name: str, environ: Mapping[str, str] | None) -> None:
+    from .vault import cache
+
+    cache.drop(desired.path, name, _environ(environ))
+
+
+def _relink_message(grant: Grant) -> str:
+    reason = f" ({grant.status_reason})" if grant.status_reason else ""
+    return f"{grant.name} needs to be linked again{reason}; run `reconcile link {grant.name}`"
+
+
+def revoke(
+    desired: Desired,
+    name: str,
+    grant: Grant,
+    *,
+    force: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Revoke ``grant`` at the provider (refresh token, then access token; RFC 7009) and
+    delete its file. Without a revocation endpoint, only ``force`` deletes."""
+    from .oauth import tokens
+    from .oauth.errors import OAuthError
+    from .vault.store import delete_grant, grant_path
+
+    provider = desired.providers.get(name) or _provider_from_grant(grant)
+    provider = endpoints(provider) if provider.issuer else provider
+    secret = (
+        client_secret(desired, provider, environ) if name in desired.providers else None
+    ) or grant.client_secret
+    revoked = False
+    try:
+        if grant.refresh_token is not None:
+            tokens.revoke(provider, secret, grant.refresh_token, "refresh_token")
+            revoked = True
+        if grant.access_token is not None:
+            try:
+                tokens.revoke(provider, secret, grant.access_token, "access_token")
+            except OAuthError:
+                if not revoked:
+                    raise
+                # Revoking the refresh token revoked the grant (RFC 7009 §2.1); its access
+                # token may already be unknown to the provider.
+            revoked = True
+    except OAuthError as error:
+        unsupported = error.error == "revocation_unsupported"
+        if not (force and unsupported):
+            hint = "; `--force` deletes the file anyway" if unsupported else ""
+            raise GrantError(f"{error} Nothing was deleted{hint}.") from None
+    delete_grant(grant_path(desired.store_dir, name))
+    _drop_cache(desired, name, environ)
+    return "revoked and deleted" if revoked else "deleted; not revoked at the provider"
+
+
+def _provider_from_grant(grant: Grant) -> Provider:
+    """Enough of a provider to revoke an undeclared grant, from what its file recorded."""
+    return Provider(
+        name=grant.name,
+        client_id=grant.client_id or "",
+        flow=grant.flow or "authorization_code",
+        token_endpoint=grant.token_endpoint,
+        revocation_endpoint=grant.extra.get("revocation_endpoint"),
+        token_endpoint_auth_method="client_secret_post" if grant.client_secret else "none",
+    )
