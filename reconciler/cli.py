@@ -284,21 +284,38 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
 
     state = load_state(args.file, decrypt=False)
     rows = report(state.desired, state.actual, utcnow())
-    lines = []
-    if rows:
-        width = max(len(r.name) for r in rows)
-        for row in rows:
-            expiry = row.to_json()["expires_at"] or "-"
-            scopes = " ".join(row.granted_scopes or row.scopes) or "-"
-            extra = f"  ({row.reason})" if row.reason else ""
-            lines.append(
-                f"{row.name:<{width}}  {row.kind:<7}  {row.status:<12}  expires {expiry}  "
-                f"scopes {scopes}{extra}"
-            )
-    else:
-        lines.append("No grants declared or stored.")
-    out.result("\n".join(lines), {"grants": [row.to_json() for row in rows]})
+    out.result(_status_table(rows), {"grants": [row.to_json() for row in rows]})
     return EXIT_ERROR if any(row.status == "invalid" for row in rows) else EXIT_OK
+
+
+def _status_table(rows) -> str:
+    if not rows:
+        return "No grants declared or stored."
+    table = [("NAME", "KIND", "STATUS", "EXPIRES", "LAST REFRESH", "SCOPES")]
+    notes = []
+    for row in rows:
+        document = row.to_json()
+        scopes = " ".join(row.granted_scopes or row.scopes) or "-"
+        table.append(
+            (
+                row.name + ("" if row.declared else " (undeclared)"),
+                row.kind,
+                row.status,
+                document["expires_at"] or "-",
+                document["last_refresh"] or "-",
+                scopes,
+            )
+        )
+        if row.reason:
+            notes.append(f"  {row.name}: {row.reason}")
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
+        + "  "
+        + line[-1]
+        for line in table
+    ]
+    return "\n".join([*lines, *notes])
 
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:

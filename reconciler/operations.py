@@ -47,20 +47,20 @@ def load_state(
 ) -> State:
     """Read ``providers.yaml`` and the grant files. With ``decrypt`` and an identity available,
     secret references are resolved and grant values decrypted so that they can be compared;
-    without, only plaintext metadata is read (enough for CI or a reviewer's machine)."""
+    otherwise only plaintext metadata is read (enough for CI or a reviewer's machine)."""
     from . import config
     from .vault.store import scan
 
     environ = os.environ if environ is None else environ
-    identities = find_identities(environ) if decrypt else None
+    identities = find_identities(environ)
     desired = config.load(
         config_path,
         environ=environ,
-        resolve_values=identities is not None,
+        resolve_values=decrypt and identities is not None,
         identities=identities,
     )
-    actual = scan(desired.store_dir, identities)
-    if identities is not None:
+    actual = scan(desired.store_dir, identities if decrypt else None)
+    if identities is not None:  # this machine's fresher access tokens, for expiry
         from .grants import with_cached_tokens
 
         actual = with_cached_tokens(desired, actual, identities, environ)
