@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from reconciler import config
-from reconciler.config import ConfigError, PromptRequired, load, locate, resolve_reference
+from reconciler.config import (
+    ConfigError,
+    PromptRequired,
+    errors,
+    load,
+    locate,
+    references,
+    resolve_reference,
+    schema,
+)
 from reconciler.model import Desired, Notify, Provider, Secret, SecretSpec
 
 RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
@@ -104,17 +113,17 @@ def assert_located(error: ConfigError, path: Path, line: int) -> str:
 
 @pytest.fixture
 def sops_rules(monkeypatch: pytest.MonkeyPatch):
-    """Stand-in for reconciler.vault.keys.creation_rule_recipients: {file name: recipients}."""
+    """Stand-in for reconciler.vault.keys.rule_recipients: {file name: recipients}."""
     import reconciler.vault.keys as keys
 
     rules: dict[str, tuple[str, ...] | None] = {}
     calls: list[Path] = []
 
-    def creation_rule_recipients(file_path: Path):
+    def rule_recipients(file_path: Path):
         calls.append(Path(file_path))
         return rules.get(Path(file_path).name, rules.get("*"))
 
-    monkeypatch.setattr(keys, "creation_rule_recipients", creation_rule_recipients, raising=False)
+    monkeypatch.setattr(keys, "rule_recipients", rule_recipients)
     rules["calls"] = calls  # type: ignore[assignment]
     return rules
 
@@ -637,7 +646,7 @@ def test_many_problems_are_capped(tmp_path: Path) -> None:
     body = "".join(f"  p{i}: {{preset: github}}\n" for i in range(12))
     error = error_of(write(tmp_path, minimal("providers:\n" + body)))
     lines = str(error).splitlines()
-    assert len(lines) == config.MAX_ISSUES + 1
+    assert len(lines) == errors.MAX_ISSUES + 1
     assert "7 more problem(s)" in lines[-1]
 
 
@@ -753,7 +762,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_huge_file_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "big").write_bytes(b"x" * (config.MAX_SECRET_FILE + 10))
+    (tmp_path / "big").write_bytes(b"x" * (references.MAX_SECRET_FILE + 10))
     with pytest.raises(ConfigError, match="larger than 1 MiB"):
         resolve_reference("file:big", base_dir=tmp_path, owner="o", environ={})
 
@@ -887,9 +896,7 @@ def test_no_recipients_anywhere(tmp_path: Path, sops_rules: dict) -> None:
 
 
 def test_recipients_from_a_real_sops_yaml(tmp_path: Path) -> None:
-    keys = pytest.importorskip("reconciler.vault.keys")
-    if not (hasattr(keys, "creation_rule_recipients") or hasattr(keys, "rule_recipients")):
-        pytest.skip("no .sops.yaml lookup yet")
+    pytest.importorskip("reconciler.vault.keys")
     (tmp_path / ".sops.yaml").write_text(
         "creation_rules:\n"
         f"  - path_regex: ^secrets/special\\.sops\\.yaml$\n    age: {OTHER}\n"
@@ -971,7 +978,7 @@ def test_config_error_shape() -> None:
 
 
 def test_validator_is_cached() -> None:
-    assert config._validator() is config._validator()
+    assert schema._validator() is schema._validator()
 
 
 def test_importing_config_is_cheap() -> None:

@@ -161,13 +161,11 @@ def no_sops_yaml():
     """Recipients without a .sops.yaml: every name gets one, except `norecipient`."""
     import reconciler.vault.keys as vault_keys
 
-    def creation_rule_recipients(file_path: Path):
+    def rule_recipients(file_path: Path):
         return None if Path(file_path).name.startswith("norecipient") else (RECIPIENT,)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            vault_keys, "creation_rule_recipients", creation_rule_recipients, raising=False
-        )
+        patch.setattr(vault_keys, "rule_recipients", rule_recipients)
         yield
 
 

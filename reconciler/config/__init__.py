@@ -1,0 +1,28 @@
+"""Load ``providers.yaml`` into a :class:`~reconciler.model.Desired`.
+
+The file is parsed once, keeping the line and column of every node (``document``),
+validated against ``schemas/providers.schema.json`` (``schema``), merged with the built-in
+presets (``providers``), and its secret references are resolved (``references``). Every
+problem the user can fix is a :class:`ConfigError` whose message names the file, line,
+column and JSON path, says what is wrong and, where it can, how to fix it ("did you mean
+`scopes`?"). Resolved secret values never appear in a message.
+
+Heavy imports (yaml, jsonschema, the vault) happen inside the functions that need them.
+"""
+
+from .durations import parse_duration
+from .errors import ConfigError, Issue, PromptRequired
+from .loader import load, locate
+from .references import resolve_reference
+from .schema import load_schema
+
+__all__ = [
+    "ConfigError",
+    "Issue",
+    "PromptRequired",
+    "load",
+    "load_schema",
+    "locate",
+    "parse_duration",
+    "resolve_reference",
+]

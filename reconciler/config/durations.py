@@ -1,0 +1,48 @@
+"""Durations such as ``5m`` or ``1h30m``, and the ``defaults:`` that hold them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+
+from .document import Document
+from .errors import Issue
+from .wording import shown
+
+DEFAULT_REFRESH_BEFORE = timedelta(minutes=5)
+DEFAULT_KEEPALIVE = timedelta(days=7)
+
+_DURATION = re.compile(r"(?:[0-9]+[smhdw])+")
+_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``5m``, ``2h``, ``7d``, ``1w``, or combined like ``1h30m``."""
+    if not isinstance(text, str) or not _DURATION.fullmatch(text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 7d)")
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def default_duration(
+    doc: Document, defaults: Mapping, key: str, fallback: timedelta, issues: list[Issue]
+) -> timedelta:
+    """``defaults.<key>`` as a duration, or ``fallback``; problems go to ``issues``."""
+    if key not in defaults:
+        return fallback
+    try:
+        value = parse_duration(defaults[key])
+    except ValueError:
+        issues.append(
+            doc.issue(
+                ("defaults", key),
+                f"invalid duration `{shown(defaults[key])}`",
+                "use a number and a unit s, m, h, d or w, e.g. 30s, 5m, 2h, 7d",
+            )
+        )
+        return fallback
+    if key == "keepalive" and value <= timedelta(0):
+        issues.append(doc.issue(("defaults", key), "keepalive must be longer than 0s"))
+    return value
