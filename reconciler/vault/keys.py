@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .sops import MalformedError, NoIdentityError
+from .errors import MalformedError, NoIdentityError
 
 SOPS_AGE_KEY = "SOPS_AGE_KEY"
 SOPS_AGE_KEY_FILE = "SOPS_AGE_KEY_FILE"

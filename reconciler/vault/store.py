@@ -16,16 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..model import ENCRYPTED_FIELDS, Actual, Grant, Secret
-from .sops import (
-    GRANT_ENCRYPTED_REGEX,
-    DecryptError,
-    Document,
-    GoTime,
-    MalformedError,
-    NoIdentityError,
-    TamperedError,
-    VaultError,
-)
+from .errors import DecryptError, MalformedError, NoIdentityError, TamperedError, VaultError
+from .scalars import GoTime, parse_time
+from .sops import GRANT_ENCRYPTED_REGEX, Document
 
 SUFFIX = ".sops.yaml"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
@@ -140,9 +133,7 @@ def _to_datetime(path: Path, field: str, value: Any) -> datetime | None:
     if isinstance(value, GoTime) and value.value is not None:
         return value.value
     if isinstance(value, str):
-        from .sops import _go_time
-
-        parsed = _go_time(value)
+        parsed = parse_time(value)
         if parsed is not None and parsed.value is not None:
             return parsed.value
     raise _bad(path, f"`{field}` is not an RFC 3339 timestamp")

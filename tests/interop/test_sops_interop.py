@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 from reconciler.model import Grant, Secret
 from reconciler.vault import keys, sops
+from reconciler.vault.errors import VaultError
+from reconciler.vault.scalars import UnsupportedValue, to_bytes
 from reconciler.vault.store import (
     DecryptError,
     TamperedError,
@@ -31,6 +33,7 @@ from reconciler.vault.store import (
     read_grant,
     write_grant,
 )
+from reconciler.vault.syntax import compose_documents, scalar_value
 
 SOPS = shutil.which("sops")
 AGE = shutil.which("age")
@@ -410,9 +413,9 @@ def _usable(text: str) -> bool:
     if not text or text != text.strip() or "  " in text:
         return False
     try:
-        node = sops.compose_documents(f"k: {text}\n")[0].value[0][1]
-        sops.scalar_value(node)
-    except (sops.VaultError, sops._Unsupported):
+        node = compose_documents(f"k: {text}\n")[0].value[0][1]
+        scalar_value(node)
+    except (VaultError, UnsupportedValue):
         return False
     return node.id == "scalar" and not node.style and node.value == text
 
@@ -435,15 +438,15 @@ def _differential(world: Env, scalars: list[str]) -> None:
     path.write_text(text)
     decrypted = world.sops("-d", str(path))  # sops accepts the original spellings
     ours = sops.load_document(path.read_bytes(), [world.keys[0].identity], path).data
-    theirs = sops.compose_documents(decrypted.stdout)[0]
-    theirs_values = {k.value: sops.scalar_value(v) for k, v in theirs.value}
+    theirs = compose_documents(decrypted.stdout)[0]
+    theirs_values = {k.value: scalar_value(v) for k, v in theirs.value}
     for i, s in enumerate(scalars):
         for key in (f"k{i}", f"e{i}"):
             mine, reference = ours[key], theirs_values[key]
             if reference is None:
                 assert mine is None, (s, key)
             else:
-                assert sops.to_bytes(mine) == sops.to_bytes(reference), (s, key, mine, reference)
+                assert to_bytes(mine) == to_bytes(reference), (s, key, mine, reference)
 
 
 def test_fixed_scalar_spellings_match_sops(world):

@@ -13,6 +13,7 @@ import pyrage
 import pytest
 
 from reconciler.vault import keys
+from reconciler.vault.errors import MalformedError, NoIdentityError
 from reconciler.vault.keys import (
     creation_rule_for,
     find_identities,
@@ -24,7 +25,6 @@ from reconciler.vault.keys import (
     rule_recipients,
     split_recipients,
 )
-from reconciler.vault.sops import MalformedError, NoIdentityError
 
 
 def new_key() -> tuple[str, str]:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from reconciler.model import ENCRYPTED_FIELDS, Actual, Grant, Secret
-from reconciler.vault import sops
+from reconciler.vault import cipher, sops
 from reconciler.vault.store import (
     DecryptError,
     MalformedError,
@@ -408,7 +408,7 @@ def test_scan_without_identity_decrypts_nothing(store_dir, recipient, monkeypatc
         raise AssertionError("nothing may be decrypted without an identity")
 
     monkeypatch.setattr(pyrage, "decrypt", boom)
-    monkeypatch.setattr(sops, "_aesgcm", boom)
+    monkeypatch.setattr(cipher, "_aesgcm", boom)
     assert scan(store_dir, None).grants["a"].scopes == ("repo", "read:user")
 
 
@@ -421,7 +421,7 @@ def test_failed_encryption_leaves_the_old_file_intact(store_dir, identity, recip
     write_grant(path, oauth_grant(), [recipient])
     before = path.read_bytes()
     calls = {"n": 0}
-    real = sops._Encryptor.seal
+    real = cipher.Encryptor.seal
 
     def failing_seal(self, *args, **kwargs):
         calls["n"] += 1
@@ -429,7 +429,7 @@ def test_failed_encryption_leaves_the_old_file_intact(store_dir, identity, recip
             raise RuntimeError("simulated crash halfway through encryption")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(sops._Encryptor, "seal", failing_seal)
+    monkeypatch.setattr(cipher.Encryptor, "seal", failing_seal)
     with pytest.raises(RuntimeError, match="halfway"):
         write_grant(path, oauth_grant(access_token=Secret("new-token")), [recipient])
     assert path.read_bytes() == before
