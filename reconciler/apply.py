@@ -126,7 +126,13 @@ def _prune(action: Action, context: Context) -> str:
         if context.identities is None:
             raise ApplyError(_needs_identity(action.name, "revoking the grant"))
         grant = read_grant(_grant_path(context, action.name), context.identities)
-        return grants.revoke(context.desired, action.name, grant, environ=context.environ)
+        return grants.revoke(
+            context.desired,
+            action.name,
+            grant,
+            environ=context.environ,
+            identities=context.identities,
+        )
     delete_grant(_grant_path(context, action.name))
     return "deleted"
 

@@ -80,7 +80,12 @@ def link(
     provider = endpoints(desired.providers[name])
     secret = client_secret(desired, provider, environ)
     scopes = link_scopes(provider, previous)
-    flow = "device_code" if device else provider.flow
+    # `--device` is how a person is reached on a headless machine, not a change of the declared
+    # flow: the grant records the declared flow (else the next plan asks for a relink), and a
+    # client-credentials grant needs no person at all.
+    flow = provider.flow
+    if device and flow != "client_credentials":
+        flow = "device_code"
     if flow == "client_credentials":
         from .oauth.tokens import client_credentials
 
@@ -111,9 +116,7 @@ def link(
             show_url=browser.show,
             read_pasted=browser.read_pasted,
         )
-    return store_link(
-        desired, provider, result, now, scopes, flow=flow, client_secret=secret, environ=environ
-    )
+    return store_link(desired, provider, result, now, scopes, client_secret=secret, environ=environ)
 
 
 def store_link(
@@ -139,10 +142,12 @@ def store_link(
         client_secret=client_secret,
         extra=_durable_extra(provider, grant),
     )
-    write_grant(
-        grant_path(desired.store_dir, provider.name), grant, desired.recipients[provider.name]
-    )
+    path = grant_path(desired.store_dir, provider.name)
+    was = _status_on_disk(path) if desired.notify is not None else None
+    write_grant(path, grant, desired.recipients[provider.name])
     _drop_cache(desired, provider.name, environ)
+    event = "recovered" if was == "needs-relink" else "linked"
+    _notify(desired, event, provider.name, environ=environ)
     return grant
 
 
@@ -159,6 +164,9 @@ def _durable_extra(provider: Provider, grant: Grant) -> dict[str, str]:
     extra = dict(grant.extra)
     if provider.revocation_endpoint:
         extra["revocation_endpoint"] = provider.revocation_endpoint
+    if provider.token_endpoint_auth_method:
+        # The provider only accepts the client's registered method at its revocation endpoint.
+        extra["token_endpoint_auth_method"] = provider.token_endpoint_auth_method
     return extra
 
 
@@ -231,10 +239,13 @@ def _with_cached_token(
     desired: Desired, grant: Grant, identities: list, environ: Mapping[str, str] | None
 ) -> Grant:
     from .vault import cache
+    from .vault.store import grant_path
 
-    cached = cache.read(desired.path, grant.name, identities, _environ(environ))
-    if cached is None:
-        return grant
+    cached = cache.read(
+        desired.path, grant.name, identities, _environ(environ), config_unchanged=False
+    )
+    if cached is None or cached.grant_path != str(grant_path(desired.store_dir, grant.name)):
+        return grant  # no entry, or one written for a file the config no longer points at
     return replace(
         grant,
         access_token=cached.access_token,
@@ -274,6 +285,7 @@ def _refresh_locked(
         marked = replace(grant, status="needs-relink", status_reason=reason)
         write_grant(path, marked, desired.recipients.get(name) or grant.recipients)
         _drop_cache(desired, name, environ)
+        _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
     fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
     fresh = replace(fresh, flow=grant.flow or provider.flow)
@@ -311,6 +323,33 @@ def _drop_cache(desired: Desired, name: str, environ: Mapping[str, str] | None) 
     cache.drop(desired.path, name, _environ(environ))
 
 
+def _status_on_disk(path: Path) -> str | None:
+    """The status recorded in a grant file's plaintext (no key needed), None if unreadable."""
+    from .vault.store import VaultError, read_grant
+
+    try:
+        return read_grant(path, None).status
+    except VaultError:
+        return None
+
+
+def _notify(
+    desired: Desired,
+    event: str,
+    name: str,
+    *,
+    reason: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Tell `notify.webhook` (if configured) that a grant's status changed. Never raises and
+    never waits on the network: delivery is queued (see `reconciler.notify`)."""
+    if desired.notify is None:
+        return
+    from .notify import emit
+
+    emit(desired, event, name, reason=reason, environ=environ)
+
+
 def _relink_message(grant: Grant) -> str:
     reason = f" ({grant.status_reason})" if grant.status_reason else ""
     return f"{grant.name} needs to be linked again{reason}; run `reconcile link {grant.name}`"
@@ -323,11 +362,17 @@ def revoke(
     *,
     force: bool = False,
     environ: Mapping[str, str] | None = None,
+    identities: list | None = None,
 ) -> str:
-    """Revoke ``grant`` at the provider (refresh token, then access token; RFC 7009) and
-    delete its file. Without a revocation endpoint, only ``force`` deletes."""
+    """Revoke ``grant`` at the provider (refresh token, then access tokens; RFC 7009) and
+    delete its file. Without a revocation endpoint, only ``force`` deletes.
+
+    With ``identities``, the access token in this machine's cache (a refresh that kept the
+    refresh token left the file's one stale) is revoked too: it is the one scripts were given.
+    """
     from .oauth import tokens
     from .oauth.errors import OAuthError
+    from .vault import cache
     from .vault.store import delete_grant, grant_path
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
@@ -335,14 +380,22 @@ def revoke(
     secret = (
         client_secret(desired, provider, environ) if name in desired.providers else None
     ) or grant.client_secret
+    access_tokens = [grant.access_token] if grant.access_token is not None else []
+    cached = (
+        cache.read(desired.path, name, identities, _environ(environ), config_unchanged=False)
+        if identities
+        else None
+    )
+    if cached is not None and cached.access_token not in access_tokens:
+        access_tokens.insert(0, cached.access_token)
     revoked = False
     try:
         if grant.refresh_token is not None:
             tokens.revoke(provider, secret, grant.refresh_token, "refresh_token")
             revoked = True
-        if grant.access_token is not None:
+        for access_token in access_tokens:
             try:
-                tokens.revoke(provider, secret, grant.access_token, "access_token")
+                tokens.revoke(provider, secret, access_token, "access_token")
             except OAuthError:
                 if not revoked:
                     raise
@@ -367,5 +420,6 @@ def _provider_from_grant(grant: Grant) -> Provider:
         flow=grant.flow or "authorization_code",
         token_endpoint=grant.token_endpoint,
         revocation_endpoint=grant.extra.get("revocation_endpoint"),
-        token_endpoint_auth_method="client_secret_post" if grant.client_secret else "none",
+        token_endpoint_auth_method=grant.extra.get("token_endpoint_auth_method")
+        or ("client_secret_basic" if grant.client_secret else "none"),
     )

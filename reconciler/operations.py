@@ -205,7 +205,9 @@ def revoke(
         delete_grant(path)
         return "deleted (a static secret has nothing to revoke)"
     try:
-        return grants.revoke(state.desired, name, grant, force=force, environ=environ)
+        return grants.revoke(
+            state.desired, name, grant, force=force, environ=environ, identities=state.identities
+        )
     except grants.GrantError as error:
         raise UserError(str(error)) from None
 

@@ -31,6 +31,8 @@ class CachedToken:
     obtained_at: datetime
     #: ``refresh_before`` of the config the entry was written under, in seconds.
     refresh_before: float
+    #: The grant file the entry was written beside (filled in by ``read``).
+    grant_path: str = ""
 
     def is_fresh(self, now: datetime) -> bool:
         """Usable as is: not within ``refresh_before`` of its expiry."""
@@ -56,15 +58,23 @@ def _fingerprint(path: Path) -> list[int] | None:
         info = os.stat(path)
     except FileNotFoundError:
         return None
-    return [info.st_ino, info.st_size, info.st_mtime_ns]
+    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
 
 
 def read(
-    config_path: Path, name: str, identities: Sequence, environ: Mapping[str, str]
+    config_path: Path,
+    name: str,
+    identities: Sequence,
+    environ: Mapping[str, str],
+    *,
+    config_unchanged: bool = True,
 ) -> CachedToken | None:
     """The cached token, or None when there is none or it no longer matches the files.
 
-    The entry records the grant file's path, so no config parsing is needed to check it."""
+    The entry records the grant file's path, so no config parsing is needed to check it. The
+    fast path (no config parsed) also needs the config file unchanged, for the entry's
+    ``refresh_before`` and grant path to hold; a caller that loaded the config itself passes
+    ``config_unchanged=False``, so that an edit elsewhere in the config costs no refresh."""
     import pyrage
 
     try:
@@ -73,7 +83,9 @@ def read(
     except (OSError, ValueError, KeyError, pyrage.DecryptError):
         return None
     grant_path = entry.get("grant_path")
-    if not isinstance(grant_path, str) or entry.get("config") != _fingerprint(config_path):
+    if not isinstance(grant_path, str):
+        return None
+    if config_unchanged and entry.get("config") != _fingerprint(config_path):
         return None
     if entry.get("grant") != _fingerprint(Path(grant_path)):
         return None
@@ -84,6 +96,7 @@ def read(
         expires_at=datetime.fromtimestamp(expires, UTC) if expires is not None else None,
         obtained_at=datetime.fromtimestamp(entry["obtained_at"], UTC),
         refresh_before=float(entry.get("refresh_before", 0)),
+        grant_path=grant_path,
     )
 
 
