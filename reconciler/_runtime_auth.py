@@ -1,0 +1,68 @@
+"""``runtime.Auth``: an httpx2 auth flow that sends the grant's bearer token and, on a 401,
+forces one refresh and retries once. Kept apart from ``runtime`` so that importing the
+runtime does not import httpx2.
+
+The token comes from ``runtime`` (its in-process cache, else ``operations.read_token``); the
+refresh after a 401 is ``grants.refresh(force=True)`` under the grant's lock, skipped when
+another thread or process has already replaced the rejected token. Blocking work (files,
+decryption, the token endpoint) runs in a worker thread under ``AsyncClient``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Generator
+
+import httpx2
+
+from . import runtime
+
+
+class Auth(httpx2.Auth):
+    """``httpx2.Client(auth=runtime.Auth("github"))``: ``Authorization: Bearer <token>`` on
+    every request; a 401 forces one refresh and one retry, and a second 401 is returned as
+    is. A static secret is sent the same way, and a 401 for it is returned at once (there is
+    nothing to refresh). Errors are ``runtime.RuntimeTokenError``."""
+
+    # The body is read before the first send, so that the retry can send it again.
+    requires_request_body = True
+
+    def __init__(self, name: str, config: str | os.PathLike[str] | None = None) -> None:
+        self.name = name
+        self._key = (runtime._config_path(config), name)
+
+    def __repr__(self) -> str:
+        return f"Auth({self.name!r}, config={self._key[0]!r})"
+
+    def sync_auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
+        request.read()
+        token = runtime._get(self._key)
+        response = yield _with_bearer(request, token)
+        if response.status_code != 401:
+            return
+        fresh = runtime._after_rejection(self._key, token)
+        if fresh is not None:
+            yield _with_bearer(request, fresh)
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        from anyio.to_thread import run_sync
+
+        await request.aread()
+        token = runtime._peek(self._key)  # a few os.stat calls: fine on the event loop
+        if token is None:
+            token = await run_sync(runtime._get, self._key)
+        response = yield _with_bearer(request, token)
+        if response.status_code != 401:
+            return
+        fresh = await run_sync(runtime._after_rejection, self._key, token)
+        if fresh is not None:
+            yield _with_bearer(request, fresh)
+
+
+def _with_bearer(request: httpx2.Request, token) -> httpx2.Request:
+    request.headers["Authorization"] = f"Bearer {token.reveal()}"
+    return request
