@@ -1,0 +1,12 @@
+"""`reconcile serve`: the local HTTP link and secret surface (SPEC §5).
+
+One concern per module, starlette and uvicorn imported only here (never by other faces):
+
+- ``gates``: the local gate (loopback peer, ``Host`` allowlist, bearer local secret) and the
+  control-plane gate (``x-control-plane-secret``), plus where the local secret comes from;
+- ``origins``: the ``return_url`` allowlist (exact scheme + host + port);
+- ``pending``: link attempts and device flows in flight (expiry, single use, browser binding);
+- ``service``: the operations behind the routes, shared by ``/v1`` and ``/internal``;
+- ``app``: the starlette application (routes, JSON bodies, errors, headers);
+- ``run``: bind the socket, build the app, run uvicorn (what ``cli.cmd_serve`` calls).
+"""
