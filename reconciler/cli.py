@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconcile declared OAuth grants and API keys into SOPS/age-encrypted files.",
     )
     _global_options(parser, suppress=False)
+    _watch_option(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not start link flows; exit 2 if any are pending",
     )  # fmt: skip
     _link_options(apply)
+    _watch_option(apply, suppress=True)
     plan = command("plan", "show what apply would do, change nothing")
     plan.add_argument(
         "--exit-code", action="store_true", help="exit 2 when changes are pending, 0 when none"
@@ -77,6 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true",
         help="delete the file even when the provider has no revocation endpoint",
     )  # fmt: skip
+    run = command("exec", "run a command with credentials in its environment only")
+    run.add_argument(
+        "--env", action="append", default=[], metavar="VARIABLE=NAME",
+        help="set VARIABLE to NAME's access token or secret value (repeatable)",
+    )  # fmt: skip
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="what to run")
+    serve = command("serve", "serve the local HTTP link and secret surface")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (default: 8765)")
+    serve.add_argument(
+        "--allow-remote", action="store_true", help="allow a --host other machines can reach"
+    )
+    serve.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="an origin return_url may use, e.g. https://composer.example (repeatable)",
+    )  # fmt: skip
     return parser
 
 
@@ -93,9 +111,20 @@ def _link_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _watch_option(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    parser.add_argument(
+        "--watch", action="store_true", default=argparse.SUPPRESS if suppress else False,
+        help="apply, then apply again on every change to the config, .sops.yaml, referenced "
+        "files or grant files, and on refresh deadlines, until Ctrl-C",
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.command = args.command or "apply"
+    if args.watch and args.command != "apply":
+        parser.error(f"--watch goes with apply, not {args.command}")
     args.prune = getattr(args, "prune", False)
     args.no_link = getattr(args, "no_link", False)
     for option, default in (("device", False), ("no_browser", False), ("link_timeout", 300.0)):
@@ -208,6 +237,8 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     from .operations import make_plan, run_apply, utcnow
 
+    if args.watch:
+        return cmd_watch(args, out)
     state, unreadable = _load(args)
     now = utcnow()
     plan = make_plan(state, now, prune=args.prune)
@@ -249,6 +280,32 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     if tally["failed"] or unreadable:
         return EXIT_ERROR
     return EXIT_PENDING if tally["pending"] else EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, out: Output) -> int:
+    """`reconcile --watch`: one line per event on stderr; with -o json, JSON lines on stdout."""
+    from dataclasses import replace
+
+    from . import watch
+
+    def report(event: watch.Event) -> None:
+        if out.json:
+            sys.stdout.write(json.dumps(event.to_json()) + "\n")
+            sys.stdout.flush()
+        if event.level == "error":
+            out.error(event.line)
+        elif event.level == "info" or out.verbose:
+            out.progress(event.line)
+
+    browser = replace(_browser(args), read_pasted=None)  # stdin is not read while watching
+    return watch.run(
+        args.file,
+        report,
+        prune=args.prune,
+        link=not args.no_link,
+        browser=browser,
+        device=args.device,
+    )
 
 
 def _browser(args: argparse.Namespace):
@@ -384,6 +441,39 @@ def cmd_revoke(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_exec(args: argparse.Namespace, out: Output) -> int:
+    from . import execenv
+
+    try:
+        command = execenv.command_of(args.argv)
+        pairs = execenv.parse_pairs(args.env)
+    except execenv.ExecError as error:
+        out.error(str(error))
+        return EXIT_ERROR
+    execenv.run(command, execenv.resolve(args.file, pairs))  # does not return
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    from .server.run import prepare
+
+    server = prepare(
+        args.file,
+        host=args.host,
+        port=args.port,
+        allow_remote=args.allow_remote,
+        allow_origins=args.allow_origin,
+    )
+    for warning in server.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    created = " (created)" if server.secret_created else ""
+    out.progress(f"local secret: {server.secret_source}{created}")
+    if server.internal_mounted:
+        out.progress("control plane: /internal/* mounted")
+    out.progress(f"reconcile serve: listening on {server.url}")
+    server.run()
+    return EXIT_OK
+
+
 _COMMANDS = {
     "apply": cmd_apply,
     "plan": cmd_plan,
@@ -393,6 +483,8 @@ _COMMANDS = {
     "token": cmd_token,
     "link": cmd_link,
     "revoke": cmd_revoke,
+    "exec": cmd_exec,
+    "serve": cmd_serve,
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,786 @@
+"""`reconcile --watch`: apply, then apply again whenever an input changes or a deadline comes.
+
+The loop is the CLI's apply (``operations.load_state`` → ``make_plan`` → ``run_apply``) run
+again and again; nothing here decides what to do to a grant.
+
+**Inputs** are ``providers.yaml``; the ``.sops.yaml`` that governs the store (and any closer one
+that appears); the files that ``file:`` and ``sops:`` references name (secret values, client
+secrets, the notify secret); and the grant files. Their folders are watched (not recursively)
+with watchfiles, because editors and ``sops`` replace files by renaming, which a watch on the
+file itself would lose.
+
+**When to reconcile** is decided by content, not by events: the inputs are fingerprinted
+(a hash of each file) *before* each load, and a cycle ends with a pass that found nothing to
+do; its fingerprint is what the grant files now reflect. An event batch whose fingerprint
+equals it — the echo of our own writes, a lock or temp file, a `touch` — costs a few file
+reads and does nothing, so the watcher never loops on its own writes. An edit made while a
+cycle runs shows up as a difference and is reconciled next. The inputs are also fingerprinted
+every few seconds without any event, in case one was lost.
+
+**Debounce.** watchfiles yields a batch once no new event arrived for ``step`` ms (or after
+``debounce`` ms in all). One editor save (write a temp file, rename it over) takes well under
+a millisecond, so a short step groups it into one batch and keeps edit-to-applied latency
+low (``bench/watch_latency.py``). A save that still lands in two batches is harmless: the
+first shows an intermediate state, which a half-written config turns into an error only if
+it is still the same after ``SETTLE_SECONDS``.
+
+**Bad edits** (invalid YAML, schema errors, unresolvable references, an unreadable
+``.sops.yaml``) print the error and change nothing until the inputs change again. The process
+never dies on one.
+
+**Timer.** The next wake-up is the earliest refresh deadline of the plan's inputs: for every
+OAuth grant that is ``ok``, ``expires_at - refresh_before`` and, with a refresh token,
+``obtained_at + keepalive`` (the same rule as the plan's ``refresh``). Failed actions are held
+back with exponential backoff; a hold ends early when that grant's inputs change.
+
+**Links** that need a person run in a worker thread, one per grant; the browser is opened once
+and the grant is skipped while the flow is pending, so the other grants keep being served.
+
+**Signals.** SIGINT and SIGTERM let the action in progress finish (writes are atomic anyway),
+then the loop stops and ``run`` returns 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .model import Action, Actual, Desired, Plan
+
+#: watchfiles ``step``: a batch is yielded once no new event came for this long (ms); an
+#: edit is seen after 1-2 steps. Measured save-to-written medians (bench/watch_latency.py,
+#: 5 secrets, ext4): step 5: ~26 ms, 10: ~30 ms, 25: ~52 ms, 50 (watchfiles' default):
+#: ~93 ms. 10 ms still groups every editor's save sequence (they take well under 1 ms).
+STEP_MS = 10
+#: watchfiles ``debounce``: the longest a batch keeps growing (ms).
+DEBOUNCE_MS = 250
+#: How often (ms) the loop wakes without events (to check the timer; the first wake after a
+#: watcher starts also catches what changed while none was listening).
+TICK_MS = 200
+#: Seconds between fingerprints taken without any event: a safety net for events the kernel
+#: dropped (inotify queue overflow) or watchfiles lost (it clears its set on a timeout).
+LOOK_ANYWAY = 5.0
+#: A config that fails to load is read again after this long before the error is shown, in
+#: case it was caught half-saved.
+SETTLE_SECONDS = 0.1
+#: Passes of load→plan→apply per cycle before waiting for the next change.
+MAX_PASSES = 4
+#: Backoff for failed actions, and the hold after a failed or abandoned link flow.
+RETRY_FIRST = timedelta(seconds=30)
+RETRY_MAX = timedelta(minutes=15)
+LINK_RETRY = timedelta(hours=1)
+#: When a deadline has passed and yet nothing could be done, look again this much later.
+TIMER_FLOOR = timedelta(seconds=5)
+#: Largest file hashed whole; bigger ones are fingerprinted by size and mtime.
+_MAX_HASHED = 1 << 20
+_GRANT_SUFFIX = ".sops.yaml"
+_SOPS_CONFIG = ".sops.yaml"
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing to tell the user: an outcome, an error, a link started, a state change.
+
+    ``level`` is ``info`` (shown unless ``-q``), ``error`` (always shown) or ``debug``
+    (shown with ``-v``); with ``-o json`` every event is one JSON line."""
+
+    kind: str
+    message: str
+    level: str = "info"
+    fields: Mapping[str, object] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The line shown to people, when it differs from ``message``.
+    text: str | None = None
+
+    @property
+    def line(self) -> str:
+        return self.message if self.text is None else self.text
+
+    def to_json(self) -> dict:
+        return {
+            "event": self.kind,
+            **self.fields,
+            "message": self.message,
+            "at": self.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+
+
+Report = Callable[[Event], None]
+
+
+def _outcome_event(outcome) -> Event:
+    action = outcome.action
+    return Event(
+        "outcome",
+        outcome.message,
+        level="error" if outcome.result == "failed" else "info",
+        fields={
+            "name": action.name,
+            "action": action.action,
+            "reason": action.reason,
+            "result": outcome.result,
+        },
+        text=f"{action.name}: {action.action}: {outcome.result}: {outcome.message}",
+    )
+
+
+def describe_error(error: BaseException) -> str:
+    """The one-paragraph message for an error (no traceback, no secret)."""
+    if isinstance(error, OSError) and not type(error).__module__.startswith("reconciler"):
+        return f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
+    module = type(error).__module__ or ""
+    if module.startswith("reconciler"):
+        return str(error)
+    return f"unexpected {type(error).__name__}: {error}"
+
+
+# --------------------------------------------------------------------------- the timer
+
+
+def next_wakeup(desired: Desired, actual: Actual) -> dict[str, datetime]:
+    """When each OAuth grant next becomes due for a refresh (the plan's `refresh` rule)."""
+    due: dict[str, datetime] = {}
+    for name, provider in desired.providers.items():
+        grant = actual.grants.get(name)
+        if grant is None or grant.kind != "oauth2" or grant.status != "ok":
+            continue
+        times = []
+        if grant.expires_at is not None:
+            times.append(grant.expires_at - desired.refresh_before)
+        if (
+            provider.flow != "client_credentials"
+            and "refresh_token" in grant.sealed
+            and grant.obtained_at is not None
+        ):
+            times.append(grant.obtained_at + desired.keepalive)
+        if times:
+            due[name] = min(times)
+    return due
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A fingerprint of everything a reconcile reads, and the folders to watch for it."""
+
+    config_path: Path
+    store_dir: Path
+    config: str | None
+    #: ``.sops.yaml`` candidates and referenced files, with their digests (None: missing).
+    files: tuple[tuple[str, str | None], ...]
+    #: Grant name → digest of its file.
+    grants: tuple[tuple[str, str | None], ...]
+    folders: frozenset[str]
+
+    @property
+    def config_key(self) -> tuple:
+        return (self.config, self.files)
+
+    def grant(self, name: str) -> str | None:
+        return dict(self.grants).get(name)
+
+    def same(self, other: Inputs | None) -> bool:
+        return other is not None and (self.config_key, self.grants) == (
+            other.config_key,
+            other.grants,
+        )
+
+    def changed(self, other: Inputs | None, base: Path) -> list[str]:
+        """What differs from ``other``, as paths relative to ``base`` where possible."""
+        before = {} if other is None else _flat(other)
+        after = _flat(self)
+        names = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        return [_relative(Path(name), base) for name in names]
+
+
+def _flat(inputs: Inputs) -> dict[str, str | None]:
+    flat = {str(inputs.config_path): inputs.config}
+    flat.update(inputs.files)
+    flat.update(
+        (str(inputs.store_dir / f"{name}{_GRANT_SUFFIX}"), digest) for name, digest in inputs.grants
+    )
+    return flat
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_HASHED + 1)
+            if len(data) > _MAX_HASHED:
+                stat = os.fstat(handle.fileno())
+                return f"size:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        return "folder"
+    except OSError as error:
+        return f"error:{error.errno}"
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _existing(folder: Path) -> Path:
+    """``folder`` or its nearest ancestor that exists (a watch needs an existing folder)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            return candidate
+    return Path("/")
+
+
+def _reference_path(target: str, base: Path, environ: Mapping[str, str]) -> Path:
+    # As config resolves `file:`/`sops:` paths: `~` expanded, relative to the config's folder.
+    if target == "~" or target.startswith("~/"):
+        home = environ.get("HOME") or os.path.expanduser("~")
+        path = Path(home) / target[2:]
+    else:
+        path = Path(os.path.expanduser(target))
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
+
+
+def _references(data: object) -> Iterator[str]:
+    """Every ``file:``/``sops:`` reference in a parsed providers.yaml, best effort."""
+    if not isinstance(data, dict):
+        return
+    sections = (("secrets", "value"), ("providers", "client_secret"))
+    for section, key in sections:
+        entries = data.get(section)
+        if isinstance(entries, dict):
+            for entry in entries.values():
+                if isinstance(entry, dict) and isinstance(entry.get(key), str):
+                    yield entry[key]
+    notify = data.get("notify")
+    if isinstance(notify, dict) and isinstance(notify.get("secret"), str):
+        yield notify["secret"]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    store_dir: Path
+    files: tuple[Path, ...]
+
+
+def _layout(config_path: Path, text: bytes | None, environ, previous: _Layout | None) -> _Layout:
+    """Where the inputs are, from a plain YAML parse (it must work on invalid configs too)."""
+    import yaml
+
+    base = config_path.parent
+    try:
+        loader = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+        data = yaml.load(text, Loader=loader) if text else None
+    except Exception:
+        data = None
+    if not isinstance(data, dict):
+        if previous is not None:
+            return previous
+        data = {}
+    store = data.get("store")
+    raw = store.get("dir") if isinstance(store, dict) else None
+    raw = raw if isinstance(raw, str) else "secrets"
+    store_dir = Path(os.path.normpath(base / os.path.expanduser(raw)))
+    files: list[Path] = list(_sops_candidates(store_dir, base))
+    for ref in _references(data):
+        scheme, _, rest = ref.partition(":")
+        if scheme == "file" and rest:
+            files.append(_reference_path(rest, base, environ))
+        elif scheme == "sops" and "#" in rest:
+            files.append(_reference_path(rest.rpartition("#")[0], base, environ))
+    return _Layout(store_dir, tuple(dict.fromkeys(files)))
+
+
+def _sops_candidates(store_dir: Path, base: Path) -> Iterator[Path]:
+    """The ``.sops.yaml`` that governs the grant files, and any closer one that could appear."""
+    from .vault.keys import find_sops_config
+
+    governing = find_sops_config(store_dir)
+    if governing is not None:
+        top = governing.parent
+    elif base == store_dir or base in store_dir.parents:
+        top = base
+    else:
+        top = store_dir.parent
+    for folder in (store_dir, *store_dir.parents):
+        yield folder / _SOPS_CONFIG
+        if folder == top or folder.parent == folder:
+            break
+
+
+class _Surveyor:
+    def __init__(self, config_path: Path, environ: Mapping[str, str]) -> None:
+        self.config_path = config_path
+        self.environ = environ
+        self._layout: _Layout | None = None
+
+    def __call__(self) -> Inputs:
+        try:
+            text = self.config_path.read_bytes()
+        except OSError:
+            text = None
+        try:
+            layout = _layout(self.config_path, text, self.environ, self._layout)
+        except Exception:  # the survey must never stop the watcher; keep what was known
+            layout = self._layout or _Layout(self.config_path.parent / "secrets", ())
+        self._layout = layout
+        config = None if text is None else hashlib.blake2b(text, digest_size=16).hexdigest()
+        files = tuple((str(path), _digest(path)) for path in layout.files)
+        grants: list[tuple[str, str | None]] = []
+        try:
+            with os.scandir(layout.store_dir) as entries:
+                names = sorted(
+                    e.name
+                    for e in entries
+                    if e.name.endswith(_GRANT_SUFFIX) and not e.name.startswith(".")
+                )
+        except OSError:
+            names = []
+        for filename in names:
+            grants.append((filename[: -len(_GRANT_SUFFIX)], _digest(layout.store_dir / filename)))
+        folders = {str(_existing(self.config_path.parent)), str(_existing(layout.store_dir))}
+        folders.update(str(_existing(path.parent)) for path in layout.files)
+        return Inputs(
+            self.config_path, layout.store_dir, config, files, tuple(grants), frozenset(folders)
+        )
+
+
+def _ignored(change, path: str) -> bool:
+    """Our own lock sidecars and temporary files (``<name>.lock``, ``.<name>.<rand>.tmp``)."""
+    name = os.path.basename(path)
+    return name.endswith(".lock") or (name.startswith(".") and name.endswith(".tmp"))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Hold:
+    """Don't retry ``name`` before ``until`` (None: until its inputs change) while its
+    inputs are still ``key``."""
+
+    key: tuple
+    until: datetime | None
+    failures: int = 1
+
+    def active(self, key: tuple, now: datetime) -> bool:
+        return key == self.key and (self.until is None or now < self.until)
+
+
+def _now() -> datetime:
+    from .operations import utcnow
+
+    return utcnow()
+
+
+class Watcher:
+    def __init__(
+        self,
+        config_path: Path,
+        report: Report,
+        *,
+        prune: bool = False,
+        link: bool = True,
+        browser=None,
+        device: bool = False,
+        environ: Mapping[str, str] | None = None,
+        step_ms: int = STEP_MS,
+        debounce_ms: int = DEBOUNCE_MS,
+    ) -> None:
+        self.config_path = Path(os.path.abspath(config_path))
+        self.base = self.config_path.parent
+        self.prune = prune
+        self.link = link
+        self.browser = browser
+        self.device = device
+        self.environ = environ
+        self.step_ms = step_ms
+        self.debounce_ms = debounce_ms
+        self.stop = threading.Event()
+        self._report_lock = threading.Lock()
+        self._report = report
+        self._lock = threading.Lock()
+        self.pending: set[str] = set()
+        self.holds: dict[str, _Hold] = {}
+        #: The inputs the grant files reflect: the fingerprint of the last finished cycle.
+        self.recorded: Inputs | None = None
+        self.wake: datetime | None = None
+        self._poke = threading.Event()
+        self._survey = _Surveyor(self.config_path, os.environ if environ is None else environ)
+        self._shown: dict[str, object] = {}
+
+    # ----------------------------------------------------------------- reporting
+
+    def report(self, event: Event) -> None:
+        # A broken pipe on stdout must not stop the watcher.
+        with self._report_lock, contextlib.suppress(Exception):
+            self._report(event)
+
+    def _show_once(self, key: str, value: object, event: Event | None) -> None:
+        """Report ``event`` only when ``value`` differs from what was shown under ``key``."""
+        if self._shown.get(key) != value:
+            self._shown[key] = value
+            if event is not None:
+                self.report(event)
+
+    # ----------------------------------------------------------------- main loop
+
+    def run(self) -> int:
+        if not self.config_path.is_file():
+            self.report(
+                Event(
+                    "error",
+                    f"{self.config_path} does not exist; run `reconcile init` or pass -f PATH",
+                    level="error",
+                )
+            )
+            return 1
+        with _stop_on_signals(self.stop):
+            self.cycle("start")
+            self._loop()
+        self.report(Event("stopped", "stopped", fields={}))
+        from . import notify
+
+        notify.flush()
+        return 0
+
+    def _loop(self) -> None:
+        import watchfiles
+
+        force_polling = None
+        folders = (self.recorded or self._survey()).folders
+        looked = time.monotonic()
+        shown_folders: frozenset[str] | None = None
+        while not self.stop.is_set():
+            restarted = True
+            try:
+                batches = watchfiles.watch(
+                    *sorted(folders),
+                    watch_filter=lambda change, path: not _ignored(change, path),
+                    debounce=self.debounce_ms,
+                    step=self.step_ms,
+                    stop_event=self.stop,
+                    rust_timeout=TICK_MS,
+                    yield_on_timeout=True,
+                    raise_interrupt=False,
+                    recursive=False,
+                    force_polling=force_polling,
+                )
+                for changes in batches:
+                    if restarted and folders != shown_folders:
+                        # The first yield: the watcher is listening now.
+                        shown_folders = folders
+                        self.report(
+                            Event(
+                                "watching",
+                                "watching "
+                                + ", ".join(_relative(Path(f), self.base) for f in sorted(folders))
+                                + " for changes (Ctrl-C to stop)",
+                                fields={"folders": sorted(folders)},
+                            )
+                        )
+                    if changes or restarted or time.monotonic() - looked >= LOOK_ANYWAY:
+                        # Anything may have changed while no watcher was listening.
+                        restarted = False
+                        looked = time.monotonic()
+                        current = self._survey()
+                        if not current.same(self.recorded):
+                            self.cycle(", ".join(current.changed(self.recorded, self.base)))
+                    if self._poke.is_set():
+                        self._poke.clear()
+                        self.cycle("link finished")
+                    if self.wake is not None and _now() >= self.wake and not self.stop.is_set():
+                        self.cycle("timer")
+                    latest = (self.recorded or self._survey()).folders
+                    if latest != folders:
+                        folders = latest
+                        break  # watch the new set of folders
+            except FileNotFoundError:
+                # A watched folder vanished between the survey and the watch: look again.
+                folders = self._survey().folders
+                self.stop.wait(TICK_MS / 1000)
+            except Exception as error:  # e.g. the inotify watch limit; never die of it
+                if not force_polling:
+                    how, force_polling = "polling instead", True
+                else:
+                    how = "trying again in 5 s"
+                    self.stop.wait(5)
+                self.report(
+                    Event(
+                        "error",
+                        f"cannot watch for changes ({describe_error(error)}); {how}",
+                        level="error",
+                        fields={"kind": "watch"},
+                    )
+                )
+                folders = self._survey().folders
+
+    # ----------------------------------------------------------------- one cycle
+
+    def cycle(self, trigger: str) -> None:
+        """Apply until a pass finds nothing left to do (or MAX_PASSES), like `reconcile apply`
+        run again after each apply; record the inputs that pass saw. Never raises."""
+        self.report(Event("reconcile", f"reconciling ({trigger})", "debug", {"trigger": trigger}))
+        try:
+            self._cycle()
+        except Exception as error:
+            self.report(Event("error", describe_error(error), level="error"))
+            self.recorded = self._survey()
+            self.wake = _now() + RETRY_FIRST
+
+    def _cycle(self) -> None:
+        from .operations import load_state, make_plan, run_apply
+
+        for _ in range(MAX_PASSES):
+            if self.stop.is_set():
+                return
+            inputs = self._survey()
+            try:
+                state = load_state(self.config_path, environ=self.environ)
+            except Exception as error:
+                if self._settling(inputs):
+                    continue
+                self.recorded = inputs
+                self.wake = None  # nothing changes, not even refreshes, until it is fixed
+                self._config_error(error)
+                return
+            now = _now()
+            plan = make_plan(state, now, prune=self.prune)
+            self._show_problems(state, plan)
+            actions = self._actionable(plan, inputs, now)
+            if not actions:
+                self.recorded = inputs
+                self.wake = self._next_wake(state, now)
+                wake = self.wake.strftime("%Y-%m-%dT%H:%M:%SZ") if self.wake else None
+                self.report(
+                    Event(
+                        "idle",
+                        "up to date" + (f"; next refresh check at {wake}" if wake else ""),
+                        "debug",
+                        {"next_wake": wake, "pending": sorted(self.pending)},
+                    )
+                )
+                return
+            interactive = [a for a in actions if self._interactive(state.desired, a)]
+            for action in interactive:
+                self._start_link(state, action, inputs)
+            rest = tuple(a for a in actions if a not in interactive)
+            if not rest:
+                continue
+            outcomes = run_apply(
+                state,
+                Plan(rest, plan.notes),
+                now,
+                link=self.link,
+                ask_secret=None,
+                browser=None,
+                device=self.device,
+                environ=self.environ,
+            )
+            for outcome in outcomes:
+                self._record(outcome, inputs)
+                if self.stop.is_set():
+                    outcomes.close()
+                    return
+        # Still not settled: wait for the next change or deadline rather than spin.
+        self.recorded = self._survey()
+        self.wake = _now() + TIMER_FLOOR
+
+    def _settling(self, before: Inputs) -> bool:
+        """True when the inputs changed during a short wait (a save caught half-way)."""
+        if self.stop.wait(SETTLE_SECONDS):
+            return False
+        return not self._survey().same(before)
+
+    def _config_error(self, error: Exception) -> None:
+        message = describe_error(error)
+        self.report(
+            Event(
+                "error",
+                message,
+                level="error",
+                fields={"kind": "config"},
+                text=f"{message}\n(still watching: nothing changes until this is fixed)",
+            )
+        )
+
+    def _show_problems(self, state, plan: Plan) -> None:
+        from .operations import unreadable_error
+
+        unreadable = unreadable_error(state.actual, state.desired.store_dir)
+        text = str(unreadable) if unreadable else None
+        self._show_once(
+            "unreadable",
+            text,
+            Event("error", text, level="error", fields={"kind": "unreadable"}) if text else None,
+        )
+        if self._shown.get("notes") != plan.notes:
+            self._shown["notes"] = plan.notes
+            for note in plan.notes:
+                self.report(Event("note", f"note: {note}"))
+
+    def _interactive(self, desired: Desired, action: Action) -> bool:
+        if not self.link or action.action not in ("link", "relink"):
+            return False
+        provider = desired.providers.get(action.name)
+        return provider is not None and (self.device or provider.flow != "client_credentials")
+
+    def _key(self, name: str, inputs: Inputs) -> tuple:
+        return (inputs.config_key, inputs.grant(name))
+
+    def _actionable(self, plan: Plan, inputs: Inputs, now: datetime) -> tuple[Action, ...]:
+        chosen = []
+        with self._lock:
+            for action in plan.actions:
+                if action.name in self.pending:
+                    continue
+                hold = self.holds.get(action.name)
+                if hold is not None:
+                    key = self._key(action.name, inputs)
+                    if hold.active(key, now):
+                        continue
+                    if hold.key != key:
+                        del self.holds[action.name]  # its inputs changed: start afresh
+                chosen.append(action)
+        return tuple(chosen)
+
+    def _record(self, outcome, inputs: Inputs, *, link: bool = False) -> None:
+        name = outcome.action.name
+        with self._lock:
+            if outcome.result == "done":
+                self.holds.pop(name, None)
+            elif outcome.result == "pending":
+                self.holds[name] = _Hold(self._key(name, inputs), None)
+            else:
+                previous = self.holds.get(name)
+                failures = previous.failures + 1 if previous else 1
+                delay = LINK_RETRY if link else min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+                self.holds[name] = _Hold(self._key(name, inputs), _now() + delay, failures)
+        self.report(_outcome_event(outcome))
+
+    def _next_wake(self, state, now: datetime) -> datetime | None:
+        times = []
+        due = next_wakeup(state.desired, state.actual)
+        with self._lock:
+            for name, when in due.items():
+                if name in self.pending:
+                    continue  # the finished link pokes the loop
+                hold = self.holds.get(name)
+                if hold is not None:
+                    if hold.until is None:
+                        continue  # waits for its inputs to change
+                    when = max(when, hold.until)
+                times.append(when)
+            times.extend(
+                hold.until
+                for name, hold in self.holds.items()
+                if hold.until is not None and name not in due
+            )
+        if not times:
+            return None
+        return max(min(times), now + TIMER_FLOOR) if min(times) <= now else min(times)
+
+    # ----------------------------------------------------------------- link flows
+
+    def _start_link(self, state, action: Action, inputs: Inputs) -> None:
+        from .operations import run_apply
+
+        name = action.name
+        with self._lock:
+            self.pending.add(name)
+        self.report(
+            Event(
+                "link",
+                f"{name}: {action.action}: started ({action.reason}); waiting for the browser, "
+                "other grants are still served",
+                fields={"name": name, "action": action.action, "reason": action.reason},
+            )
+        )
+
+        def work() -> None:
+            try:
+                outcomes = run_apply(
+                    state,
+                    Plan((action,)),
+                    _now(),
+                    link=True,
+                    ask_secret=None,
+                    browser=self.browser,
+                    device=self.device,
+                    environ=self.environ,
+                )
+                for outcome in outcomes:
+                    self._record(outcome, inputs, link=True)
+            except Exception as error:  # never let a worker die silently
+                with self._lock:
+                    self.holds[name] = _Hold(self._key(name, inputs), _now() + LINK_RETRY)
+                self.report(
+                    Event(
+                        "error",
+                        f"{name}: {action.action}: failed: {describe_error(error)}",
+                        level="error",
+                        fields={"name": name, "kind": "link"},
+                    )
+                )
+            finally:
+                with self._lock:
+                    self.pending.discard(name)
+                self._poke.set()
+
+        threading.Thread(target=work, name=f"link-{name}", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` instead of interrupting whatever is being written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run(
+    config_path: Path,
+    report: Report,
+    *,
+    prune: bool = False,
+    link: bool = True,
+    browser=None,
+    device: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Watch until SIGINT/SIGTERM; 0 then, 1 when the config file does not exist at all."""
+    watcher = Watcher(
+        config_path,
+        report,
+        prune=prune,
+        link=link,
+        browser=browser,
+        device=device,
+        environ=environ,
+    )
+    return watcher.run()
