@@ -3,9 +3,9 @@ forces one refresh and retries once. Kept apart from ``runtime`` so that importi
 runtime does not import httpx2.
 
 The token comes from ``runtime`` (its in-process cache, else ``operations.read_token``); the
-refresh after a 401 is ``grants.refresh(force=True)`` under the grant's lock, skipped when
-another thread or process has already replaced the rejected token. Blocking work (files,
-decryption, the token endpoint) runs in a worker thread under ``AsyncClient``.
+refresh after a 401 is ``grants.refresh(force=True, rejected=...)`` under the grant's lock,
+skipped when another thread or process has already replaced the rejected token. Blocking
+work (files, decryption, the token endpoint) runs in a worker thread under ``AsyncClient``.
 """
 
 from __future__ import annotations

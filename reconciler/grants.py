@@ -126,26 +126,24 @@ def store_link(
     now: datetime,
     scopes: tuple[str, ...],
     *,
-    flow: str | None = None,
     client_secret: Secret | None = None,
     environ: Mapping[str, str] | None = None,
+    lock_timeout: float | None = None,
 ) -> Grant:
-    """Write the grant a finished link flow produced (``result``: an ``oauth.TokenResult``).
-    The CLI flows and the HTTP callback both end here."""
+    """Write the grant a finished link flow produced (``result``: an ``oauth.TokenResult``),
+    under the grant's lock so that it cannot interleave with a refresh. The CLI flows and the
+    HTTP callback both end here."""
     from .oauth.tokens import grant_from_result
+    from .vault.files import file_lock
     from .vault.store import grant_path, write_grant
 
     grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
-    grant = replace(
-        grant,
-        flow=flow or provider.flow,
-        client_secret=client_secret,
-        extra=_durable_extra(provider, grant),
-    )
+    grant = replace(grant, client_secret=client_secret, extra=_durable_extra(provider, grant))
     path = grant_path(desired.store_dir, provider.name)
-    was = _status_on_disk(path) if desired.notify is not None else None
-    write_grant(path, grant, desired.recipients[provider.name])
-    _drop_cache(desired, provider.name, environ)
+    with file_lock(path, timeout=lock_timeout):
+        was = _status_on_disk(path) if desired.notify is not None else None
+        write_grant(path, grant, desired.recipients[provider.name])
+        _drop_cache(desired, provider.name, environ)
     event = "recovered" if was == "needs-relink" else "linked"
     _notify(desired, event, provider.name, environ=environ)
     return grant
@@ -189,11 +187,14 @@ def refresh(
     identities: list,
     *,
     force: bool = False,
+    rejected: Secret | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Grant:
     """Refresh ``name`` if it is (still) due, under the grant's lock; return the usable grant.
 
-    ``force`` refreshes even when the access token looks valid (a 401 from the API, keepalive).
+    ``force`` refreshes even when the access token looks valid (an API answered 401). With
+    ``rejected`` (the token that got the 401), a grant whose token another thread or process
+    has already replaced is returned as it is: N callers rejected at once make one refresh.
     """
     from .vault.files import file_lock
     from .vault.store import grant_path
@@ -203,6 +204,8 @@ def refresh(
         grant = current(desired, name, identities, environ)
         if grant.status == "needs-relink":
             raise NeedsRelink(_relink_message(grant))
+        if rejected is not None and grant.access_token != rejected:
+            return grant
         if not force and not is_due(grant, desired, now):
             if grant.access_token is not None:
                 # Seed this machine's cache so that the next read skips YAML and AES.

@@ -22,6 +22,14 @@ class UndeclaredError(UserError):
     """The name is not declared in ``providers.yaml``: faces never create undeclared grants."""
 
 
+class ConflictError(UserError):
+    """The request contradicts ``providers.yaml`` (e.g. writing a secret it sources elsewhere)."""
+
+
+class NeedsRelinkError(UserError):
+    """The grant is marked ``needs-relink``; only a new link flow can fix it."""
+
+
 @dataclass(frozen=True)
 class State:
     desired: Desired
@@ -157,6 +165,8 @@ def _access_token(
         raise UserError(f"{name} is declared as a secret in {config_path}, not as an OAuth grant")
     try:
         grant = grants.refresh(desired, name, utcnow(), identities, environ=environ)
+    except grants.NeedsRelink as error:
+        raise NeedsRelinkError(str(error)) from None
     except grants.GrantError as error:
         raise UserError(str(error)) from None
     if grant.access_token is None:
@@ -215,12 +225,18 @@ def revoke(
 def put_secret(
     config_path: Path, name: str, value: Secret, environ: Mapping[str, str] | None = None
 ) -> None:
-    """Write a declared secret's value (HTTP `PUT /v1/secrets/{name}`); undeclared: UserError."""
+    """Write a `prompt` secret's value (HTTP `PUT /v1/secrets/{name}`)."""
     from .vault.store import grant_path, write_grant
 
     desired = _desired_without_values(config_path, environ)
     if name not in desired.secrets:
         raise UndeclaredError(f"{name!r} is not a secret declared in {desired.path}")
+    if desired.secrets[name].ref != "prompt":
+        raise ConflictError(
+            f"secret {name!r} takes its value from `{desired.secrets[name].ref}` in "
+            f"{desired.path}, so a value written here would be replaced by the next apply; "
+            "declare it as `value: prompt` to set it over HTTP"
+        )
     if not value:
         raise UserError(f"secret {name!r}: an empty value was given; nothing written")
     grant = Grant(name=name, kind="secret", value=value, obtained_at=utcnow())

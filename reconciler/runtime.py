@@ -167,7 +167,7 @@ def _after_rejection(key: _Key, rejected: Secret) -> Secret | None:
         if secret != rejected:
             return secret  # another process refreshed it (the on-disk cache has it)
         _entries.pop(key, None)
-        return _force_refresh(key)
+        return _force_refresh(key, rejected)
 
 
 def _read(key: _Key) -> Secret:
@@ -193,7 +193,7 @@ def _read(key: _Key) -> Secret:
     return secret
 
 
-def _force_refresh(key: _Key) -> Secret | None:
+def _force_refresh(key: _Key, rejected: Secret) -> Secret | None:
     from pathlib import Path
 
     from . import config, grants, operations
@@ -206,7 +206,9 @@ def _force_refresh(key: _Key) -> Secret | None:
         if name not in desired.providers:
             return None
         identities = load_identities(os.environ, required=True)
-        grant = grants.refresh(desired, name, operations.utcnow(), identities, force=True)
+        grant = grants.refresh(
+            desired, name, operations.utcnow(), identities, force=True, rejected=rejected
+        )
     except Exception as error:
         _reraise(error)
     if grant.access_token is None:
@@ -275,16 +277,14 @@ def _remember(
 def _reraise(error: Exception) -> NoReturn:
     """Raise the runtime's exception for an error from the layers below (their messages name
     the grant and what to do, and never hold a token). Anything else is a bug: raised as is."""
+    from . import operations
     from .config import ConfigError
     from .grants import GrantError, NeedsRelink
     from .oauth.errors import OAuthError
     from .operations import UserError
     from .vault.store import VaultError
 
-    if isinstance(error, NeedsRelink) or (
-        # ``read_token`` re-raises a grant's NeedsRelink as a UserError (``from None``).
-        isinstance(error, UserError) and isinstance(error.__context__, NeedsRelink)
-    ):
+    if isinstance(error, NeedsRelink | operations.NeedsRelinkError):
         raise NeedsRelinkError(str(error)) from error
     if isinstance(error, UserError | ConfigError | GrantError | OAuthError | VaultError):
         raise RuntimeTokenError(str(error)) from error

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..model import Secret
-from ..operations import UndeclaredError, UserError, utcnow
+from ..operations import ConflictError, UndeclaredError, UserError, utcnow
 from . import gates, origins
 from .pending import LINK_TTL, StoreFull, cookie_name
 from .service import BadRequest, FirstHop, LinkOutcome, Service
@@ -89,6 +89,8 @@ def _problem(error: BaseException) -> Problem:
         return Problem(400, error.error, str(error))
     if isinstance(error, UndeclaredError):
         return Problem(404, "not_declared", str(error))
+    if isinstance(error, ConflictError):
+        return Problem(409, "conflict", str(error))
     if isinstance(error, StoreFull):
         return Problem(429, "too_many_pending", str(error))
     if isinstance(error, UserError):

@@ -2,8 +2,8 @@
 
 Each call re-reads ``providers.yaml`` (edits apply without a restart) and fulfils only what it
 declares: a name that is not declared is refused (``UndeclaredError``), never created. The
-grant is written through ``grants.store_link`` (the same path as the CLI's link flows), under
-the grant's file lock so that it cannot interleave with a refresh. Everything here blocks
+grant is written through ``grants.store_link`` (the same path as the CLI's link flows), which
+holds the grant's file lock so that it cannot interleave with a refresh. Everything here blocks
 (config, vault, the provider's endpoints): the app runs it in a worker thread.
 """
 
@@ -154,21 +154,19 @@ class Service:
     def _store(self, name: str, provider: Provider, result, scopes, secret) -> Grant:
         """Write the grant a finished flow produced, if ``name`` is still declared."""
         from .. import grants
-        from ..vault.files import file_lock
-        from ..vault.store import grant_path
 
         desired = self.desired()
         self._provider(desired, name)
-        with file_lock(grant_path(desired.store_dir, name), timeout=LOCK_TIMEOUT):
-            return grants.store_link(
-                desired,
-                provider,
-                result,
-                self.clock(),
-                tuple(scopes),
-                client_secret=secret,
-                environ=self.environ,
-            )
+        return grants.store_link(
+            desired,
+            provider,
+            result,
+            self.clock(),
+            tuple(scopes),
+            client_secret=secret,
+            environ=self.environ,
+            lock_timeout=LOCK_TIMEOUT,
+        )
 
     def redirect_uri(self, provider: Provider) -> str:
         """This server's callback, or the provider's configured ``redirect_uri`` (a loopback

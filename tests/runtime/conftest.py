@@ -99,7 +99,7 @@ def providers_yaml(recipient: str, auth: AuthServer) -> str:
         "    scopes: [read, write]\n"
         "secrets:\n"
         "  static:\n"
-        "    value: env:STATIC_VALUE\n"
+        "    value: prompt\n"
     )
 
 
