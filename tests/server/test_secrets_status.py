@@ -131,3 +131,21 @@ def test_internal_put_and_delete(internal, harness):
     ]:
         response = client.post(f"/internal/outbound-secrets/v1/{path}", json=body)
         assert response.status_code == status, (path, body, response.text)
+
+
+def test_a_secret_sourced_from_a_reference_cannot_be_written_over_http(serve, harness):
+    """The next apply would overwrite it from env:/file:, so the write is refused (409)."""
+    _server, client = serve
+    project = harness.project
+    project.write_config(
+        providers_yaml(
+            project.recipient,
+            harness.auth_server.issuer,
+            extra_secrets="  sourced:\n    value: env:SOURCED_VALUE\n",
+        )
+    )
+    response = client.put("/v1/secrets/sourced", json={"value": PUT_VALUE})
+    assert response.status_code == 409
+    assert response.json()["error"] == "conflict"
+    assert "env:SOURCED_VALUE" in response.json()["message"]
+    assert not grant_path(project.store, "sourced").exists()
