@@ -415,11 +415,6 @@ def cmd_token(args: argparse.Namespace, out: Output) -> int:
 def cmd_link(args: argparse.Namespace, out: Output) -> int:
     from .operations import link
 
-    if not args.device:
-        out.progress(
-            f"{args.name}: linking (waiting up to {args.link_timeout:g} s; if the browser runs "
-            "on another machine, paste the address it ends on here)"
-        )
     grant = link(args.file, args.name, _browser(args), device=args.device)
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else None
     out.result(

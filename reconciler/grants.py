@@ -106,6 +106,8 @@ def link(
     else:
         from .oauth.authorize import run_loopback_flow
 
+        paste = "; or paste here the address it ends on" if browser.read_pasted else ""
+        browser.show(f"{name}: waiting up to {browser.timeout:g} s for the browser{paste}")
         result = run_loopback_flow(
             provider,
             secret,
