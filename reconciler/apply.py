@@ -166,10 +166,16 @@ def _refresh(action: Action, context: Context) -> str:
 
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "refreshing"))
+    before = context.actual.grants.get(action.name)
     grant = grants.refresh(
         context.desired, action.name, context.now, context.identities, environ=context.environ
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
+    if before is not None and grant.obtained_at == before.obtained_at:
+        return (
+            f"kept the current token (valid until {expiry}): the provider failed "
+            "transiently, so the refresh is retried later"
+        )
     return f"refreshed, expires {expiry}"
 
 

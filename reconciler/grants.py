@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .model import Actual, Desired, Grant, Provider, Secret
+
+#: How long to leave a provider alone after a transient failure without ``Retry-After``.
+TRANSIENT_BACKOFF = timedelta(minutes=1)
 
 
 class GrantError(Exception):
@@ -199,21 +202,29 @@ def refresh(
     has already replaced is returned as it is: N callers rejected at once make one refresh.
     """
     from .vault.files import file_lock
-    from .vault.store import grant_path
+    from .vault.store import grant_path, read_grant
 
     path = grant_path(desired.store_dir, name)
     with file_lock(path):
-        grant = current(desired, name, identities, environ)
+        cached = _cached_token(desired, name, identities, environ)
+        grant = _overlay(read_grant(path, identities), cached)
         if grant.status == "needs-relink":
             raise NeedsRelink(_relink_message(grant))
         if rejected is not None and grant.access_token != rejected:
             return grant
+        if not force and cached is not None and cached.backing_off(now) and _valid(grant, now):
+            return grant  # the provider failed transiently a moment ago: keep the token
         if not force and not is_due(grant, desired, now):
-            if grant.access_token is not None:
+            if cached is None and grant.access_token is not None:
                 # Seed this machine's cache so that the next read skips YAML and AES.
                 _write_cache(desired, name, path, grant, identities, environ)
             return grant
         return _refresh_locked(desired, name, grant, now, identities, environ)
+
+
+def _valid(grant: Grant, now: datetime) -> bool:
+    """The access token can still be used (it may be due for a refresh)."""
+    return grant.access_token is not None and (grant.expires_at is None or grant.expires_at > now)
 
 
 def current(
@@ -223,7 +234,7 @@ def current(
     from .vault.store import grant_path, read_grant
 
     grant = read_grant(grant_path(desired.store_dir, name), identities)
-    return _with_cached_token(desired, grant, identities, environ)
+    return _overlay(grant, _cached_token(desired, name, identities, environ))
 
 
 def with_cached_tokens(
@@ -232,7 +243,7 @@ def with_cached_tokens(
     """``actual`` with each OAuth grant's access token and expiry taken from the token cache
     where it is fresher than the committed file (refreshes that rewrote nothing in git)."""
     grants = {
-        name: _with_cached_token(desired, grant, identities, environ)
+        name: _overlay(grant, _cached_token(desired, name, identities, environ))
         if grant.kind == "oauth2" and name in desired.providers
         else grant
         for name, grant in actual.grants.items()
@@ -240,17 +251,20 @@ def with_cached_tokens(
     return replace(actual, grants=grants)
 
 
-def _with_cached_token(
-    desired: Desired, grant: Grant, identities: list, environ: Mapping[str, str] | None
-) -> Grant:
+def _cached_token(desired: Desired, name: str, identities: list, environ: Mapping[str, str] | None):
+    """This machine's cache entry for ``name``, if it belongs to the grant file in use."""
     from .vault import cache
     from .vault.store import grant_path
 
-    cached = cache.read(
-        desired.path, grant.name, identities, _environ(environ), config_unchanged=False
-    )
-    if cached is None or cached.grant_path != str(grant_path(desired.store_dir, grant.name)):
-        return grant  # no entry, or one written for a file the config no longer points at
+    cached = cache.read(desired.path, name, identities, _environ(environ), config_unchanged=False)
+    if cached is None or cached.grant_path != str(grant_path(desired.store_dir, name)):
+        return None  # no entry, or one written for a file the config no longer points at
+    return cached
+
+
+def _overlay(grant: Grant, cached) -> Grant:
+    if cached is None:
+        return grant
     return replace(
         grant,
         access_token=cached.access_token,
@@ -269,7 +283,7 @@ def _refresh_locked(
     environ: Mapping[str, str] | None,
 ) -> Grant:
     from .oauth import tokens
-    from .oauth.errors import InvalidGrant
+    from .oauth.errors import InvalidGrant, TransientError
     from .vault.store import grant_path, write_grant
 
     provider = endpoints(desired.providers[name])
@@ -285,6 +299,13 @@ def _refresh_locked(
             result = tokens.client_credentials(provider, secret, now=now, scopes=grant.scopes)
         else:
             result = tokens.refresh(provider, secret, grant.refresh_token, now=now)
+    except TransientError as error:
+        if not _valid(grant, now):
+            raise
+        # Keep the current token, and leave the provider alone for a while.
+        wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
+        _write_cache(desired, name, path, grant, identities, environ, retry_at=now + wait)
+        return grant
     except InvalidGrant as error:
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
@@ -308,6 +329,8 @@ def _write_cache(
     grant: Grant,
     identities: list,
     environ: Mapping[str, str] | None,
+    *,
+    retry_at: datetime | None = None,
 ) -> None:
     from .vault import cache
 
@@ -318,6 +341,7 @@ def _write_cache(
         expires_at=grant.expires_at,
         obtained_at=grant.obtained_at,
         refresh_before=desired.refresh_before.total_seconds(),
+        retry_at=retry_at,
     )
     cache.write(desired.path, name, path, entry, identities, _environ(environ))
 

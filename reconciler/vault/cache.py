@@ -33,12 +33,20 @@ class CachedToken:
     refresh_before: float
     #: The grant file the entry was written beside (filled in by ``read``).
     grant_path: str = ""
+    #: After a transient failure to refresh: no new attempt before this moment.
+    retry_at: datetime | None = None
 
     def is_fresh(self, now: datetime) -> bool:
-        """Usable as is: not within ``refresh_before`` of its expiry."""
+        """Usable as is: not within ``refresh_before`` of its expiry, or not yet expired while
+        a refresh is backing off after a transient failure."""
         if self.expires_at is None:
             return True
-        return (self.expires_at - now).total_seconds() > self.refresh_before
+        if (self.expires_at - now).total_seconds() > self.refresh_before:
+            return True
+        return self.backing_off(now) and now < self.expires_at
+
+    def backing_off(self, now: datetime) -> bool:
+        return self.retry_at is not None and now < self.retry_at
 
 
 def cache_dir(environ: Mapping[str, str]) -> Path:
@@ -93,11 +101,16 @@ def read(
     return CachedToken(
         access_token=Secret(entry["access_token"]),
         token_type=entry.get("token_type"),
-        expires_at=datetime.fromtimestamp(expires, UTC) if expires is not None else None,
+        expires_at=_moment(expires),
         obtained_at=datetime.fromtimestamp(entry["obtained_at"], UTC),
         refresh_before=float(entry.get("refresh_before", 0)),
         grant_path=grant_path,
+        retry_at=_moment(entry.get("retry_at")),
     )
+
+
+def _moment(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
 
 
 def write(
@@ -125,6 +138,7 @@ def write(
         "expires_at": token.expires_at.timestamp() if token.expires_at else None,
         "obtained_at": token.obtained_at.timestamp(),
         "refresh_before": token.refresh_before,
+        "retry_at": token.retry_at.timestamp() if token.retry_at else None,
     }
     path = entry_path(config_path, name, environ)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
