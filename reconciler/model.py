@@ -5,12 +5,13 @@ Everything here is a frozen dataclass or a small value type. No I/O, no clock, n
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
+
+from .secret import Secret
 
 Flow = Literal["authorization_code", "device_code", "client_credentials"]
 GrantKind = Literal["oauth2", "secret"]
@@ -19,39 +20,6 @@ ActionKind = Literal["link", "relink", "refresh", "write-secret", "rekey", "prun
 
 #: Leaves of a grant file that are encrypted; every other leaf is plaintext (MAC-covered).
 ENCRYPTED_FIELDS = ("access_token", "refresh_token", "id_token", "value", "client_secret")
-
-
-class Secret:
-    """A string whose ``repr``/``str`` never show it; ``reveal()`` it at the point of use."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError("Secret wraps a str")
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash((Secret, len(self._value)))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __reduce__(self) -> object:
-        raise TypeError("Secret values are not picklable")
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,10 @@ def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None =
     if grant.kind == "secret":
         if grant.value is None:
             raise UserError(f"{grant.name}: {path} holds no value; run `reconcile apply`")
+        # Remembered like an access token, so that the next read skips YAML and AES; any
+        # change to the config or the grant file invalidates it.
+        entry = cache.CachedToken(grant.value, None, None, utcnow(), 0.0)
+        cache.write(config_path, name, path, entry, identities, environ)
         return grant.value
     return _access_token(config_path, name, identities, environ)
 

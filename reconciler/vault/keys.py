@@ -1,4 +1,4 @@
-"""Age identities and recipients, found where sops finds them, and ``.sops.yaml`` rules.
+"""Age identities and recipients, found where sops finds them.
 
 Identity lookup follows sops 3.x (``age/keysource.go``): every source that is present is
 used, in this order, and their identities are combined:
@@ -17,41 +17,34 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-import subprocess
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from .errors import MalformedError, NoIdentityError
+from .errors import NoIdentityError
 
 SOPS_AGE_KEY = "SOPS_AGE_KEY"
 SOPS_AGE_KEY_FILE = "SOPS_AGE_KEY_FILE"
 SOPS_AGE_KEY_CMD = "SOPS_AGE_KEY_CMD"
 SOPS_AGE_SSH_PRIVATE_KEY_FILE = "SOPS_AGE_SSH_PRIVATE_KEY_FILE"
 KEYS_TXT = Path("sops") / "age" / "keys.txt"
-SOPS_CONFIG_NAME = ".sops.yaml"
-#: sops searches this many folders upward for ``.sops.yaml``.
-MAX_CONFIG_DEPTH = 100
 
 
 # ---------------------------------------------------------------------------------------
 # Identities.
 
 
-@dataclass
 class IdentityReport:
     """What a lookup found: the identities, and where it looked (for messages)."""
 
-    identities: list[Any] = field(default_factory=list)
-    #: location -> number of identities found there
-    found: dict[str, int] = field(default_factory=dict)
-    #: locations that were not set or did not exist
-    unused: list[str] = field(default_factory=list)
-    #: problems met while reading a location (never contain key material)
-    errors: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.identities: list = []
+        #: location -> number of identities found there
+        self.found: dict[str, int] = {}
+        #: locations that were not set or did not exist
+        self.unused: list[str] = []
+        #: problems met while reading a location (never contain key material)
+        self.errors: list[str] = []
 
     def describe(self) -> str:
         looked = ", ".join([*self.found, *self.unused])
@@ -61,7 +54,7 @@ class IdentityReport:
         return text
 
 
-def parse_identities(text: str, source: str = "identity") -> list[Any]:
+def parse_identities(text: str, source: str = "identity") -> list:
     """Parse age identities, one per line (``AGE-SECRET-KEY-1...``); skip empty lines and
     ``#`` comments. Raises ValueError naming the source and line number, never the line."""
     import pyrage
@@ -82,7 +75,7 @@ def parse_identities(text: str, source: str = "identity") -> list[Any]:
     return identities
 
 
-def _ssh_identity(path: Path) -> Any:
+def _ssh_identity(path: Path) -> object:
     import pyrage
 
     return pyrage.ssh.Identity.from_buffer(path.read_bytes())
@@ -108,10 +101,10 @@ def find_identities(environ: Mapping[str, str] | None = None) -> IdentityReport:
     environ = os.environ if environ is None else environ
     report = IdentityReport()
 
-    def add(location: str, read: Any) -> None:
+    def add(location: str, read: Callable[[], list]) -> None:
         try:
             ids = read()
-        except (OSError, ValueError, subprocess.SubprocessError) as error:
+        except (OSError, ValueError) as error:
             report.errors.append(_describe_error(location, error))
             return
         report.found[location] = len(ids)
@@ -165,11 +158,26 @@ def _find_ssh_identities(environ: Mapping[str, str], report: IdentityReport) -> 
         report.identities.append(identity)
 
 
+class _CommandFailed(ValueError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 def _run(command: str) -> str:
+    """The output of ``$SOPS_AGE_KEY_CMD`` (its modules are loaded only when one is set)."""
+    import shlex
+    import subprocess
+
     args = shlex.split(command)
     if not args:
         raise ValueError("empty command")
-    done = subprocess.run(args, capture_output=True, timeout=60, check=True)
+    try:
+        done = subprocess.run(args, capture_output=True, timeout=60, check=True)
+    except subprocess.CalledProcessError as error:
+        raise _CommandFailed(f"the command failed with exit code {error.returncode}") from None
+    except subprocess.SubprocessError as error:
+        raise _CommandFailed(f"the command failed ({type(error).__name__})") from None
     return done.stdout.decode()
 
 
@@ -178,8 +186,8 @@ def _describe_error(location: str, error: BaseException) -> str:
         return f"{location}: no such file"
     if isinstance(error, PermissionError):
         return f"{location}: permission denied"
-    if isinstance(error, subprocess.CalledProcessError):
-        return f"{location}: the command failed with exit code {error.returncode}"
+    if isinstance(error, _CommandFailed):
+        return f"{location}: {error.detail}"
     if isinstance(error, OSError):
         return f"{location}: {error.strerror or type(error).__name__}"
     # ValueError messages from parse_identities name the source and line, not the key.
@@ -206,9 +214,9 @@ def no_identity_message(report: IdentityReport | None = None, subject: str = "")
     )
 
 
-def normalize_identities(identities: Iterable[Any]) -> list[Any]:
+def normalize_identities(identities: Iterable[object]) -> list:
     """Accept pyrage identities or ``AGE-SECRET-KEY-1...`` strings; return pyrage objects."""
-    out: list[Any] = []
+    out: list = []
     for identity in identities:
         if isinstance(identity, str):
             out.extend(parse_identities(identity, "identity"))
@@ -217,7 +225,7 @@ def normalize_identities(identities: Iterable[Any]) -> list[Any]:
     return out
 
 
-def identity_recipients(identities: Iterable[Any]) -> frozenset[str]:
+def identity_recipients(identities: Iterable[object]) -> frozenset[str]:
     """The age recipients (public keys) of the X25519 identities among ``identities``."""
     out = set()
     for identity in identities:
@@ -254,7 +262,7 @@ def generate_identity(path: Path) -> str:
 _AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]+\Z")
 
 
-def parse_recipient(text: str) -> Any:
+def parse_recipient(text: str) -> object:
     """A pyrage recipient for an age X25519 (``age1...``) or SSH (``ssh-ed25519 ...``,
     ``ssh-rsa ...``) public key. Raises ValueError for anything else."""
     import pyrage
@@ -300,165 +308,16 @@ def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# .sops.yaml
-
-
-@dataclass(frozen=True)
-class CreationRule:
-    """The ``.sops.yaml`` creation rule that applies to a file."""
-
-    config_path: Path
-    index: int
-    path_regex: str
-    recipients: tuple[str, ...]
-    #: Other key types the rule names (pgp, kms, ...), which reconcile cannot write to.
-    other_keys: tuple[str, ...] = ()
-    encrypted_regex: str = ""
-
-
-def find_sops_config(start: Path) -> Path | None:
-    """The nearest ``.sops.yaml`` in ``start`` or a parent folder (sops searches up to 100
-    levels; ``.sops.yml`` is not used, as in sops)."""
-    folder = Path(os.path.abspath(start))
-    for _ in range(MAX_CONFIG_DEPTH):
-        candidate = folder / SOPS_CONFIG_NAME
-        if candidate.is_file():
-            return candidate
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    return None
-
-
-def _config_error(config: Path, what: str) -> MalformedError:
-    return MalformedError(
-        f"{config}: {what}. Fix .sops.yaml (see https://getsops.io/docs/ creation_rules), or "
-        "list the recipients under `store.recipients` in providers.yaml.",
-        config,
-    )
-
-
-def creation_rule_for(file_path: Path, config: Path | None = None) -> CreationRule | None:
-    """The first creation rule of ``config`` (default: the nearest ``.sops.yaml`` above the
-    file's folder) whose ``path_regex`` matches ``file_path``, as sops matches it: against
-    the path relative to the config's folder when the file is below it, else the absolute
-    path; ``re.search`` semantics; a rule without ``path_regex`` matches everything.
-    None when there is no config or no rule matches."""
-    import yaml
-
-    file_abs = os.path.abspath(file_path)
-    if config is None:
-        config = find_sops_config(Path(file_abs).parent)
-        if config is None:
-            return None
-    try:
-        loaded = yaml.load(
-            Path(config).read_bytes(), Loader=getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
-        )
-    except yaml.YAMLError:
-        raise _config_error(config, "is not valid YAML") from None
-    if not isinstance(loaded, dict):
-        return None
-    rules = loaded.get("creation_rules")
-    if rules is None:
-        return None
-    if not isinstance(rules, list):
-        raise _config_error(config, "creation_rules is not a list")
-    config_dir = os.path.abspath(os.path.dirname(config))
-    relative = file_abs
-    if relative.startswith(config_dir + os.sep):
-        relative = relative[len(config_dir) + 1 :]
-    for index, rule in enumerate(rules):
-        if not isinstance(rule, dict):
-            raise _config_error(config, f"creation_rules[{index}] is not a mapping")
-        pattern = rule.get("path_regex") or ""
-        if pattern:
-            if not isinstance(pattern, str):
-                raise _config_error(config, f"creation_rules[{index}].path_regex is not a string")
-            try:
-                matched = re.search(pattern.replace(r"\z", r"\Z"), relative)
-            except re.error:
-                raise _config_error(
-                    config, f"creation_rules[{index}].path_regex is not a valid regex"
-                ) from None
-            if not matched:
-                continue
-        return _rule(Path(config), index, pattern, rule)
-    return None
-
-
-_RULE_OTHER_KEYS = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit_uri")
-_GROUP_OTHER_KEYS = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault")
-
-
-def _rule(config: Path, index: int, pattern: str, rule: dict) -> CreationRule:
-    where = f"creation_rules[{index}]"
-    try:
-        groups = rule.get("key_groups")
-        if groups:
-            if not isinstance(groups, list):
-                raise ValueError("key_groups is not a list")
-            if len(groups) > 1:
-                raise ValueError(
-                    "key_groups has several groups (Shamir secret sharing), which reconcile "
-                    "does not support"
-                )
-            recipients, other = _group_keys(groups[0])
-        else:
-            recipients = split_recipients(rule.get("age"))
-            other = tuple(k for k in _RULE_OTHER_KEYS if rule.get(k))
-        validate_recipients(recipients)
-    except ValueError as error:
-        raise _config_error(config, f"{where}: {error}") from None
-    regex = rule.get("encrypted_regex")
-    return CreationRule(
-        config_path=config,
-        index=index,
-        path_regex=pattern,
-        recipients=recipients,
-        other_keys=other,
-        encrypted_regex=regex if isinstance(regex, str) else "",
-    )
-
-
-def _group_keys(group: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if not isinstance(group, dict):
-        raise ValueError("a key group is not a mapping")
-    recipients: list[str] = []
-    other: list[str] = []
-    for sub in group.get("merge") or ():
-        sub_recipients, sub_other = _group_keys(sub)
-        recipients += sub_recipients
-        other += sub_other
-    age = group.get("age") or ()
-    if isinstance(age, str):
-        raise ValueError("a key group's age must be a list")
-    recipients += split_recipients(age)
-    other += [k for k in _GROUP_OTHER_KEYS if group.get(k)]
-    return tuple(dict.fromkeys(recipients)), tuple(dict.fromkeys(other))
-
-
-def rule_recipients(file_path: Path, config: Path | None = None) -> tuple[str, ...] | None:
-    """The age recipients of the creation rule for ``file_path``; None if no rule applies."""
-    rule = creation_rule_for(file_path, config)
-    return None if rule is None else rule.recipients
-
-
 __all__ = [
-    "CreationRule",
     "IdentityReport",
-    "creation_rule_for",
     "default_keys_file",
     "find_identities",
-    "find_sops_config",
     "generate_identity",
     "identity_recipients",
     "load_identities",
     "normalize_identities",
     "parse_identities",
     "parse_recipient",
-    "rule_recipients",
     "split_recipients",
     "validate_recipients",
 ]

@@ -113,8 +113,8 @@ def assert_located(error: ConfigError, path: Path, line: int) -> str:
 
 @pytest.fixture
 def sops_rules(monkeypatch: pytest.MonkeyPatch):
-    """Stand-in for reconciler.vault.keys.rule_recipients: {file name: recipients}."""
-    import reconciler.vault.keys as keys
+    """Stand-in for reconciler.vault.sopsconfig.rule_recipients: {file name: recipients}."""
+    import reconciler.vault.sopsconfig as keys
 
     rules: dict[str, tuple[str, ...] | None] = {}
     calls: list[Path] = []
@@ -896,7 +896,6 @@ def test_no_recipients_anywhere(tmp_path: Path, sops_rules: dict) -> None:
 
 
 def test_recipients_from_a_real_sops_yaml(tmp_path: Path) -> None:
-    pytest.importorskip("reconciler.vault.keys")
     (tmp_path / ".sops.yaml").write_text(
         "creation_rules:\n"
         f"  - path_regex: ^secrets/special\\.sops\\.yaml$\n    age: {OTHER}\n"
@@ -913,7 +912,6 @@ def test_recipients_from_a_real_sops_yaml(tmp_path: Path) -> None:
 
 
 def test_broken_sops_yaml_is_a_config_error(tmp_path: Path) -> None:
-    pytest.importorskip("reconciler.vault.keys")
     (tmp_path / ".sops.yaml").write_text("creation_rules: 5\n")
     path = write(tmp_path, minimal("secrets:\n  k: {value: prompt}\n", recipients=False))
     message = str(error_of(path))

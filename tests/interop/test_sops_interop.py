@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.model import Grant, Secret
-from reconciler.vault import keys, sops
+from reconciler.vault import keys, sops, sopsconfig
 from reconciler.vault.errors import VaultError
 from reconciler.vault.scalars import UnsupportedValue, to_bytes
 from reconciler.vault.store import (
@@ -186,7 +186,7 @@ def test_updatekeys_with_a_sops_yaml_then_we_read(world):
     with pytest.raises(DecryptError):
         read_grant(path, [k0.identity])
     # and our .sops.yaml reading agrees with sops about the recipients
-    assert keys.rule_recipients(path) == (k1.recipient, k2.recipient)
+    assert sopsconfig.rule_recipients(path) == (k1.recipient, k2.recipient)
 
 
 def test_rotate_then_we_read(world):
@@ -343,7 +343,7 @@ def test_we_read_a_sops_yaml_key_groups_file(world):
     world.sops("-e", "-i", str(path))
     back = read_grant(path, [world.keys[1].identity])
     assert back.refresh_token.reveal() == "ghr_refresh"
-    assert keys.rule_recipients(path) == (world.keys[0].recipient, world.keys[1].recipient)
+    assert sopsconfig.rule_recipients(path) == (world.keys[0].recipient, world.keys[1].recipient)
 
 
 GENERIC = """\

@@ -15,16 +15,14 @@ import pytest
 from reconciler.vault import keys
 from reconciler.vault.errors import MalformedError, NoIdentityError
 from reconciler.vault.keys import (
-    creation_rule_for,
     find_identities,
-    find_sops_config,
     generate_identity,
     load_identities,
     parse_identities,
     parse_recipient,
-    rule_recipients,
     split_recipients,
 )
+from reconciler.vault.sopsconfig import creation_rule_for, find_sops_config, rule_recipients
 
 
 def new_key() -> tuple[str, str]:
