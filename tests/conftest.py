@@ -93,3 +93,9 @@ def project(tmp_path: Path) -> Project:
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     return Project(root, env, recipient, key_file)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """In-process tests never write to the real ~/.cache (token cache, validation verdicts)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

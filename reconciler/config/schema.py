@@ -5,6 +5,7 @@ jsonschema is imported on first validation, never at import.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -60,9 +61,17 @@ def _validator() -> Any:
 
 
 def schema_issues(doc: Document) -> list[Issue]:
-    """Everything ``providers.schema.json`` rejects in ``doc``, most relevant first."""
+    """Everything ``providers.schema.json`` rejects in ``doc``, most relevant first.
+
+    A document already found valid (same content, same schema) is not validated again: the
+    verdict is remembered under ``$XDG_CACHE_HOME``, which spares short commands the cost of
+    loading jsonschema."""
+    marker = _valid_marker(doc)
+    if marker is not None and os.path.exists(marker):
+        return []
     errors = list(_validator().iter_errors(doc.data))
     if not errors:
+        _remember_valid(marker)
         return []
     issues: list[tuple[tuple, Issue]] = []
     suggested: set[tuple[NodePath, str]] = set()
@@ -238,3 +247,30 @@ def _describe(error: Any, doc: Document) -> list[tuple[NodePath, Issue, int, str
     if not _is_reference(path):
         message = shown(error.message, 200)
     return [(path, doc.issue(path, message), rank, None)]
+
+
+def _valid_marker(doc: Document) -> str | None:
+    """A file named after the document's content and the schema's: it exists once they were
+    found to agree."""
+    import hashlib
+    import json
+
+    try:
+        content = json.dumps(doc.data, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return None
+    schema = _schema_text("providers.schema.json")
+    digest = hashlib.sha256(schema.encode() + b"\0" + content.encode())
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "oauth-reconciler", "valid", digest.hexdigest())
+
+
+def _remember_valid(marker: str | None) -> None:
+    if marker is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+        with open(marker, "a"):
+            pass
+    except OSError:
+        pass  # only a speed-up: validation simply runs again next time
