@@ -1,16 +1,28 @@
-"""Carry out a plan, one action at a time. A failure on one grant does not stop the others."""
+"""Carry out a plan. A failure on one grant does not stop the others.
+
+Refreshes run a few at a time on worker threads: each spends most of its time waiting on the
+token endpoint or on fsync, and each holds its own grant's lock (single-flight across threads
+and processes, see ``grants.refresh``). Every other action runs on the caller's thread, in plan
+order: a link needs a person, a prompt the terminal.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .grants import Browser
 from .model import Action, Actual, Desired, Grant, Plan, Secret
 
+if TYPE_CHECKING:
+    from .grants import Fingerprint
+
 Result = Literal["done", "failed", "pending"]
+
+#: Refreshes carried out at once. More would not help: the work between the waits holds the GIL.
+REFRESH_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -44,27 +56,108 @@ class Context:
     #: Use the device flow for every link (headless machines).
     device: bool = False
     environ: Mapping[str, str] | None = None
+    #: Per grant name, the fingerprint of its file (``grants.file_fingerprint``) taken *before*
+    #: the read that produced ``actual.grants[name]``. A refresh then skips re-reading a file
+    #: that is still the one read. None, or a missing name: the file is read again under the
+    #: lock. Never fill it from a stat taken after the read (see ``grants.refresh``).
+    fingerprints: Mapping[str, Fingerprint] | None = None
 
 
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
-    """Yield one outcome per action, as soon as it is known (so faces can show progress)."""
+    """Yield one outcome per action, as soon as it is known (so faces can show progress).
+
+    Refresh outcomes come in the order the refreshes finish; the other actions' in plan order.
+    A refresh of a grant that has another action in the plan (a rekey) starts once that action
+    is done. Closing the iterator, or an exception in the caller (KeyboardInterrupt), starts no
+    further refresh; the few already under way finish, so that a rotated refresh token still
+    reaches its file (the process exits once they have).
+    """
+    refreshes = [action for action in plan.actions if action.action == "refresh"]
+    if len(refreshes) < 2:
+        for action in plan.actions:
+            yield _carry_out(action, context)
+        return
+    yield from _apply_concurrently(plan, refreshes, context)
+
+
+def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -> Iterator[Outcome]:
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from queue import SimpleQueue
+
+    others = [action for action in plan.actions if action.action != "refresh"]
+    last_other = {action.name: index for index, action in enumerate(others)}
+    after: dict[int, list[Action]] = {}  # index in ``others`` -> refreshes that wait for it
+    ready: list[Action] = []
+    for action in refreshes:
+        if action.name in last_other:
+            after.setdefault(last_other[action.name], []).append(action)
+        else:
+            ready.append(action)
+    _import_refresh_stack()
+    # Finished refreshes, in the order they finish (``concurrent.futures.wait`` would cost
+    # O(pending) per call, so O(n²) over a plan of n refreshes).
+    finished: SimpleQueue[Future[Outcome]] = SimpleQueue()
+    pool = ThreadPoolExecutor(
+        max_workers=min(REFRESH_WORKERS, len(refreshes)), thread_name_prefix="reconcile-refresh"
+    )
+    submitted = 0
+
+    def submit(actions: list[Action]) -> None:
+        nonlocal submitted
+        for action in actions:
+            pool.submit(_carry_out, action, context).add_done_callback(finished.put)
+            submitted += 1
+
+    try:
+        submit(ready)
+        yielded = 0
+        for index, action in enumerate(others):
+            yield _carry_out(action, context)
+            submit(after.pop(index, []))
+            while not finished.empty():
+                yielded += 1
+                yield finished.get().result()
+        while yielded < submitted:
+            yielded += 1
+            yield finished.get().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _import_refresh_stack() -> None:
+    """Import, once and on this thread, what a refresh imports lazily: worker threads that
+    import the same packages at the same moment only queue on the import locks (and a circular
+    import between two of them can fail)."""
+    from . import grants  # noqa: F401
+    from .config import references  # noqa: F401
+    from .oauth import discovery, errors, tokens  # noqa: F401
+    from .vault import cache, files, store  # noqa: F401
+
+    try:
+        import authlib.integrations.httpx_client
+        import authlib.oauth2.rfc6749.parameters  # noqa: F401
+        import httpx2  # noqa: F401
+    except ImportError:  # each refresh then reports it
+        pass
+
+
+def _carry_out(action: Action, context: Context) -> Outcome:
+    """One action's outcome; the errors a user can act on become a failed outcome."""
     from .config import ConfigError
     from .grants import GrantError
     from .oauth.errors import OAuthError
     from .vault.store import VaultError
 
-    for action in plan.actions:
-        handler = _HANDLERS[action.action]
-        try:
-            message = handler(action, context)
-        except Pending as pending:
-            yield Outcome(action, "pending", str(pending))
-        except (ApplyError, VaultError, GrantError, OAuthError, ConfigError) as error:
-            yield Outcome(action, "failed", str(error))
-        except OSError as error:
-            yield Outcome(action, "failed", f"{action.name}: {error.strerror or error}")
-        else:
-            yield Outcome(action, "done", message)
+    handler = _HANDLERS[action.action]
+    try:
+        message = handler(action, context)
+    except Pending as pending:
+        return Outcome(action, "pending", str(pending))
+    except (ApplyError, VaultError, GrantError, OAuthError, ConfigError) as error:
+        return Outcome(action, "failed", str(error))
+    except OSError as error:
+        return Outcome(action, "failed", f"{action.name}: {error.strerror or error}")
+    return Outcome(action, "done", message)
 
 
 def _grant_path(context: Context, name: str):
@@ -167,11 +260,19 @@ def _refresh(action: Action, context: Context) -> str:
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "refreshing"))
     before = context.actual.grants.get(action.name)
+    fingerprint = (context.fingerprints or {}).get(action.name)
     grant = grants.refresh(
-        context.desired, action.name, context.now, context.identities, environ=context.environ
+        context.desired,
+        action.name,
+        context.now,
+        context.identities,
+        environ=context.environ,
+        known=before if fingerprint is not None else None,
+        fingerprint=fingerprint,
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
-    if before is not None and grant.obtained_at == before.obtained_at:
+    kept = before is not None and grant.access_token == before.access_token
+    if kept and grant.obtained_at == before.obtained_at:
         return (
             f"kept the current token (valid until {expiry}): the provider failed "
             "transiently, so the refresh is retried later"

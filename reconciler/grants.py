@@ -2,7 +2,8 @@
 through `vault`. Every face (apply, `reconcile token`, the runtime, the server) calls these.
 
 Refresh is single-flight across threads and processes: a lock on the grant file, then a
-re-read of the grant (another process may have refreshed it meanwhile), then at most one call
+re-read of the grant (another process may have refreshed it meanwhile; skipped when the caller
+already holds the grant and the file's fingerprint shows it unchanged), then at most one call
 to the token endpoint. A rotated refresh token is written durably before the new access token
 is handed out; a refresh that keeps the refresh token writes only the token cache.
 """
@@ -19,6 +20,11 @@ from .model import Actual, Desired, Grant, Provider, Secret
 
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
+
+#: One version of a grant file: ``(st_ino, st_size, st_mtime_ns, st_ctime_ns)``. Every writer
+#: replaces a grant file by an atomic rename (or rewrites it, moving its mtime and ctime), so a
+#: file whose fingerprint is unchanged still holds what was read when it was taken.
+Fingerprint = tuple[int, int, int, int]
 
 
 class GrantError(Exception):
@@ -194,12 +200,21 @@ def refresh(
     force: bool = False,
     rejected: Secret | None = None,
     environ: Mapping[str, str] | None = None,
+    known: Grant | None = None,
+    fingerprint: Fingerprint | None = None,
 ) -> Grant:
     """Refresh ``name`` if it is (still) due, under the grant's lock; return the usable grant.
 
     ``force`` refreshes even when the access token looks valid (an API answered 401). With
     ``rejected`` (the token that got the 401), a grant whose token another thread or process
     has already replaced is returned as it is: N callers rejected at once make one refresh.
+
+    ``known`` is the grant as the caller already read and decrypted it, with ``fingerprint``
+    (see ``file_fingerprint``) taken *before* that read: under the lock the file is then read
+    again only if its fingerprint changed. A fingerprint taken after the read could vouch for a
+    newer file than the grant held, and refreshing with a superseded refresh token loses the
+    grant. The token cache is always re-read under the lock (another process may have
+    refreshed without touching the grant file); its entry wins over ``known``'s access token.
     """
     from .vault.files import file_lock
     from .vault.store import grant_path, read_grant
@@ -207,7 +222,11 @@ def refresh(
     path = grant_path(desired.store_dir, name)
     with file_lock(path):
         cached = _cached_token(desired, name, identities, environ)
-        grant = _overlay(read_grant(path, identities), cached)
+        if _still_current(path, known, fingerprint):
+            assert known is not None
+            grant = _overlay(known, cached)
+        else:
+            grant = _overlay(read_grant(path, identities), cached)
         if grant.status == "needs-relink":
             raise NeedsRelink(_relink_message(grant))
         if rejected is not None and grant.access_token != rejected:
@@ -220,6 +239,54 @@ def refresh(
                 _write_cache(desired, name, path, grant, identities, environ)
             return grant
         return _refresh_locked(desired, name, grant, now, identities, environ)
+
+
+def file_fingerprint(path: Path) -> Fingerprint | None:
+    """The fingerprint of the grant file at ``path`` now; None when there is none. Take it
+    before reading the file, never after (see ``refresh``)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def file_fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
+    """The fingerprint of every grant file in ``store_dir``, by grant name. Taken before
+    ``vault.store.scan`` reads the files, they can go to ``apply.Context.fingerprints``."""
+    from .vault.store import SUFFIX
+
+    found: dict[str, Fingerprint] = {}
+    try:
+        entries = os.scandir(store_dir)
+    except FileNotFoundError:
+        return found
+    with entries:
+        for entry in entries:
+            if not entry.name.endswith(SUFFIX):
+                continue
+            try:
+                info = entry.stat()
+            except FileNotFoundError:
+                continue
+            found[entry.name[: -len(SUFFIX)]] = (
+                info.st_ino,
+                info.st_size,
+                info.st_mtime_ns,
+                info.st_ctime_ns,
+            )
+    return found
+
+
+def _still_current(path: Path, known: Grant | None, fingerprint: Fingerprint | None) -> bool:
+    """``known`` is what the file at ``path`` holds: it was read (decrypted) from the version
+    of the file that ``fingerprint`` names, and that version is still in place."""
+    return (
+        known is not None
+        and known.decrypted
+        and fingerprint is not None
+        and file_fingerprint(path) == tuple(fingerprint)
+    )
 
 
 def _valid(grant: Grant, now: datetime) -> bool:
