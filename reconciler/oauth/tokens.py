@@ -158,23 +158,23 @@ def retry_after(response: httpx2.Response) -> float | None:
     return max(0.0, seconds)
 
 
-_ssl_context = None
-_ssl_lock = threading.Lock()
+#: One TLS context per thread: httpx2 sets ALPN protocols on the context for every new
+#: connection, so a context shared by apply's refresh workers would race inside OpenSSL.
+_tls = threading.local()
 
 
 def http_client() -> httpx2.Client:
     """A client that never follows redirects, with short timeouts. The TLS context (the costly
-    part: loading CA certificates) is built once per process and shared."""
+    part: loading CA certificates) is built once per thread and reused."""
     import httpx2
 
-    global _ssl_context
-    with _ssl_lock:
-        if _ssl_context is None:
-            _ssl_context = httpx2.create_ssl_context()
+    context = getattr(_tls, "context", None)
+    if context is None:
+        context = _tls.context = httpx2.create_ssl_context()
     return httpx2.Client(
         timeout=httpx2.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT),
         follow_redirects=False,
-        verify=_ssl_context,
+        verify=context,
         headers={"User-Agent": USER_AGENT},
     )
 
