@@ -1,9 +1,9 @@
 """Carry out a plan. A failure on one grant does not stop the others.
 
-Refreshes run a few at a time on worker threads: each spends most of its time waiting on the
-token endpoint or on fsync, and each holds its own grant's lock (single-flight across threads
-and processes, see ``grants.refresh``). Every other action runs on the caller's thread, in plan
-order: a link needs a person, a prompt the terminal.
+Refreshes run a few at a time on worker threads: against a real provider each spends most of
+its time waiting (network round trips, fsync of a rotated grant), and each holds its own
+grant's lock (single-flight across threads and processes, see ``grants.refresh``). Every other
+action runs on the caller's thread, in plan order: a link needs a person, a prompt the terminal.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 Result = Literal["done", "failed", "pending"]
 
-#: Refreshes carried out at once. More would not help: the work between the waits holds the GIL.
+#: Refreshes carried out at once. What a refresh does between its waits holds the GIL, so more
+#: workers only add switching; where there is hardly any wait (a loopback token endpoint, no
+#: rotation) the threads cost a few per cent over one-by-one.
 REFRESH_WORKERS = 8
 
 
@@ -66,11 +68,12 @@ class Context:
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
     """Yield one outcome per action, as soon as it is known (so faces can show progress).
 
-    Refresh outcomes come in the order the refreshes finish; the other actions' in plan order.
-    A refresh of a grant that has another action in the plan (a rekey) starts once that action
-    is done. Closing the iterator, or an exception in the caller (KeyboardInterrupt), starts no
-    further refresh; the few already under way finish, so that a rotated refresh token still
-    reaches its file (the process exits once they have).
+    Refresh outcomes come in the order the refreshes finish (those that finish while another
+    action runs, a link waiting for the browser say, right after it); the other actions' in
+    plan order. A refresh of a grant that has another action in the plan (a rekey) starts once
+    that action is done. Closing the iterator, or an exception in the caller
+    (KeyboardInterrupt), starts no further refresh; the few already under way finish, so that a
+    rotated refresh token still reaches its file (the process exits once they have).
     """
     refreshes = [action for action in plan.actions if action.action == "refresh"]
     if len(refreshes) < 2:

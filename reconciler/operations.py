@@ -36,6 +36,8 @@ class State:
     actual: Actual
     #: age identities found the way sops finds them, or None when there are none.
     identities: list | None
+    #: Fingerprints of the grant files, taken before the scan read them.
+    fingerprints: Mapping | None = None
 
 
 def utcnow() -> datetime:
@@ -67,12 +69,15 @@ def load_state(
         resolve_values=decrypt and identities is not None,
         identities=identities,
     )
+    from .grants import file_fingerprints
+
+    fingerprints = file_fingerprints(desired.store_dir)  # before the scan reads the files
     actual = scan(desired.store_dir, identities if decrypt else None)
     if identities is not None:  # this machine's fresher access tokens, for expiry
         from .grants import with_cached_tokens
 
         actual = with_cached_tokens(desired, actual, identities, environ)
-    return State(desired, actual, identities)
+    return State(desired, actual, identities, fingerprints if decrypt else None)
 
 
 def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:
@@ -115,6 +120,7 @@ def run_apply(
         browser=browser,
         device=device,
         environ=environ,
+        fingerprints=state.fingerprints,
     )
     return apply(plan, context)
 

@@ -1,0 +1,262 @@
+"""`reconcile apply` refreshes due grants on a few worker threads. Against the real authorization
+server (rotating refresh tokens, each usable once), as a user runs it: every grant is refreshed
+exactly once, every file ends with the refresh token the server now holds for it, one refresh
+failing stops none of the others, and an interrupted apply starts no further refresh and loses
+no grant."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from reconciler import config, grants
+from reconciler.apply import REFRESH_WORKERS
+from reconciler.model import Secret
+from reconciler.oauth import device
+from reconciler.operations import utcnow
+from reconciler.vault.keys import load_identities
+from reconciler.vault.store import read_grant
+
+from . import authserver, cli_support
+
+e2e = cli_support.e2e  # the fixture
+
+GRANTS = 24
+#: How long the server holds each token request before answering, outside its own lock, so
+#: that refreshes that run at once really are in flight together.
+HOLD = 0.05
+
+
+class InFlight:
+    """Token requests held at once, the most seen, and requests still being handled."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.now = 0
+        self.most = 0
+        self.handling = 0
+        #: Seconds each token request is held before it is answered.
+        self.hold = HOLD
+
+    def wait_held(self, timeout: float = 10.0) -> None:
+        """Wait until the server holds a token request (its answer not sent yet)."""
+        with self.lock:
+            assert self.lock.wait_for(lambda: self.now > 0, timeout), "no request held"
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the server has answered every request it received (a client that went
+        away does not stop the server from carrying out what it asked)."""
+        with self.lock:
+            assert self.lock.wait_for(lambda: self.handling == 0, timeout), "server still busy"
+
+
+@pytest.fixture
+def in_flight(monkeypatch):
+    gauge = InFlight()
+    dispatch = authserver._Handler._dispatch
+
+    def counted(handler) -> None:
+        if handler.path != "/token":
+            dispatch(handler)
+            return
+        with gauge.lock:
+            gauge.handling += 1
+            # Counted while held, before the answer: a client that waits for each answer
+            # before it sends the next request never has two requests held at once.
+            gauge.now += 1
+            gauge.most = max(gauge.most, gauge.now)
+            gauge.lock.notify_all()
+        try:
+            time.sleep(gauge.hold)
+            with gauge.lock:
+                gauge.now -= 1
+                gauge.lock.notify_all()
+            dispatch(handler)
+        finally:
+            with gauge.lock:
+                gauge.handling -= 1
+                gauge.lock.notify_all()
+
+    monkeypatch.setattr(authserver._Handler, "_dispatch", counted)
+    return gauge
+
+
+def link_all(e2e, names: list[str]) -> dict[str, authserver.Client]:
+    """One client and one linked grant per name (device flow against the server, stored the
+    way `reconcile link` stores it), each access token already due for a refresh."""
+    auth = e2e.auth
+    clients = {}
+    for name in names:
+        clients[name] = auth.add_client(f"{name}-app", f"{name}-secret-0123456789")
+        e2e.declare(name, clients[name])
+    e2e.write_config()
+    desired = config.load(e2e.project.config, environ=e2e.env)
+    auth.token_lifetime = 1  # due at once (refresh_before is 30 s)
+    for name in names:
+        provider = desired.providers[name]
+        secret = grants.client_secret(desired, provider, e2e.env)
+        result = device.run_device_flow(
+            provider,
+            secret,
+            provider.scopes,
+            announce=lambda authorization: auth.approve_device(authorization.user_code),
+            sleep=lambda seconds: None,
+        )
+        grants.store_link(
+            desired,
+            provider,
+            result,
+            utcnow(),
+            provider.scopes,
+            client_secret=secret,
+            environ=e2e.env,
+        )
+    auth.token_lifetime = 3600
+    return clients
+
+
+def refresh_calls(auth: authserver.AuthServer) -> dict[str, int]:
+    """Refresh requests the server received, per client."""
+    counts: dict[str, int] = {}
+    with auth.lock:
+        for request in auth.requests:
+            if request.path == "/token" and request.form.get("grant_type") == ["refresh_token"]:
+                client = _basic_client(request.headers.get("authorization", ""))
+                counts[client] = counts.get(client, 0) + 1
+    return counts
+
+
+def _basic_client(header: str) -> str:
+    import base64
+    from urllib.parse import unquote
+
+    scheme, _, credentials = header.partition(" ")
+    assert scheme.lower() == "basic", header
+    return unquote(base64.b64decode(credentials).decode().partition(":")[0])
+
+
+def on_disk(e2e, name: str):
+    identities = load_identities({"SOPS_AGE_KEY_FILE": str(e2e.project.key_file)}, required=True)
+    return read_grant(e2e.grant_file(name), identities)
+
+
+def current_refresh_token(auth: authserver.AuthServer, client: authserver.Client) -> str:
+    """The one refresh token of ``client`` the server still accepts."""
+    with auth.lock:
+        live = [
+            t.refresh_token
+            for t in auth.tokens
+            if t.client.client_id == client.client_id and t.refresh_token and not t.refresh_revoked
+        ]
+    assert len(live) == 1, f"{client.client_id}: {len(live)} usable refresh tokens"
+    return live[0]
+
+
+def holds_current(grant, auth: authserver.AuthServer, client: authserver.Client) -> bool:
+    """The grant's refresh token is the one the server accepts now (compared without showing
+    either in a failure message)."""
+    return grant.refresh_token == Secret(current_refresh_token(auth, client))
+
+
+def test_apply_refreshes_every_due_grant_once_at_once(e2e, in_flight):
+    names = [f"g{index:02d}" for index in range(GRANTS)]
+    clients = link_all(e2e, names)
+    linked = {name: current_refresh_token(e2e.auth, clients[name]) for name in names}
+    e2e.auth.requests.clear()
+
+    ran = e2e.run("apply", "-o", "json")
+    in_flight.settle()
+
+    assert ran.code == 0, ran
+    document = json.loads(ran.stdout)
+    assert document["summary"] == {"done": GRANTS, "failed": 0, "pending": 0}
+    outcomes = document["outcomes"]
+    assert sorted(o["name"] for o in outcomes) == names  # one outcome per action, no more
+    assert {o["action"] for o in outcomes} == {"refresh"}
+    assert len(re.findall(r"(?m)^g\d\d: refresh: done: ", ran.stderr)) == GRANTS  # progress
+    # Exactly one refresh per grant at the server, several of them in flight together.
+    assert refresh_calls(e2e.auth) == {clients[name].client_id: 1 for name in names}
+    assert e2e.token_calls("refresh_token") == GRANTS
+    assert 1 < in_flight.most <= REFRESH_WORKERS
+    for name in names:
+        grant = on_disk(e2e, name)
+        assert grant.status == "ok"
+        # The file holds the rotated refresh token: the one the server now accepts.
+        assert holds_current(grant, e2e.auth, clients[name]), name
+        assert grant.refresh_token != Secret(linked[name])
+    # Those refresh tokens work; the ones they replaced do not.
+    for name in names[:3]:
+        assert e2e.try_refresh(clients[name], linked[name]) == 400
+        assert e2e.try_refresh(clients[name], on_disk(e2e, name).refresh_token.reveal()) == 200
+
+    again = e2e.run("apply", "-o", "json")
+    assert again.code == 0, again
+    assert json.loads(again.stdout)["outcomes"] == []  # nothing left to do
+
+
+def test_one_refresh_failing_stops_none_of_the_others(e2e, in_flight):
+    names = [f"g{index:02d}" for index in range(12)]
+    clients = link_all(e2e, names)
+    revoked = "g05"
+    e2e.revoke_behind_our_back(clients[revoked], current_refresh_token(e2e.auth, clients[revoked]))
+    e2e.auth.requests.clear()
+
+    ran = e2e.run("apply", "-o", "json")
+    in_flight.settle()
+
+    assert ran.code == 1, ran  # a failed action
+    document = json.loads(ran.stdout)
+    assert document["summary"] == {"done": 11, "failed": 1, "pending": 0}
+    results = {o["name"]: o for o in document["outcomes"]}
+    assert sorted(results) == names
+    assert results[revoked]["result"] == "failed"
+    assert "needs to be linked again" in results[revoked]["message"]
+    assert "Traceback" not in ran.stderr
+    assert refresh_calls(e2e.auth) == {clients[name].client_id: 1 for name in names}
+    assert on_disk(e2e, revoked).status == "needs-relink"
+    for name in names:
+        if name != revoked:
+            assert results[name]["result"] == "done", results[name]
+            grant = on_disk(e2e, name)
+            assert grant.status == "ok"
+            assert holds_current(grant, e2e.auth, clients[name]), name
+
+
+def test_interrupted_apply_starts_no_more_refreshes_and_loses_no_grant(e2e, in_flight, monkeypatch):
+    """Ctrl-C while refreshes run: the process ends promptly, the refreshes not yet started
+    are not started, and every grant file still holds a refresh token the server accepts (a
+    refresh under way when the interrupt came still wrote its rotated token)."""
+    names = [f"g{index:02d}" for index in range(40)]
+    clients = link_all(e2e, names)
+    e2e.auth.requests.clear()
+    in_flight.hold = 0.3  # slower refreshes: the interrupt comes while several are held
+    watched = e2e.watch("apply")
+    watched.expect(r": refresh: done: ")
+    in_flight.wait_held()  # the interrupt comes while a refresh waits for its answer
+    watched.process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    ran = watched.finish(timeout=30)
+    stopped = time.monotonic() - interrupted
+    in_flight.settle()
+
+    assert ran.code == 1, ran
+    assert "interrupted" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert stopped < 5, f"took {stopped:.1f} s to stop"
+    calls = refresh_calls(e2e.auth)
+    assert 0 < sum(calls.values()) < len(names)  # some refreshed, the rest never started
+    assert all(count == 1 for count in calls.values())
+    for name in names:
+        grant = on_disk(e2e, name)
+        assert grant.status == "ok", name
+        assert holds_current(grant, e2e.auth, clients[name]), name
+
+    finished = e2e.run("apply", "-o", "json")  # the rest, and nothing twice
+    assert finished.code == 0, finished
+    done = {o["name"] for o in json.loads(finished.stdout)["outcomes"]}
+    assert done == {name for name in names if clients[name].client_id not in calls}
