@@ -17,7 +17,7 @@ from .grants import Browser
 from .model import Action, Actual, Desired, Grant, Plan, Secret
 
 if TYPE_CHECKING:
-    from .grants import Fingerprint
+    from .vault.fingerprint import Fingerprint
 
 Result = Literal["done", "failed", "pending"]
 
@@ -58,7 +58,7 @@ class Context:
     #: Use the device flow for every link (headless machines).
     device: bool = False
     environ: Mapping[str, str] | None = None
-    #: Per grant name, the fingerprint of its file (``grants.file_fingerprint``) taken *before*
+    #: Per grant name, the fingerprint of its file (``vault.fingerprint``) taken *before*
     #: the read that produced ``actual.grants[name]``. A refresh then skips re-reading a file
     #: that is still the one read. None, or a missing name: the file is read again under the
     #: lock. Never fill it from a stat taken after the read (see ``grants.refresh``).

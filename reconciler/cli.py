@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-TYPE_CHECKING = False  # not typing's: importing typing alone costs `reconcile token` ~4 ms
-if TYPE_CHECKING:  # the parser is built only when needed, so that `token` starts fast
+TYPE_CHECKING = False  # not typing's: importing typing alone costs a short command ~4 ms
+if TYPE_CHECKING:  # and the parser is built only when a command needs it
     import argparse
+    from collections.abc import Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
 
@@ -128,10 +128,6 @@ def _watch_option(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    token = _cached_token(argv)
-    if token is not None:
-        sys.stdout.write(token + "\n")
-        return EXIT_OK
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command = args.command or "apply"
@@ -154,32 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         out.error(_message(error))
         return EXIT_ERROR
-
-
-def _cached_token(argv: list[str]) -> str | None:
-    """`reconcile token NAME [-f FILE]` served from the token cache without building the
-    parser or loading the config; None sends every other case down the full path."""
-    if "token" not in argv:
-        return None
-    words = list(argv)
-    config = "providers.yaml"
-    for flag in ("-f", "--file"):
-        if flag in words:
-            at = words.index(flag)
-            if at + 1 >= len(words):
-                return None
-            config = words.pop(at + 1)
-            words.pop(at)
-    if len(words) != 2 or words[0] != "token" or words[1].startswith("-"):
-        return None
-    import os
-
-    from .vault.cache import fresh_token
-
-    try:
-        return fresh_token(config, words[1], os.environ)
-    except Exception:  # anything unusual: the full path reports it properly
-        return None
 
 
 def _message(error: Exception) -> str:

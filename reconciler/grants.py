@@ -17,14 +17,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .model import Actual, Desired, Grant, Provider, Secret
+from .vault.fingerprint import Fingerprint, of_file
 
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
 
-#: One version of a grant file: ``(st_ino, st_size, st_mtime_ns, st_ctime_ns)``. Every writer
-#: replaces a grant file by an atomic rename (or rewrites it, moving its mtime and ctime), so a
-#: file whose fingerprint is unchanged still holds what was read when it was taken.
-Fingerprint = tuple[int, int, int, int]
+# A grant file's fingerprint (``vault.fingerprint``): every writer replaces a grant file by an
+# atomic rename (or rewrites it, moving its mtime and ctime), so a file whose fingerprint is
+# unchanged still holds what was read when it was taken.
 
 
 class GrantError(Exception):
@@ -210,7 +210,7 @@ def refresh(
     has already replaced is returned as it is: N callers rejected at once make one refresh.
 
     ``known`` is the grant as the caller already read and decrypted it, with ``fingerprint``
-    (see ``file_fingerprint``) taken *before* that read: under the lock the file is then read
+    (see ``vault.fingerprint``) taken *before* that read: under the lock the file is then read
     again only if its fingerprint changed. A fingerprint taken after the read could vouch for a
     newer file than the grant held, and refreshing with a superseded refresh token loses the
     grant. The token cache is always re-read under the lock (another process may have
@@ -241,19 +241,10 @@ def refresh(
         return _refresh_locked(desired, name, grant, now, identities, environ)
 
 
-def file_fingerprint(path: Path) -> Fingerprint | None:
-    """The fingerprint of the grant file at ``path`` now; None when there is none. Take it
-    before reading the file, never after (see ``refresh``)."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
 def file_fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
     """The fingerprint of every grant file in ``store_dir``, by grant name. Taken before
     ``vault.store.scan`` reads the files, they can go to ``apply.Context.fingerprints``."""
+    from .vault.fingerprint import of_stat
     from .vault.store import SUFFIX
 
     found: dict[str, Fingerprint] = {}
@@ -269,12 +260,7 @@ def file_fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
                 info = entry.stat()
             except FileNotFoundError:
                 continue
-            found[entry.name[: -len(SUFFIX)]] = (
-                info.st_ino,
-                info.st_size,
-                info.st_mtime_ns,
-                info.st_ctime_ns,
-            )
+            found[entry.name[: -len(SUFFIX)]] = of_stat(info)
     return found
 
 
@@ -285,7 +271,7 @@ def _still_current(path: Path, known: Grant | None, fingerprint: Fingerprint | N
         known is not None
         and known.decrypted
         and fingerprint is not None
-        and file_fingerprint(path) == tuple(fingerprint)
+        and of_file(path) == tuple(fingerprint)
     )
 
 

@@ -32,6 +32,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+from .vault.fingerprint import of_file
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -113,19 +115,11 @@ def _config_path(config: str | os.PathLike[str] | None) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(config)))
 
 
-def _fingerprint(path: str) -> tuple[int, ...] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
 def _valid(entry: _Entry) -> bool:
     if entry.deadline is not None and _clock() >= entry.deadline:
         return False
     for path, fingerprint in entry.watched:  # noqa: SIM110 (a loop: faster than all())
-        if _fingerprint(path) != fingerprint:
+        if of_file(path) != fingerprint:
             return False
     return True
 
@@ -181,10 +175,10 @@ def _read(key: _Key) -> Secret:
     config_path, name = key
     config_file = Path(config_path)
     try:
-        config_before = _fingerprint(config_path)
+        config_before = of_file(config_path)
         store_dir, declared = locate(config_file)
         grant_file = _grant_file(store_dir, name) if name in declared else None
-        grant_before = _fingerprint(grant_file) if grant_file else None
+        grant_before = of_file(grant_file) if grant_file else None
         secret = operations.read_token(config_file, name)
     except Exception as error:
         _reraise(error)
@@ -256,9 +250,9 @@ def _remember(
         # before that read, these fingerprints are never newer than what it vouches for.
         entry_file = str(cache.entry_path(Path(config_path), name, os.environ))
         watched = (
-            (config_path, _fingerprint(config_path)),
-            (grant_file, _fingerprint(grant_file)),
-            (entry_file, _fingerprint(entry_file)),
+            (config_path, of_file(config_path)),
+            (grant_file, of_file(grant_file)),
+            (entry_file, of_file(entry_file)),
         )
         identities = load_identities(os.environ, required=True)
         cached = cache.read(Path(config_path), name, identities, os.environ)

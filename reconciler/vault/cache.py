@@ -1,25 +1,38 @@
 """The access-token cache outside the repository (SPEC §2, the churn rule).
 
 A refresh that keeps the same refresh token must not rewrite the committed grant file, so the
-new short-lived access token lives here: one age-encrypted JSON entry per (config, grant) in
+new short-lived access token lives here: one age-encrypted entry per (config, grant) in
 ``$XDG_CACHE_HOME/oauth-reconciler/tokens/``. An entry is valid only while the config file and
 the grant file are the very files it was written beside (same inode, size and mtime), so a
 relink, an edit or a `git checkout` silently invalidates it.
 
-Reading an entry needs neither YAML nor AES nor the HTTP stack: this is the hot path of
-`reconcile token` and `runtime.token()`.
+Reading an entry is the hot path of `reconcile token` and `runtime.token()`, so this module
+imports only ``os`` and pyrage there: no YAML, no AES, no HTTP stack, and not even ``json``,
+``re``, ``pathlib``, ``hashlib`` or ``datetime``, which together cost a cold process more than
+the whole read (``bench/token_read.py``). Entries are a few ``key value`` lines, with
+backslashes and line breaks in values escaped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
 
 from ..secret import Secret
+from .fingerprint import of_file
+
+TYPE_CHECKING = False  # not typing's: see reconciler.cli
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+    from pathlib import Path
+
+#: The first line of every entry; an entry in any other format is a miss.
+FORMAT = "oauth-reconciler token cache 2"
+#: The fields every entry has, one ``key value`` line each.
+FIELDS = frozenset({
+    "key", "config_file", "grant_path", "grant_file", "access_token", "token_type",
+    "expires_at", "obtained_at", "refresh_before", "retry_at",
+})  # fmt: skip
 
 
 class CachedToken:
@@ -59,38 +72,50 @@ class CachedToken:
     def is_fresh(self, now: datetime) -> bool:
         """Usable as is: not within ``refresh_before`` of its expiry, or not yet expired while
         a refresh is backing off after a transient failure."""
-        if self.expires_at is None:
-            return True
-        if (self.expires_at - now).total_seconds() > self.refresh_before:
-            return True
-        return self.backing_off(now) and now < self.expires_at
+        return _usable(
+            _timestamp(self.expires_at),
+            self.refresh_before,
+            _timestamp(self.retry_at),
+            now.timestamp(),
+        )
 
     def backing_off(self, now: datetime) -> bool:
         return self.retry_at is not None and now < self.retry_at
 
 
-def cache_dir(environ: Mapping[str, str]) -> Path:
+def _usable(expires_at: float | None, refresh_before: float, retry_at: float | None, now: float):
+    """``CachedToken.is_fresh`` on POSIX timestamps."""
+    if expires_at is None or expires_at - now > refresh_before:
+        return True
+    return retry_at is not None and now < retry_at and now < expires_at
+
+
+def cache_dir(environ: Mapping[str, str]) -> str:
     base = environ.get("XDG_CACHE_HOME") or os.path.join(
-        environ.get("HOME", str(Path.home())), ".cache"
+        environ.get("HOME") or os.path.expanduser("~"), ".cache"
     )
-    return Path(base) / "oauth-reconciler" / "tokens"
+    return os.path.join(base, "oauth-reconciler", "tokens")
 
 
-def entry_path(config_path: Path, name: str, environ: Mapping[str, str]) -> Path:
-    key = hashlib.sha256(f"{Path(config_path).resolve()}\0{name}".encode()).hexdigest()[:32]
-    return cache_dir(environ) / f"{key}.age"
+def entry_path(config_path: str | os.PathLike[str], name: str, environ: Mapping[str, str]) -> str:
+    """Where the entry for ``name`` of the config at ``config_path`` lives.
+
+    The file name is a 64-bit FNV-1a hash of the resolved config path and the name (a few
+    lines of Python cost less than importing ``hashlib`` or ``zlib``); it only spreads entries
+    out. The entry itself records which config and grant it belongs to, so a clash costs a
+    cache miss, never a wrong token."""
+    digest = 0xCBF29CE484222325
+    for byte in _key(config_path, name).encode("utf-8", "surrogateescape"):
+        digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return os.path.join(cache_dir(environ), f"{digest:016x}.age")
 
 
-def _fingerprint(path: Path) -> list[int] | None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]
+def _key(config_path: str | os.PathLike[str], name: str) -> str:
+    return f"{os.path.realpath(config_path)}\0{name}"
 
 
 def read(
-    config_path: Path,
+    config_path: str | os.PathLike[str],
     name: str,
     identities: Sequence,
     environ: Mapping[str, str],
@@ -103,34 +128,96 @@ def read(
     fast path (no config parsed) also needs the config file unchanged, for the entry's
     ``refresh_before`` and grant path to hold; a caller that loaded the config itself passes
     ``config_unchanged=False``, so that an edit elsewhere in the config costs no refresh."""
+    entry = _read_entry(config_path, name, identities, environ, config_unchanged)
+    if entry is None:
+        return None
+    try:
+        return CachedToken(
+            access_token=Secret(entry["access_token"]),
+            token_type=entry["token_type"] or None,
+            expires_at=_moment(entry["expires_at"]),
+            obtained_at=_moment(entry["obtained_at"]),
+            refresh_before=float(entry["refresh_before"]),
+            grant_path=entry["grant_path"],
+            retry_at=_moment(entry["retry_at"]),
+        )
+    except (ValueError, TypeError, OverflowError):
+        return None  # not written by us: a miss
+
+
+def _read_entry(
+    config_path: str | os.PathLike[str],
+    name: str,
+    identities: Sequence,
+    environ: Mapping[str, str],
+    config_unchanged: bool,
+) -> dict[str, str] | None:
+    """The entry's fields (unescaped), if it exists, decrypts, is for (``config_path``,
+    ``name``) and still matches the files on disk."""
     import pyrage
 
     try:
-        blob = entry_path(config_path, name, environ).read_bytes()
-        entry = json.loads(pyrage.decrypt(blob, list(identities)))
-    except (OSError, ValueError, KeyError, pyrage.DecryptError):
+        with open(entry_path(config_path, name, environ), "rb") as file:
+            blob = file.read()
+        entry = _decode(pyrage.decrypt(blob, list(identities)))
+    except (OSError, ValueError, pyrage.DecryptError):
         return None
-    grant_path = entry.get("grant_path")
-    if not isinstance(grant_path, str):
+    if entry is None or entry["key"] != _key(config_path, name):
         return None
-    if config_unchanged and entry.get("config") != _fingerprint(config_path):
+    if config_unchanged and entry["config_file"] != _print(of_file(config_path)):
         return None
-    if entry.get("grant") != _fingerprint(Path(grant_path)):
+    if entry["grant_file"] != _print(of_file(entry["grant_path"])):
         return None
-    expires = entry.get("expires_at")
-    return CachedToken(
-        access_token=Secret(entry["access_token"]),
-        token_type=entry.get("token_type"),
-        expires_at=_moment(expires),
-        obtained_at=datetime.fromtimestamp(entry["obtained_at"], UTC),
-        refresh_before=float(entry.get("refresh_before", 0)),
-        grant_path=grant_path,
-        retry_at=_moment(entry.get("retry_at")),
-    )
+    return entry
 
 
-def _moment(timestamp: float | None) -> datetime | None:
+def _encode(fields: dict[str, str]) -> bytes:
+    lines = [FORMAT] + [f"{key} {_escape(value)}" for key, value in fields.items()]
+    return "\n".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _decode(plaintext: bytes) -> dict[str, str] | None:
+    """The fields of an entry; None for any other format."""
+    lines = plaintext.decode("utf-8", "surrogateescape").split("\n")
+    if lines[0] != FORMAT:
+        return None
+    fields = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(" ")
+        fields[key] = _unescape(value)
+    return fields if fields.keys() >= FIELDS else None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _unescape(value: str) -> str:
+    # Pairs of backslashes are split off first, so every backslash left starts a ``\n``.
+    return "\\".join(part.replace("\\n", "\n") for part in value.split("\\\\"))
+
+
+def _print(found: tuple[int, ...] | None) -> str:
+    return " ".join(map(str, found)) if found is not None else "-"
+
+
+def _number(text: str) -> float | None:
+    return None if text == "-" else float(text)
+
+
+def _moment(text: str) -> datetime | None:
+    from datetime import UTC, datetime
+
+    timestamp = _number(text)
     return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def _stamp(moment: datetime | None) -> str:
+    return repr(moment.timestamp()) if moment is not None else "-"
 
 
 def write(
@@ -142,6 +229,8 @@ def write(
     environ: Mapping[str, str],
 ) -> None:
     """Store ``token`` encrypted to the local identities (the cache is for this machine only)."""
+    from pathlib import Path
+
     import pyrage
 
     from .files import atomic_write
@@ -149,33 +238,42 @@ def write(
     recipients = [i.to_public() for i in identities if hasattr(i, "to_public")]
     if not recipients:
         return  # no identity we can encrypt to: the grant file stays the only copy
-    entry = {
-        "config": _fingerprint(config_path),
+    fields = {
+        "key": _key(config_path, name),
+        "config_file": _print(of_file(config_path)),
         "grant_path": str(grant_path),
-        "grant": _fingerprint(grant_path),
+        "grant_file": _print(of_file(grant_path)),
         "access_token": token.access_token.reveal(),
-        "token_type": token.token_type,
-        "expires_at": token.expires_at.timestamp() if token.expires_at else None,
-        "obtained_at": token.obtained_at.timestamp(),
-        "refresh_before": token.refresh_before,
-        "retry_at": token.retry_at.timestamp() if token.retry_at else None,
+        "token_type": token.token_type or "",
+        "expires_at": _stamp(token.expires_at),
+        "obtained_at": _stamp(token.obtained_at),
+        "refresh_before": repr(float(token.refresh_before)),
+        "retry_at": _stamp(token.retry_at),
     }
     path = entry_path(config_path, name, environ)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    atomic_write(path, pyrage.encrypt(json.dumps(entry).encode(), recipients), mode=0o600)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    atomic_write(Path(path), pyrage.encrypt(_encode(fields), recipients), mode=0o600)
 
 
 def drop(config_path: Path, name: str, environ: Mapping[str, str]) -> None:
-    entry_path(config_path, name, environ).unlink(missing_ok=True)
+    import contextlib
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(entry_path(config_path, name, environ))
 
 
 def fresh_token(config_path: str, name: str, environ: Mapping[str, str]) -> str | None:
     """The cached token for ``name`` when it can be handed out as is, else None: the fast
     path of `reconcile token` (no config parsing, no YAML, no AES, no HTTP)."""
+    import time
+
     from .keys import load_identities
 
-    identities = load_identities(environ)
-    cached = read(Path(config_path), name, identities, environ) if identities else None
-    if cached is None or not cached.is_fresh(datetime.now(UTC)):
+    identities = load_identities(environ, ssh=False)  # entries are for X25519 identities only
+    entry = _read_entry(config_path, name, identities, environ, True) if identities else None
+    if entry is None:
         return None
-    return cached.access_token.reveal()
+    expires_at, retry_at = _number(entry["expires_at"]), _number(entry["retry_at"])
+    if not _usable(expires_at, float(entry["refresh_before"]), retry_at, time.time()):
+        return None  # (a malformed number raises ValueError: the caller takes the full path)
+    return entry["access_token"]

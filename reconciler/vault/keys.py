@@ -11,23 +11,25 @@ used, in this order, and their identities are combined:
    (passphrase-protected ones are skipped: reconcile never prompts).
 
 Empty lines and ``#`` comment lines are ignored. Errors never echo a key line.
+
+The lookup imports nothing beyond ``os`` and pyrage (paths are strings here): it is on the
+token fast path, where ``pathlib`` or ``re`` alone would cost more than the whole read.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
-from pathlib import Path
 
-from .errors import NoIdentityError
+TYPE_CHECKING = False  # not typing's: see reconciler.cli
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from pathlib import Path
 
 SOPS_AGE_KEY = "SOPS_AGE_KEY"
 SOPS_AGE_KEY_FILE = "SOPS_AGE_KEY_FILE"
 SOPS_AGE_KEY_CMD = "SOPS_AGE_KEY_CMD"
 SOPS_AGE_SSH_PRIVATE_KEY_FILE = "SOPS_AGE_SSH_PRIVATE_KEY_FILE"
-KEYS_TXT = Path("sops") / "age" / "keys.txt"
+KEYS_TXT = os.path.join("sops", "age", "keys.txt")
 
 
 # ---------------------------------------------------------------------------------------
@@ -75,29 +77,45 @@ def parse_identities(text: str, source: str = "identity") -> list:
     return identities
 
 
-def _ssh_identity(path: Path) -> object:
+def _ssh_identity(path: str) -> object:
     import pyrage
 
-    return pyrage.ssh.Identity.from_buffer(path.read_bytes())
+    with open(path, "rb") as file:
+        return pyrage.ssh.Identity.from_buffer(file.read())
 
 
-def user_config_dir(environ: Mapping[str, str]) -> Path | None:
+def user_config_dir(environ: Mapping[str, str]) -> str | None:
     """Go's os.UserConfigDir on Unix: $XDG_CONFIG_HOME (absolute) else $HOME/.config."""
     xdg = environ.get("XDG_CONFIG_HOME", "")
     if xdg:
-        return Path(xdg) if os.path.isabs(xdg) else None
+        return xdg if os.path.isabs(xdg) else None
     home = environ.get("HOME", "")
-    return Path(home) / ".config" if home else None
+    return os.path.join(home, ".config") if home else None
 
 
 def default_keys_file(environ: Mapping[str, str] | None = None) -> Path | None:
     """``$XDG_CONFIG_HOME/sops/age/keys.txt`` (``~/.config/sops/age/keys.txt``)."""
-    base = user_config_dir(os.environ if environ is None else environ)
-    return base / KEYS_TXT if base is not None else None
+    from pathlib import Path
+
+    found = _keys_txt(os.environ if environ is None else environ)
+    return Path(found) if found is not None else None
 
 
-def find_identities(environ: Mapping[str, str] | None = None) -> IdentityReport:
-    """Every age identity sops would use, with a report of where it looked."""
+def _keys_txt(environ: Mapping[str, str]) -> str | None:
+    base = user_config_dir(environ)
+    return os.path.join(base, KEYS_TXT) if base is not None else None
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
+
+
+def find_identities(
+    environ: Mapping[str, str] | None = None, *, ssh: bool = True
+) -> IdentityReport:
+    """Every age identity sops would use, with a report of where it looked. ``ssh=False``
+    skips the SSH keys (for reading what was encrypted to X25519 recipients only)."""
     environ = os.environ if environ is None else environ
     report = IdentityReport()
 
@@ -116,8 +134,8 @@ def find_identities(environ: Mapping[str, str] | None = None) -> IdentityReport:
         report.unused.append(f"${SOPS_AGE_KEY}")
 
     if SOPS_AGE_KEY_FILE in environ:
-        key_file = Path(environ[SOPS_AGE_KEY_FILE]).expanduser()
-        add(str(key_file), lambda: parse_identities(key_file.read_text(), str(key_file)))
+        key_file = os.path.expanduser(environ[SOPS_AGE_KEY_FILE])
+        add(key_file, lambda: parse_identities(_read_text(key_file), key_file))
     else:
         report.unused.append(f"${SOPS_AGE_KEY_FILE}")
 
@@ -127,26 +145,27 @@ def find_identities(environ: Mapping[str, str] | None = None) -> IdentityReport:
     else:
         report.unused.append(f"${SOPS_AGE_KEY_CMD}")
 
-    keys_txt = default_keys_file(environ)
+    keys_txt = _keys_txt(environ)
     if keys_txt is not None:
-        if keys_txt.exists():
-            add(str(keys_txt), lambda: parse_identities(keys_txt.read_text(), str(keys_txt)))
+        if os.path.exists(keys_txt):
+            add(keys_txt, lambda: parse_identities(_read_text(keys_txt), keys_txt))
         else:
-            report.unused.append(str(keys_txt))
+            report.unused.append(keys_txt)
 
-    _find_ssh_identities(environ, report)
+    if ssh:
+        _find_ssh_identities(environ, report)
     return report
 
 
 def _find_ssh_identities(environ: Mapping[str, str], report: IdentityReport) -> None:
-    candidates: list[Path] = []
+    candidates: list[str] = []
     if SOPS_AGE_SSH_PRIVATE_KEY_FILE in environ:
-        candidates.append(Path(environ[SOPS_AGE_SSH_PRIVATE_KEY_FILE]).expanduser())
+        candidates.append(os.path.expanduser(environ[SOPS_AGE_SSH_PRIVATE_KEY_FILE]))
     home = environ.get("HOME", "")
     if home:
-        candidates += [Path(home) / ".ssh" / "id_ed25519", Path(home) / ".ssh" / "id_rsa"]
+        candidates += [os.path.join(home, ".ssh", key) for key in ("id_ed25519", "id_rsa")]
     for path in candidates:
-        if not path.exists():
+        if not os.path.exists(path):
             continue
         try:
             identity = _ssh_identity(path)
@@ -154,7 +173,7 @@ def _find_ssh_identities(environ: Mapping[str, str], report: IdentityReport) -> 
             # Passphrase-protected or unsupported: sops would prompt; we skip it quietly.
             report.errors.append(f"{path}: not usable as an age identity (passphrase?)")
             continue
-        report.found[str(path)] = 1
+        report.found[path] = 1
         report.identities.append(identity)
 
 
@@ -194,11 +213,16 @@ def _describe_error(location: str, error: BaseException) -> str:
     return str(error) if isinstance(error, ValueError) else f"{location}: {type(error).__name__}"
 
 
-def load_identities(environ: Mapping[str, str] | None = None, *, required: bool = False) -> list:
+def load_identities(
+    environ: Mapping[str, str] | None = None, *, required: bool = False, ssh: bool = True
+) -> list:
     """The age identities sops would use (possibly none). With ``required``, raise
-    NoIdentityError, saying where sops looks, when there are none."""
-    report = find_identities(environ)
+    NoIdentityError, saying where sops looks, when there are none. ``ssh`` as for
+    ``find_identities``."""
+    report = find_identities(environ, ssh=ssh)
     if required and not report.identities:
+        from .errors import NoIdentityError
+
         raise NoIdentityError(no_identity_message(report))
     return report.identities
 
@@ -238,6 +262,9 @@ def identity_recipients(identities: Iterable[object]) -> frozenset[str]:
 def generate_identity(path: Path) -> str:
     """Create an age identity file at ``path`` (mode 0600, age-keygen's format) and return
     its recipient. Refuses to overwrite an existing file."""
+    from datetime import datetime
+    from pathlib import Path
+
     import pyrage
 
     from .files import atomic_write
@@ -259,7 +286,8 @@ def generate_identity(path: Path) -> str:
 # ---------------------------------------------------------------------------------------
 # Recipients.
 
-_AGE_RECIPIENT = re.compile(r"age1[02-9ac-hj-np-z]+\Z")
+#: The bech32 alphabet: an X25519 recipient is ``age1`` and these only.
+_BECH32 = frozenset("qpzry9x8gf2tvdw0s3jn54khce6mua7l")
 
 
 def parse_recipient(text: str) -> object:
@@ -269,7 +297,7 @@ def parse_recipient(text: str) -> object:
 
     text = text.strip()
     if text.startswith("age1"):
-        if text.count("1") > 1 and not _AGE_RECIPIENT.match(text):
+        if text.count("1") > 1 and not set(text[4:]) <= _BECH32:
             raise ValueError(f"{text!r} looks like an age plugin recipient, which is unsupported")
         try:
             return pyrage.x25519.Recipient.from_str(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -58,6 +59,35 @@ def test_token_prints_the_secret_value(ready):
     assert token.stdout == OPENAI + "\n"
     as_json = ready.reconcile("token", "local", "-o", "json")
     assert json.loads(as_json.stdout) == {"name": "local", "token": LOCAL}
+
+
+#: What the cached `reconcile token` must not load: each costs a cold process more than the
+#: whole cached read (bench/token_read.py).
+SLOW_IMPORTS = ("yaml", "jsonschema", "cryptography", "argparse", "re", "json", "pathlib",
+                "hashlib", "datetime", "reconciler.cli", "reconciler.model")  # fmt: skip
+
+
+def test_a_repeated_token_read_is_served_from_the_cache_with_few_imports(ready):
+    assert ready.reconcile("apply").code == 0
+    assert ready.reconcile("token", "openai").stdout == OPENAI + "\n"  # seeds the cache
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"  # what the interpreter's start loaded (site, .pth files)
+        "from reconciler.entry import main\n"
+        "sys.argv = ['reconcile', 'token', 'openai']\n"
+        "main()\n"
+        f"print(sorted(m for m in {SLOW_IMPORTS!r} if m in set(sys.modules) - before))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ready.root, env=ready.env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == OPENAI + "\n[]\n"
+    # An edited config may point the name elsewhere: the cache is not trusted, the value is.
+    ready.env["OPENAI_API_KEY"] = OPENAI + "-rotated"
+    assert ready.reconcile("apply").code == 0
+    assert ready.reconcile("token", "openai").stdout == OPENAI + "-rotated\n"
 
 
 def test_token_for_an_undeclared_name_is_a_clear_error(ready):

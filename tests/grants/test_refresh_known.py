@@ -19,6 +19,7 @@ from reconciler import apply, config, grants, operations
 from reconciler.model import Grant, Secret
 from reconciler.plan import plan as make_plan
 from reconciler.vault import cache, store
+from reconciler.vault.fingerprint import of_file
 from reconciler.vault.keys import load_identities
 from reconciler.vault.store import grant_path, read_grant, write_grant
 from tests.conftest import new_identity
@@ -168,7 +169,7 @@ def reads(monkeypatch) -> list[Path]:
 def scanned(project: Project, name: str) -> tuple[Grant, grants.Fingerprint]:
     """What a scan leaves: the fingerprint first, then the decrypted grant."""
     path = grant_path(project.store, name)
-    fingerprint = grants.file_fingerprint(path)
+    fingerprint = of_file(path)
     return read_grant(path, project.identities), fingerprint
 
 
