@@ -18,7 +18,10 @@ token used twice is `invalid_grant`). Before each measured run the grant files a
 the token cache is emptied and the server's refresh tokens are reset; one warm-up run is not
 counted. After each run the bench checks: exit code 0, one request per grant, no rejected
 request, and the files (keep: untouched, one cache entry per grant; rotate: every file
-rewritten, the sampled ones holding the server's current refresh token).
+rewritten, the sampled ones holding the server's current refresh token). Only the token
+cache is emptied: the config is unchanged between runs, so its validation verdict (a
+config already found valid is not validated again) is remembered, as it is for a user; the
+warm-up run is the one that validates.
 
 Baselines from the same run: `reconcile plan` on the same project (reads and decrypts every
 grant file, no network), and the loopback server's own rate for the same requests from a plain
@@ -228,7 +231,7 @@ class Project:
 
     @property
     def cache(self) -> Path:
-        return self.root / "home" / ".cache" / "oauth-reconciler"
+        return self.root / "home" / ".cache" / "oauth-reconciler" / "tokens"
 
     def reset(self) -> None:
         """Back to N due grants: files as written, no token cache, the server's first tokens."""
@@ -345,7 +348,7 @@ def check(project: Project, run: Run) -> None:
         if (project.store / f"{name}.sops.yaml").read_bytes()
         != (project.pristine / f"{name}.sops.yaml").read_bytes()
     ]
-    entries = list((project.cache / "tokens").glob("*.age"))
+    entries = list(project.cache.glob("*.age"))
     if len(entries) != count:
         problems.append(f"{len(entries)} token cache entries for {count} grants")
     if project.mode == "keep" and changed:

@@ -158,25 +158,31 @@ def retry_after(response: httpx2.Response) -> float | None:
     return max(0.0, seconds)
 
 
-#: One TLS context per thread: httpx2 sets ALPN protocols on the context for every new
-#: connection, so a context shared by apply's refresh workers would race inside OpenSSL.
-_tls = threading.local()
+#: One client per thread, kept for the life of the thread: its connections stay open between
+#: requests (apply's refresh workers make hundreds against one token endpoint), and its TLS
+#: context (the costly part: loading CA certificates) is built once. Per thread, because
+#: httpx2 sets ALPN protocols on the context for every new connection, so a context shared
+#: by several threads would race inside OpenSSL.
+_local = threading.local()
 
 
 def http_client() -> httpx2.Client:
-    """A client that never follows redirects, with short timeouts. The TLS context (the costly
-    part: loading CA certificates) is built once per thread and reused."""
-    import httpx2
+    """This thread's client: never follows redirects, keeps no cookies (``send`` gives each
+    request its timeouts)."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        from http.cookiejar import CookieJar, DefaultCookiePolicy
 
-    context = getattr(_tls, "context", None)
-    if context is None:
-        context = _tls.context = httpx2.create_ssl_context()
-    return httpx2.Client(
-        timeout=httpx2.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT),
-        follow_redirects=False,
-        verify=context,
-        headers={"User-Agent": USER_AGENT},
-    )
+        import httpx2
+
+        client = _local.client = httpx2.Client(
+            follow_redirects=False,
+            verify=httpx2.create_ssl_context(),
+            headers={"User-Agent": USER_AGENT},
+            # No state from one provider's answer may ride along on the next request.
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+        )
+    return client
 
 
 def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any) -> httpx2.Response:
@@ -186,8 +192,8 @@ def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any)
 
     name = provider.name
     try:
-        with http_client() as client:
-            response = client.request(method, url, **kwargs)
+        timeout = httpx2.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT)
+        response = http_client().request(method, url, timeout=timeout, **kwargs)
     except httpx2.TimeoutException:
         raise TransientError(
             f"{name}: the {what} at {url} did not answer within {TIMEOUT:g} s. The provider may "

@@ -98,20 +98,23 @@ def cache_dir(environ: Mapping[str, str]) -> str:
 
 
 def entry_path(config_path: str | os.PathLike[str], name: str, environ: Mapping[str, str]) -> str:
-    """Where the entry for ``name`` of the config at ``config_path`` lives.
-
-    The file name is a 64-bit FNV-1a hash of the resolved config path and the name (a few
-    lines of Python cost less than importing ``hashlib`` or ``zlib``); it only spreads entries
-    out. The entry itself records which config and grant it belongs to, so a clash costs a
-    cache miss, never a wrong token."""
-    digest = 0xCBF29CE484222325
-    for byte in _key(config_path, name).encode("utf-8", "surrogateescape"):
-        digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return os.path.join(cache_dir(environ), f"{digest:016x}.age")
+    """Where the entry for ``name`` of the config at ``config_path`` lives."""
+    return _entry_file(_key(config_path, name), environ)
 
 
 def _key(config_path: str | os.PathLike[str], name: str) -> str:
+    """What an entry is for: the resolved config path and the grant name."""
     return f"{os.path.realpath(config_path)}\0{name}"
+
+
+def _entry_file(key: str, environ: Mapping[str, str]) -> str:
+    """The file name is a 64-bit FNV-1a hash of ``key`` (a few lines of Python cost less than
+    importing ``hashlib`` or ``zlib``); it only spreads entries out. The entry itself records
+    its key, so a clash costs a cache miss, never a wrong token."""
+    digest = 0xCBF29CE484222325
+    for byte in key.encode("utf-8", "surrogateescape"):
+        digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return os.path.join(cache_dir(environ), f"{digest:016x}.age")
 
 
 def read(
@@ -156,13 +159,14 @@ def _read_entry(
     ``name``) and still matches the files on disk."""
     import pyrage
 
+    key = _key(config_path, name)
     try:
-        with open(entry_path(config_path, name, environ), "rb") as file:
+        with open(_entry_file(key, environ), "rb") as file:
             blob = file.read()
         entry = _decode(pyrage.decrypt(blob, list(identities)))
     except (OSError, ValueError, pyrage.DecryptError):
         return None
-    if entry is None or entry["key"] != _key(config_path, name):
+    if entry is None or entry["key"] != key:
         return None
     if config_unchanged and entry["config_file"] != _print(of_file(config_path)):
         return None
@@ -233,13 +237,14 @@ def write(
 
     import pyrage
 
-    from .files import atomic_write
+    from .files import replace_cache_file
 
     recipients = [i.to_public() for i in identities if hasattr(i, "to_public")]
     if not recipients:
         return  # no identity we can encrypt to: the grant file stays the only copy
+    key = _key(config_path, name)
     fields = {
-        "key": _key(config_path, name),
+        "key": key,
         "config_file": _print(of_file(config_path)),
         "grant_path": str(grant_path),
         "grant_file": _print(of_file(grant_path)),
@@ -250,9 +255,16 @@ def write(
         "refresh_before": repr(float(token.refresh_before)),
         "retry_at": _stamp(token.retry_at),
     }
-    path = entry_path(config_path, name, environ)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    atomic_write(Path(path), pyrage.encrypt(_encode(fields), recipients), mode=0o600)
+    path = Path(_entry_file(key, environ))
+    data = pyrage.encrypt(_encode(fields), recipients)
+    # A lost entry costs one refresh, and the grant file stays the durable record (a rotated
+    # refresh token is written there first). A reader that finds no entry while it is being
+    # replaced takes the slow path, which waits on the grant's lock that the writer holds.
+    try:
+        replace_cache_file(path, data)
+    except FileNotFoundError:  # the first entry on this machine
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+        replace_cache_file(path, data)
 
 
 def drop(config_path: Path, name: str, environ: Mapping[str, str]) -> None:

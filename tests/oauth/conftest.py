@@ -22,6 +22,8 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     query: dict[str, list[str]]
+    #: The client's (host, port): one per connection.
+    peer: tuple[str, int] = ("", 0)
 
     @property
     def form(self) -> dict[str, str]:
@@ -97,6 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             {k.lower(): v for k, v in self.headers.items()},
             body,
             parse_qs(parts.query),
+            self.client_address[:2],
         )
         self.stub.requests.append(request)
         responder = self.stub.routes.get((self.command, parts.path))

@@ -223,6 +223,18 @@ def test_timeout_is_transient(stub, make_provider, monkeypatch):
     assert time.monotonic() - started < 0.9
 
 
+def test_requests_share_a_connection_but_no_cookies(stub, make_provider):
+    """One kept-alive connection per thread for many token requests; a cookie set by one
+    answer never rides along on the next request."""
+    answer = {"access_token": "a1", "token_type": "Bearer", "expires_in": 60}
+    stub.reply("POST", "/token", 200, answer, {"Set-Cookie": "session=tracked; Path=/"})
+    exchange(make_provider())
+    exchange(make_provider())
+    first, second = stub.hits("/token")
+    assert first.peer == second.peer  # the same TCP connection
+    assert "cookie" not in second.headers
+
+
 def test_connection_refused_is_transient(make_provider):
     import socket
 

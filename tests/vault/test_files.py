@@ -19,6 +19,7 @@ from reconciler.vault.files import (
     durable_delete,
     file_lock,
     lock_path_for,
+    replace_cache_file,
 )
 
 
@@ -188,3 +189,26 @@ def test_shared_locks_coexist_and_block_exclusive(tmp_path):
         file_lock(target, timeout=0.1),
     ):
         pass
+
+
+def test_replace_cache_file_replaces_privately_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "entry.age"
+    replace_cache_file(target, b"first")
+    replace_cache_file(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert listing(tmp_path) == ["entry.age"]
+
+
+def test_a_failed_cache_write_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "entry.age"
+    target.write_bytes(b"old")
+
+    def boom(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", boom)
+    with pytest.raises(OSError):
+        replace_cache_file(target, b"new")
+    assert listing(tmp_path) == ["entry.age"]
+    assert target.read_bytes() == b"old"  # the write failed before the old entry was dropped
