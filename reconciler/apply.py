@@ -2,8 +2,10 @@
 
 Refreshes run a few at a time on worker threads: against a real provider each spends most of
 its time waiting (network round trips, fsync of a rotated grant), and each holds its own
-grant's lock (single-flight across threads and processes, see ``grants.refresh``). Every other
-action runs on the caller's thread, in plan order: a link needs a person, a prompt the terminal.
+grant's lock (single-flight across threads and processes, see ``grants.refresh``). Many
+refreshes at once also use the other cores, in forked worker processes (``workers``). Every
+other action runs on the caller's thread, in plan order: a link needs a person, a prompt the
+terminal.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from .grants import Browser
 from .model import Action, Actual, Desired, Grant, Plan, Secret
@@ -97,6 +99,11 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
         else:
             ready.append(action)
     _import_refresh_stack()
+    from . import workers
+
+    if not after and workers.can_fork(len(ready)):
+        yield from _apply_forked(ready, others, context)
+        return
     # Finished refreshes, in the order they finish (``concurrent.futures.wait`` would cost
     # O(pending) per call, so O(n²) over a plan of n refreshes).
     finished: SimpleQueue[Future[Outcome]] = SimpleQueue()
@@ -125,6 +132,29 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
             yield finished.get().result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _apply_forked(
+    refreshes: list[Action], others: list[Action], context: Context
+) -> Iterator[Outcome]:
+    """``_apply_concurrently`` with the refreshes in forked worker processes, which start
+    before any other action does (a link starts threads, and a fork needs none)."""
+    from .workers import Forked
+
+    def carry_out(number: int) -> tuple[str, str]:  # in a worker process
+        outcome = _carry_out(refreshes[number], context)
+        return outcome.result, outcome.message
+
+    batch = Forked(len(refreshes), carry_out)
+    try:
+        for action in others:
+            yield _carry_out(action, context)
+            for number, result, message in batch.reports(block=False):
+                yield Outcome(refreshes[number], cast(Result, result), message)
+        for number, result, message in batch.reports():
+            yield Outcome(refreshes[number], cast(Result, result), message)
+    finally:
+        batch.stop()
 
 
 def _import_refresh_stack() -> None:

@@ -1,12 +1,13 @@
-"""`reconcile apply` refreshes due grants on a few worker threads. Against the real authorization
-server (rotating refresh tokens, each usable once), as a user runs it: every grant is refreshed
-exactly once, every file ends with the refresh token the server now holds for it, one refresh
-failing stops none of the others, and an interrupted apply starts no further refresh and loses
-no grant."""
+"""`reconcile apply` refreshes due grants on a few worker threads, and many of them in forked
+worker processes. Against the real authorization server (rotating refresh tokens, each usable
+once), as a user runs it: every grant is refreshed exactly once, every file ends with the
+refresh token the server now holds for it, one refresh failing stops none of the others, and
+an interrupted apply starts no further refresh and loses no grant."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import threading
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from reconciler import config, grants
+from reconciler import config, grants, workers
 from reconciler.apply import REFRESH_WORKERS
 from reconciler.model import Secret
 from reconciler.oauth import device
@@ -27,6 +28,8 @@ from . import authserver, cli_support
 e2e = cli_support.e2e  # the fixture
 
 GRANTS = 24
+#: Enough due grants for apply to fork worker processes.
+MANY = workers.FORK_THRESHOLD + 6
 #: How long the server holds each token request before answering, outside its own lock, so
 #: that refreshes that run at once really are in flight together.
 HOLD = 0.05
@@ -42,6 +45,8 @@ class InFlight:
         self.handling = 0
         #: Seconds each token request is held before it is answered.
         self.hold = HOLD
+        #: The processes token requests came from (client port -> pid).
+        self.senders: dict[int, int | None] = {}
 
     def wait_held(self, timeout: float = 10.0) -> None:
         """Wait until the server holds a token request (its answer not sent yet)."""
@@ -64,6 +69,9 @@ def in_flight(monkeypatch):
         if handler.path != "/token":
             dispatch(handler)
             return
+        port = handler.client_address[1]
+        if port not in gauge.senders:  # asked while the client's connection is open
+            gauge.senders[port] = _process_of_port(port)
         with gauge.lock:
             gauge.handling += 1
             # Counted while held, before the answer: a client that waits for each answer
@@ -84,6 +92,25 @@ def in_flight(monkeypatch):
 
     monkeypatch.setattr(authserver._Handler, "_dispatch", counted)
     return gauge
+
+
+def _process_of_port(port: int) -> int | None:
+    """The pid holding the loopback TCP socket bound to ``port`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return int(pid)
+        except OSError:  # gone, or not ours to look at
+            continue
+    return None
 
 
 def link_all(e2e, names: list[str]) -> dict[str, authserver.Client]:
@@ -168,6 +195,7 @@ def test_apply_refreshes_every_due_grant_once_at_once(e2e, in_flight):
     clients = link_all(e2e, names)
     linked = {name: current_refresh_token(e2e.auth, clients[name]) for name in names}
     e2e.auth.requests.clear()
+    in_flight.senders.clear()  # the links were made from this process
 
     ran = e2e.run("apply", "-o", "json")
     in_flight.settle()
@@ -183,6 +211,7 @@ def test_apply_refreshes_every_due_grant_once_at_once(e2e, in_flight):
     assert refresh_calls(e2e.auth) == {clients[name].client_id: 1 for name in names}
     assert e2e.token_calls("refresh_token") == GRANTS
     assert 1 < in_flight.most <= REFRESH_WORKERS
+    assert len(set(in_flight.senders.values())) == 1  # threads of one process
     for name in names:
         grant = on_disk(e2e, name)
         assert grant.status == "ok"
@@ -197,6 +226,33 @@ def test_apply_refreshes_every_due_grant_once_at_once(e2e, in_flight):
     again = e2e.run("apply", "-o", "json")
     assert again.code == 0, again
     assert json.loads(again.stdout)["outcomes"] == []  # nothing left to do
+
+
+@pytest.mark.skipif(not workers.can_fork(MANY), reason="forks on Linux with 2+ cores only")
+def test_many_due_grants_are_refreshed_once_by_worker_processes(e2e, in_flight):
+    names = [f"g{index:02d}" for index in range(MANY)]
+    clients = link_all(e2e, names)
+    e2e.auth.requests.clear()
+    in_flight.senders.clear()  # the links were made from this process
+
+    ran = e2e.run("apply", "-o", "json")
+    in_flight.settle()
+
+    assert ran.code == 0, ran
+    document = json.loads(ran.stdout)
+    assert document["summary"] == {"done": MANY, "failed": 0, "pending": 0}
+    assert sorted(o["name"] for o in document["outcomes"]) == names
+    assert len(re.findall(r"(?m)^g\d\d: refresh: done: ", ran.stderr)) == MANY
+    assert refresh_calls(e2e.auth) == {clients[name].client_id: 1 for name in names}
+    senders = set(in_flight.senders.values())
+    assert None not in senders and len(senders) > 1  # several worker processes
+    assert os.getpid() not in senders
+    assert in_flight.most <= workers.MAX_PROCESSES * workers.THREADS_PER_PROCESS
+    for name in names:
+        grant = on_disk(e2e, name)
+        assert grant.status == "ok"
+        assert holds_current(grant, e2e.auth, clients[name]), name
+    assert json.loads(e2e.run("apply", "-o", "json").stdout)["outcomes"] == []
 
 
 def test_one_refresh_failing_stops_none_of_the_others(e2e, in_flight):
@@ -227,11 +283,12 @@ def test_one_refresh_failing_stops_none_of_the_others(e2e, in_flight):
             assert holds_current(grant, e2e.auth, clients[name]), name
 
 
-def test_interrupted_apply_starts_no_more_refreshes_and_loses_no_grant(e2e, in_flight, monkeypatch):
+@pytest.mark.parametrize("count", [40, MANY], ids=["threads", "processes"])
+def test_interrupted_apply_starts_no_more_refreshes_and_loses_no_grant(e2e, in_flight, count):
     """Ctrl-C while refreshes run: the process ends promptly, the refreshes not yet started
     are not started, and every grant file still holds a refresh token the server accepts (a
     refresh under way when the interrupt came still wrote its rotated token)."""
-    names = [f"g{index:02d}" for index in range(40)]
+    names = [f"g{index:02d}" for index in range(count)]
     clients = link_all(e2e, names)
     e2e.auth.requests.clear()
     in_flight.hold = 0.3  # slower refreshes: the interrupt comes while several are held
