@@ -230,6 +230,7 @@ def _write_secret(action: Action, context: Context) -> str:
 
 
 def _rekey(action: Action, context: Context) -> str:
+    from .vault.files import file_lock
     from .vault.store import read_grant, write_grant
 
     if context.identities is None:
@@ -237,9 +238,12 @@ def _rekey(action: Action, context: Context) -> str:
             _needs_identity(action.name, "changing recipients") + ", or run `sops updatekeys`"
         )
     path = _grant_path(context, action.name)
-    grant = read_grant(path, context.identities)
-    write_grant(path, grant, _recipients(context, action.name))
-    return "re-encrypted to " + ", ".join(_recipients(context, action.name))
+    recipients = _recipients(context, action.name)
+    # Under the grant's lock, as a refresh writes: one in another process cannot rotate the
+    # refresh token between this read and this write.
+    with file_lock(path):
+        write_grant(path, read_grant(path, context.identities), recipients)
+    return "re-encrypted to " + ", ".join(recipients)
 
 
 def _prune(action: Action, context: Context) -> str:

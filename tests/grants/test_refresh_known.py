@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -361,3 +362,38 @@ def test_closing_the_outcomes_starts_no_further_refresh(project):
     for name in names:
         grant = read_grant(grant_path(project.store, name), project.identities)
         assert grant.refresh_token == Secret(project.provider.current[name]), name
+
+
+def test_a_rekey_waits_for_a_refresh_under_way_elsewhere(project):
+    """A rekey reads and rewrites the grant under its lock: a refresh in another process that
+    rotates the refresh token meanwhile is neither overwritten nor lost."""
+    from reconciler.vault.files import file_lock
+
+    second = new_identity(project.root / "second.txt")
+    both = [project.recipient, second]
+    project.declare(["a"], recipients=both)
+    path = project.link("a")  # to one recipient
+    linked = read_grant(path, project.identities)
+    write_grant(path, replace(linked, expires_at=linked.obtained_at + timedelta(days=1)),
+                [project.recipient])  # fmt: skip
+    plan, context = context_for(project)
+    assert [(a.name, a.action) for a in plan.actions] == [("a", "rekey")]
+    holding, rotated = threading.Event(), Secret("rt-a-rotated-elsewhere")
+
+    def refresh_elsewhere() -> None:
+        with file_lock(path):
+            holding.set()
+            time.sleep(0.3)  # the rekey starts meanwhile
+            grant = read_grant(path, project.identities)
+            write_grant(path, replace(grant, refresh_token=rotated), [project.recipient])
+
+    other = threading.Thread(target=refresh_elsewhere)
+    other.start()
+    assert holding.wait(5)
+    outcomes = list(apply.apply(plan, context))
+    other.join()
+
+    assert [o.result for o in outcomes] == ["done"], [o.message for o in outcomes]
+    grant = read_grant(path, project.identities)
+    assert grant.refresh_token == rotated
+    assert sorted(grant.recipients) == sorted(both)
