@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from reconciler.secret import Secret
 from reconciler.vault import cache
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 TOKEN = "cached-access-token-4f1c9e"
 
 
@@ -33,25 +32,28 @@ def setup(tmp_path):
 def entry(
     expires_in: float | None = 3600, refresh_before: float = 300, retry_in: float | None = None
 ):
+    """An entry obtained now (the fast path compares with the clock, not with a constant)."""
+    now = datetime.now(UTC)
     return cache.CachedToken(
         access_token=Secret(TOKEN),
         token_type="Bearer",
-        expires_at=NOW + timedelta(seconds=expires_in) if expires_in is not None else None,
-        obtained_at=NOW,
+        expires_at=now + timedelta(seconds=expires_in) if expires_in is not None else None,
+        obtained_at=now,
         refresh_before=refresh_before,
-        retry_at=NOW + timedelta(seconds=retry_in) if retry_in is not None else None,
+        retry_at=now + timedelta(seconds=retry_in) if retry_in is not None else None,
     )
 
 
 def test_round_trip(setup):
     config, grant, identities, environ = setup
-    cache.write(config, "api", grant, entry(), identities, environ)
+    written = entry()
+    cache.write(config, "api", grant, written, identities, environ)
     found = cache.read(config, "api", identities, environ)
     assert found is not None
     assert found.access_token.reveal() == TOKEN
     assert found.token_type == "Bearer"
-    assert found.expires_at == NOW + timedelta(seconds=3600)
-    assert found.obtained_at == NOW
+    assert found.expires_at == written.expires_at
+    assert found.obtained_at == written.obtained_at
     assert found.refresh_before == 300
     assert found.retry_at is None
     assert found.grant_path == str(grant)
@@ -127,18 +129,19 @@ def test_an_entry_missing_a_field_is_a_miss(setup):
 
 
 @pytest.mark.parametrize(
-    ("token", "fresh"),
+    ("timing", "fresh"),
     [
-        (entry(expires_in=3600, refresh_before=300), True),
-        (entry(expires_in=200, refresh_before=300), False),  # due for a refresh
-        (entry(expires_in=None), True),  # no expiry given
-        (entry(expires_in=200, refresh_before=300, retry_in=60), True),  # backing off
-        (entry(expires_in=-5, refresh_before=300, retry_in=60), False),  # expired anyway
+        ({"expires_in": 3600, "refresh_before": 300}, True),
+        ({"expires_in": 200, "refresh_before": 300}, False),  # due for a refresh
+        ({"expires_in": None}, True),  # no expiry given
+        ({"expires_in": 200, "refresh_before": 300, "retry_in": 60}, True),  # backing off
+        ({"expires_in": -5, "refresh_before": 300, "retry_in": 60}, False),  # expired anyway
     ],
 )
-def test_freshness(setup, token, fresh):
+def test_freshness(setup, timing, fresh):
     config, grant, identities, environ = setup
-    assert token.is_fresh(NOW) is fresh
+    token = entry(**timing)
+    assert token.is_fresh(datetime.now(UTC)) is fresh
     cache.write(config, "api", grant, token, identities, environ)
     served = cache.fresh_token(str(config), "api", environ | _key_env(identities, config))
     assert (served == TOKEN) is fresh
