@@ -157,8 +157,12 @@ def file_lock(
     import fcntl
 
     lock = lock_path_for(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock, flags, 0o600)
+    except FileNotFoundError:  # no folder yet (a first link): mkdir only then
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, flags, 0o600)
     try:
         operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if timeout is None:

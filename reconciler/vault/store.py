@@ -310,8 +310,11 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
         )
     except ValueError as error:
         raise VaultError(f"{path}: cannot be written: {error}", path) from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, data)
+    try:
+        atomic_write(path, data)
+    except FileNotFoundError:  # the store folder does not exist yet
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, data)
 
 
 def delete_grant(path: Path) -> None:
