@@ -35,6 +35,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx2
 
 log = logging.getLogger(__name__)
@@ -159,11 +161,13 @@ def retry_after(response: httpx2.Response) -> float | None:
 
 
 #: One client per thread, kept for the life of the thread: its connections stay open between
-#: requests (apply's refresh workers make hundreds against one token endpoint), and its TLS
-#: context (the costly part: loading CA certificates) is built once. Per thread, because
-#: httpx2 sets ALPN protocols on the context for every new connection, so a context shared
-#: by several threads would race inside OpenSSL.
+#: requests (apply's refresh workers make hundreds against one token endpoint).
 _local = threading.local()
+#: One TLS context per process, shared by those clients (see ``tls_context``).
+_tls: ssl.SSLContext | None = None
+_tls_lock = threading.Lock()
+#: The ALPN protocols httpcore2 sets on the context for each connection (HTTP/2 is off).
+ALPN = ("http/1.1",)
 
 
 def http_client() -> httpx2.Client:
@@ -177,12 +181,37 @@ def http_client() -> httpx2.Client:
 
         client = _local.client = httpx2.Client(
             follow_redirects=False,
-            verify=httpx2.create_ssl_context(),
+            verify=tls_context(),
             headers={"User-Agent": USER_AGENT},
             # No state from one provider's answer may ride along on the next request.
             cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
         )
     return client
+
+
+def tls_context() -> ssl.SSLContext:
+    """The process's TLS context, built once: loading the CA certificates is the costly part
+    (~70 ms on a small machine, per context).
+
+    httpcore2 calls ``set_alpn_protocols`` on the context for every new connection; on a
+    context that several threads share, that would rewrite OpenSSL's protocol list while
+    another thread's handshake reads it. So the protocols are set once, here, and the
+    context's own ``set_alpn_protocols`` then only checks that the same ones are asked for."""
+    global _tls
+    with _tls_lock:
+        if _tls is None:
+            import httpx2
+
+            context = httpx2.create_ssl_context()
+            context.set_alpn_protocols(list(ALPN))
+
+            def alpn_already_set(protocols: Sequence[str]) -> None:
+                if tuple(protocols) != ALPN:
+                    raise ValueError(f"ALPN {list(protocols)} asked for; this context has {ALPN}")
+
+            context.set_alpn_protocols = alpn_already_set  # type: ignore[method-assign]
+            _tls = context
+        return _tls
 
 
 def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any) -> httpx2.Response:
