@@ -1,6 +1,7 @@
 """One `reconcile apply` (the whole process, the console script) that refreshes N OAuth grants
 against a loopback token endpoint: wall time, refresh requests per second, and the peak RSS of
-the reconcile process. Target: N = 1000 in ≤ 3 s on a 2-core machine.
+the reconcile process (the largest of it and the refresh workers it forks, which share most of
+their pages with it). Target: N = 1000 in ≤ 3 s on a 2-core machine.
 
 Two providers' behaviours are measured, each on its own project:
 
