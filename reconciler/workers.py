@@ -3,9 +3,10 @@
 A refresh spends its CPU in Python (the HTTP client, age, the SOPS encoding), and one process
 runs Python on one core at a time (the GIL). When many refreshes are due, ``apply`` forks a few
 workers instead: each inherits the loaded config, identities and grants, carries out its share
-on a few threads of its own (to overlap network and fsync waits) and reports back. Only job
-numbers go out and (result, message) pairs come back: nothing secret crosses a pipe, and every
-grant keeps its file lock, so refreshes stay single-flight across all processes.
+on a few threads of its own (to overlap network and fsync waits) and reports back. Nothing is
+sent to a worker (its share of job numbers is fixed when it is forked) and only (job number,
+result, message) comes back: nothing secret crosses a pipe. Every grant keeps its file lock,
+so refreshes stay single-flight across all processes.
 
 Forking is safe only in a process with no other thread (a lock another thread holds would stay
 held in the child for ever) and on Linux (macOS system libraries do not survive a fork);
