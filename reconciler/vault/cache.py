@@ -83,7 +83,9 @@ class CachedToken:
         return self.retry_at is not None and now < self.retry_at
 
 
-def _usable(expires_at: float | None, refresh_before: float, retry_at: float | None, now: float):
+def _usable(
+    expires_at: float | None, refresh_before: float, retry_at: float | None, now: float
+) -> bool:
     """``CachedToken.is_fresh`` on POSIX timestamps."""
     if expires_at is None or expires_at - now > refresh_before:
         return True
