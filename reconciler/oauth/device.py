@@ -28,8 +28,8 @@ from .tokens import (
     join_scopes,
     parse_body,
     request_token,
-    retry_after,
     send,
+    unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,15 @@ def start_device_flow(
     )
     status = response.status_code
     secret = client_secret.reveal() if client_secret else None
-    if status == 429 or status >= 500:
-        raise TransientError(
-            f"{name}: the device authorization endpoint answered HTTP {status}; try again later.",
-            error="temporarily_unavailable",
-            provider=name,
-            status_code=status,
-            retry_after=retry_after(response),
-        )
+    busy = unavailable(
+        provider,
+        response,
+        endpoint=f"device authorization endpoint answered HTTP {status}",
+        outcome="no code was issued",
+        secrets=[secret],
+    )
+    if busy is not None:
+        raise busy
     payload = parse_body(response, form_ok=quirks.form_encoded_response(provider))
     if payload is None:
         raise OAuthError(

@@ -422,6 +422,34 @@ def token_result(
     )
 
 
+def unavailable(
+    provider: Provider,
+    response: httpx2.Response,
+    *,
+    endpoint: str,
+    outcome: str,
+    secrets: Sequence[str | None] = (),
+) -> TransientError | None:
+    """A 429 or 5xx answer as the TransientError to raise: the provider cannot serve the request
+    for now (with its ``Retry-After``). None for any other status. ``endpoint`` reads "the
+    ENDPOINT; OUTCOME, try again later" in the message."""
+    status = response.status_code
+    if status != 429 and status < 500:
+        return None
+    payload = parse_body(response) or {}
+    description = scrub(payload.get("error_description"), secrets)
+    default = "rate_limited" if status == 429 else "temporarily_unavailable"
+    return TransientError(
+        f"{provider.name}: the {endpoint}{' (' + description + ')' if description else ''}; "
+        f"{outcome}, try again later.",
+        error=scrub(str(payload.get("error") or default), secrets) or default,
+        description=description,
+        provider=provider.name,
+        status_code=status,
+        retry_after=retry_after(response),
+    )
+
+
 def token_response(
     provider: Provider,
     response: httpx2.Response,
@@ -433,21 +461,15 @@ def token_response(
     """Classify and validate a token endpoint response."""
     name = provider.name
     status = response.status_code
-    if status == 429 or status >= 500:
-        payload = parse_body(response) or {}
-        description = scrub(payload.get("error_description"), secrets)
-        raise TransientError(
-            f"{name}: the token endpoint answered HTTP {status} to the {what}"
-            f"{' (' + description + ')' if description else ''}; the current grant is kept, try "
-            "again later.",
-            error=str(
-                payload.get("error") or ("rate_limited" if status == 429 else "server_error")
-            ),
-            description=description,
-            provider=name,
-            status_code=status,
-            retry_after=retry_after(response),
-        )
+    busy = unavailable(
+        provider,
+        response,
+        endpoint=f"token endpoint answered HTTP {status} to the {what}",
+        outcome="the current grant is kept",
+        secrets=secrets,
+    )
+    if busy is not None:
+        raise busy
     payload = parse_body(response, form_ok=quirks.form_encoded_response(provider))
     if payload is None:
         raise OAuthError(
@@ -659,17 +681,16 @@ def revoke(
         raise error_from_payload(
             provider, payload, what="revocation", status=status, secrets=secrets
         )
+    busy = unavailable(
+        provider,
+        response,
+        endpoint=f"revocation endpoint answered HTTP {status}",
+        outcome="the token is not revoked yet",
+        secrets=secrets,
+    )
+    if busy is not None:
+        raise busy
     payload = parse_body(response) or {}
-    if status == 429 or status >= 500:
-        raise TransientError(
-            f"{name}: the revocation endpoint answered HTTP {status}; the token is not revoked "
-            "yet, try again later.",
-            error=str(payload.get("error") or "temporarily_unavailable"),
-            description=scrub(payload.get("error_description"), secrets),
-            provider=name,
-            status_code=status,
-            retry_after=retry_after(response),
-        )
     if payload.get("error") == "unsupported_token_type":
         description = scrub(payload.get("error_description"), secrets)
         raise OAuthError(

@@ -202,6 +202,19 @@ def test_server_error_is_transient(stub, make_provider):
     assert info.value.status_code == 502 and info.value.retry_after is None
 
 
+def test_an_unavailable_provider_is_named_without_the_secrets_it_echoes(stub, make_provider):
+    leaked = "rt-echoed-back-0123456789"
+    answer = {"error_description": f"overloaded while refreshing {leaked}"}
+    stub.reply("POST", "/token", 503, answer, {"Retry-After": "9"})
+    with pytest.raises(TransientError) as info:
+        tokens.refresh(make_provider(), SECRET, Secret(leaked), now=NOW)
+    message = str(info.value)
+    assert "token endpoint answered HTTP 503 to the token refresh" in message
+    assert "the current grant is kept, try again later" in message
+    assert leaked not in message and leaked not in (info.value.description or "")
+    assert info.value.error == "temporarily_unavailable" and info.value.retry_after == 9
+
+
 def test_temporarily_unavailable_error_code_is_transient(stub, make_provider):
     stub.reply("POST", "/token", 400, {"error": "temporarily_unavailable"})
     with pytest.raises(TransientError):
