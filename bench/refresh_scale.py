@@ -404,7 +404,7 @@ CENTRES = [
     ("read_grant (the re-read under the lock)", "vault/store.py", ("read_grant",)),
     ("client secret resolution", "reconciler/grants.py", ("client_secret",)),
     ("tokens.refresh (HTTP exchange)", "oauth/tokens.py", ("refresh",)),
-    ("  tokens.http_client (client creation)", "oauth/tokens.py", ("http_client",)),
+    ("  transport.http_client (client creation)", "oauth/transport.py", ("http_client",)),
     ("  TLS context creation", "", ("create_ssl_context", "load_verify_locations")),
     ("  httpx2 Client.request (send + receive)", "httpx2/_client.py", ("request",)),
     ("  httpx2 Client.close", "httpx2/_client.py", ("close",)),

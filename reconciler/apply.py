@@ -163,7 +163,7 @@ def _import_refresh_stack() -> None:
     import between two of them can fail)."""
     from . import grants  # noqa: F401
     from .config import references  # noqa: F401
-    from .oauth import discovery, errors, tokens  # noqa: F401
+    from .oauth import discovery, errors, tokens, transport  # noqa: F401
     from .vault import cache, files, store  # noqa: F401
 
     try:

@@ -26,11 +26,9 @@ from .tokens import (
     error_from_payload,
     is_secure_url,
     join_scopes,
-    parse_body,
     request_token,
-    send,
-    unavailable,
 )
+from .transport import parse_body, send, unavailable
 
 log = logging.getLogger(__name__)
 

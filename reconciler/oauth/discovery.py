@@ -25,7 +25,8 @@ from typing import Any
 
 from ..model import Provider
 from .errors import OAuthError, TransientError
-from .tokens import is_secure_url, parse_body, send
+from .tokens import is_secure_url
+from .transport import parse_body, send
 
 log = logging.getLogger(__name__)
 

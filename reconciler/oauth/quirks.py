@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import OAuthError, TransientError, scrub
+from .errors import OAuthError, scrub
 
 if TYPE_CHECKING:
     from ..model import Provider, Secret
@@ -107,7 +107,8 @@ def _github_delete_grant(
     """``DELETE /applications/{client_id}/grant``: revokes the grant and all its tokens."""
     import httpx2
 
-    from .tokens import check_endpoint, send
+    from .tokens import check_endpoint
+    from .transport import send, unavailable
 
     name = provider.name
     if not client_secret:
@@ -137,16 +138,15 @@ def _github_delete_grant(
         # The grant (or the token) no longer exists: nothing left to revoke (RFC 7009 §2.2).
         log.info("%s: GitHub reports the grant as already gone (HTTP %s)", name, status)
         return
-    if status == 429 or status >= 500:
-        from .tokens import retry_after
-
-        raise TransientError(
-            f"{name}: GitHub answered HTTP {status} to the grant deletion; try again later.",
-            error="temporarily_unavailable",
-            provider=name,
-            status_code=status,
-            retry_after=retry_after(response),
-        )
+    busy = unavailable(
+        provider,
+        response,
+        endpoint=f"GitHub API answered HTTP {status} to the grant deletion",
+        outcome="the grant is not deleted yet",
+        secrets=[token.reveal(), client_secret.reveal()],
+    )
+    if busy is not None:
+        raise busy
     try:
         body = response.json()
         detail = body.get("message") if isinstance(body, dict) else None

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from reconciler.model import Secret
-from reconciler.oauth import quirks, tokens
+from reconciler.oauth import quirks, tokens, transport
 from reconciler.oauth.authorize import build_authorization_url
 from reconciler.oauth.errors import InvalidGrant, OAuthError, TransientError
 from reconciler.oauth.tokens import grant_from_result
@@ -125,7 +125,7 @@ def test_github_default_api_base_is_github(make_provider, monkeypatch):
         seen.append((method, url))
         raise OAuthError("stop")
 
-    monkeypatch.setattr(tokens, "send", fake_send)
+    monkeypatch.setattr(transport, "send", fake_send)
     provider = make_provider(client_id="Iv1.abc", quirks=("github_grant_deletion",))
     with pytest.raises(OAuthError):
         tokens.revoke(provider, SECRET, Secret("t"))

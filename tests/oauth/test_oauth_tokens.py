@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.model import Grant, Secret
-from reconciler.oauth import tokens
+from reconciler.oauth import tokens, transport
 from reconciler.oauth.errors import InvalidGrant, OAuthError, TransientError
 from reconciler.oauth.tokens import TokenResult, grant_from_result
 
@@ -222,7 +222,7 @@ def test_temporarily_unavailable_error_code_is_transient(stub, make_provider):
 
 
 def test_timeout_is_transient(stub, make_provider, monkeypatch):
-    monkeypatch.setattr(tokens, "TIMEOUT", 0.3)
+    monkeypatch.setattr(transport, "TIMEOUT", 0.3)
 
     def slow(request):
         time.sleep(1.0)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from reconciler.model import Provider, Secret
-from reconciler.oauth import tokens
+from reconciler.oauth import tokens, transport
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 
@@ -80,7 +80,7 @@ def https_endpoint(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     # Trusted the way a user trusts a private CA; the process context is built anew.
     monkeypatch.setenv("SSL_CERT_FILE", cert_file)
-    monkeypatch.setattr(tokens, "_tls", None)
+    monkeypatch.setattr(transport, "_tls", None)
     yield f"https://127.0.0.1:{server.server_address[1]}/token"
     server.shutdown()
     server.server_close()
@@ -104,7 +104,7 @@ def test_threads_share_one_tls_context_and_never_rewrite_its_alpn(https_endpoint
         try:
             for _ in range(3):
                 results.append(tokens.refresh(provider, None, Secret("rt"), now=NOW))
-            contexts.add(id(tokens.tls_context()))
+            contexts.add(id(transport.tls_context()))
         except Exception as error:  # reported below, with the thread's other results
             errors.append(error)
 
@@ -122,4 +122,4 @@ def test_threads_share_one_tls_context_and_never_rewrite_its_alpn(https_endpoint
 
 def test_the_context_refuses_other_alpn_protocols(https_endpoint):
     with pytest.raises(ValueError, match="ALPN"):
-        tokens.tls_context().set_alpn_protocols(["h2", "http/1.1"])
+        transport.tls_context().set_alpn_protocols(["h2", "http/1.1"])
