@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from reconciler.model import Actual, Desired, Grant, Provider, Secret, SecretSpec
 from reconciler.plan import plan
-from reconciler.watch import _ignored, next_wakeup
+from reconciler.watch import next_wakeup
+from reconciler.watched import ignored
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ALICE = "age1" + "a" * 58
@@ -105,8 +106,8 @@ def test_the_timer_agrees_with_the_plan(expires, obtained, refresh_token, flow, 
     assert refreshing == (due is not None and at >= due)
 
 
-def test_own_lock_and_temp_files_are_ignored():
-    assert _ignored(None, "/p/secrets/gh.sops.yaml.lock")
-    assert _ignored(None, "/p/secrets/.gh.sops.yaml.0a1b2c3d4e5f.tmp")
-    assert not _ignored(None, "/p/secrets/gh.sops.yaml")
-    assert not _ignored(None, "/p/providers.yaml")
+def test_own_lock_and_temp_files_areignored():
+    assert ignored(None, "/p/secrets/gh.sops.yaml.lock")
+    assert ignored(None, "/p/secrets/.gh.sops.yaml.0a1b2c3d4e5f.tmp")
+    assert not ignored(None, "/p/secrets/gh.sops.yaml")
+    assert not ignored(None, "/p/providers.yaml")
