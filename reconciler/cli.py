@@ -308,7 +308,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
             out.progress(event.line)
 
     browser = replace(_browser(args), read_pasted=None)  # stdin is not read while watching
-    return watch.run(
+    watcher = watch.Watcher(
         args.file,
         report,
         prune=args.prune,
@@ -316,6 +316,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
         browser=browser,
         device=args.device,
     )
+    return watcher.run()
 
 
 def _json_line(document: object) -> str:

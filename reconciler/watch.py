@@ -35,7 +35,7 @@ back with exponential backoff; a hold ends early when that grant's inputs change
 and the grant is skipped while the flow is pending, so the other grants keep being served.
 
 **Signals.** SIGINT and SIGTERM let the action in progress finish (writes are atomic anyway),
-then the loop stops and ``run`` returns 0.
+then the loop stops and ``Watcher.run`` returns 0.
 """
 
 from __future__ import annotations
@@ -238,6 +238,7 @@ class Watcher:
     # ----------------------------------------------------------------- main loop
 
     def run(self) -> int:
+        """Watch until SIGINT/SIGTERM; 0 then, 1 when the config file does not exist at all."""
         if not self.config_path.is_file():
             self.report(
                 Event(
@@ -558,26 +559,3 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def run(
-    config_path: Path,
-    report: Report,
-    *,
-    prune: bool = False,
-    link: bool = True,
-    browser=None,
-    device: bool = False,
-    environ: Mapping[str, str] | None = None,
-) -> int:
-    """Watch until SIGINT/SIGTERM; 0 then, 1 when the config file does not exist at all."""
-    watcher = Watcher(
-        config_path,
-        report,
-        prune=prune,
-        link=link,
-        browser=browser,
-        device=device,
-        environ=environ,
-    )
-    return watcher.run()
