@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import json
 import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
@@ -18,6 +16,8 @@ from cryptography.x509.oid import NameOID
 
 from reconciler.model import Provider, Secret
 from reconciler.oauth import tokens, transport
+
+from .conftest import StubServer
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 
@@ -53,37 +53,18 @@ def self_signed(folder) -> tuple[str, str]:
     return str(cert_file), str(key_file)
 
 
-class _TokenHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"access_token": "tls-token", "token_type": "Bearer"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def https_endpoint(tmp_path, monkeypatch):
     cert_file, key_file = self_signed(tmp_path)
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(cert_file, key_file)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
-    server.daemon_threads = True
-    server.socket = server_side.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = StubServer(tls=server_side)
+    server.reply("POST", "/token", 200, {"access_token": "tls-token", "token_type": "Bearer"})
     # Trusted the way a user trusts a private CA; the process context is built anew.
     monkeypatch.setenv("SSL_CERT_FILE", cert_file)
     monkeypatch.setattr(transport, "_tls", None)
-    yield f"https://127.0.0.1:{server.server_address[1]}/token"
-    server.shutdown()
-    server.server_close()
+    yield server.url("/token")
+    server.close()
 
 
 def test_threads_share_one_tls_context_and_never_rewrite_its_alpn(https_endpoint, monkeypatch):
