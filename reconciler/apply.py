@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, cast
 
+from .errors import ReconcilerError, message_of
 from .grants import Browser
 from .model import Action, Actual, Desired, Grant, Plan, Secret
 
@@ -36,7 +37,7 @@ class Outcome:
     message: str
 
 
-class ApplyError(Exception):
+class ApplyError(ReconcilerError):
     """An action could not be carried out; the message is for the user (no secrets in it)."""
 
 
@@ -176,20 +177,15 @@ def _import_refresh_stack() -> None:
 
 def _carry_out(action: Action, context: Context) -> Outcome:
     """One action's outcome; the errors a user can act on become a failed outcome."""
-    from .config import ConfigError
-    from .grants import GrantError
-    from .oauth.errors import OAuthError
-    from .vault.store import VaultError
-
     handler = _HANDLERS[action.action]
     try:
         message = handler(action, context)
     except Pending as pending:
         return Outcome(action, "pending", str(pending))
-    except (ApplyError, VaultError, GrantError, OAuthError, ConfigError) as error:
+    except ReconcilerError as error:
         return Outcome(action, "failed", str(error))
     except OSError as error:
-        return Outcome(action, "failed", f"{action.name}: {error.strerror or error}")
+        return Outcome(action, "failed", f"{action.name}: {message_of(error)}")
     return Outcome(action, "done", message)
 
 

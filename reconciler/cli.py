@@ -153,17 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(error: Exception) -> str:
-    from .config import ConfigError
-    from .grants import GrantError
-    from .oauth.errors import OAuthError
-    from .operations import UserError
-    from .vault.store import VaultError
+    from .errors import ReconcilerError, message_of
 
-    if isinstance(error, ConfigError | UserError | VaultError | GrantError | OAuthError):
-        return str(error)
-    if isinstance(error, OSError):
-        return f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
-    return f"unexpected {type(error).__name__}: {error} (run with -v for a traceback)"
+    if isinstance(error, ReconcilerError | OSError):
+        return message_of(error)
+    return f"{message_of(error)} (run with -v for a traceback)"
 
 
 class Output:

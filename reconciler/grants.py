@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from .errors import NeedsRelink, ReconcilerError
 from .model import Actual, Desired, Grant, Provider, Secret
 from .vault.fingerprint import Fingerprint, of_file
 
@@ -27,12 +28,8 @@ TRANSIENT_BACKOFF = timedelta(minutes=1)
 # unchanged still holds what was read when it was taken.
 
 
-class GrantError(Exception):
+class GrantError(ReconcilerError):
     """An operation on a grant failed; the message names the grant and what to do."""
-
-
-class NeedsRelink(GrantError):
-    """The grant is marked ``needs-relink``: no refresh is attempted until it is linked again."""
 
 
 @dataclass(frozen=True)

@@ -190,9 +190,9 @@ def _signing_key(desired: Desired, environ: Mapping[str, str] | None) -> Secret 
     environ = os.environ if environ is None else environ
     identities = None
     if ref.startswith("sops:"):
-        from .operations import find_identities
+        from .vault.keys import load_identities
 
-        identities = find_identities(environ)
+        identities = load_identities(environ) or None
     try:
         return resolve_reference(
             ref,

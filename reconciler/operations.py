@@ -11,23 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .errors import ConflictError, UndeclaredError, UserError
 from .model import Actual, Desired, Grant, Plan, Secret
-
-
-class UserError(Exception):
-    """A problem the user can fix; ``str()`` is the one-paragraph message to show."""
-
-
-class UndeclaredError(UserError):
-    """The name is not declared in ``providers.yaml``: faces never create undeclared grants."""
-
-
-class ConflictError(UserError):
-    """The request contradicts ``providers.yaml`` (e.g. writing a secret it sources elsewhere)."""
-
-
-class NeedsRelinkError(UserError):
-    """The grant is marked ``needs-relink``; only a new link flow can fix it."""
 
 
 @dataclass(frozen=True)
@@ -173,12 +158,7 @@ def _access_token(
     desired = config.load(config_path, environ=environ, resolve_values=False)
     if name not in desired.providers:
         raise UserError(f"{name} is declared as a secret in {config_path}, not as an OAuth grant")
-    try:
-        grant = grants.refresh(desired, name, utcnow(), identities, environ=environ)
-    except grants.NeedsRelink as error:
-        raise NeedsRelinkError(str(error)) from None
-    except grants.GrantError as error:
-        raise UserError(str(error)) from None
+    grant = grants.refresh(desired, name, utcnow(), identities, environ=environ)
     if grant.access_token is None:
         raise UserError(f"{name}: the grant holds no access token; run `reconcile link {name}`")
     return grant.access_token
@@ -224,12 +204,9 @@ def revoke(
     if grant.kind == "secret":
         delete_grant(path)
         return "deleted (a static secret has nothing to revoke)"
-    try:
-        return grants.revoke(
-            state.desired, name, grant, force=force, environ=environ, identities=state.identities
-        )
-    except grants.GrantError as error:
-        raise UserError(str(error)) from None
+    return grants.revoke(
+        state.desired, name, grant, force=force, environ=environ, identities=state.identities
+    )
 
 
 def put_secret(

@@ -32,6 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+from .errors import NeedsRelink, ReconcilerError, message_of
 from .vault.fingerprint import of_file
 
 if TYPE_CHECKING:
@@ -47,12 +48,10 @@ CONFIG_ENV = "RECONCILER_CONFIG"
 DEFAULT_CONFIG = "providers.yaml"
 
 
-class RuntimeTokenError(Exception):
-    """No usable token: the message says why and what to do. It never contains a token."""
-
-
-class NeedsRelinkError(RuntimeTokenError):
-    """The grant is marked ``needs-relink`` (or has no way to refresh): `reconcile link NAME`."""
+#: No usable token: the message says why and what to do. It never contains a token.
+RuntimeTokenError = ReconcilerError
+#: The grant is marked ``needs-relink`` (or has no way to refresh): `reconcile link NAME`.
+NeedsRelinkError = NeedsRelink
 
 
 def token(name: str, config: str | os.PathLike[str] | None = None) -> str:
@@ -271,20 +270,10 @@ def _remember(
 def _reraise(error: Exception) -> NoReturn:
     """Raise the runtime's exception for an error from the layers below (their messages name
     the grant and what to do, and never hold a token). Anything else is a bug: raised as is."""
-    from . import operations
-    from .config import ConfigError
-    from .grants import GrantError, NeedsRelink
-    from .oauth.errors import OAuthError
-    from .operations import UserError
-    from .vault.store import VaultError
-
-    if isinstance(error, NeedsRelink | operations.NeedsRelinkError):
-        raise NeedsRelinkError(str(error)) from error
-    if isinstance(error, UserError | ConfigError | GrantError | OAuthError | VaultError):
-        raise RuntimeTokenError(str(error)) from error
+    if isinstance(error, ReconcilerError):
+        raise error
     if isinstance(error, OSError):
-        where = f"{error.filename}: " if error.filename else ""
-        raise RuntimeTokenError(f"{where}{error.strerror or error}") from error
+        raise RuntimeTokenError(message_of(error)) from error
     raise error
 
 

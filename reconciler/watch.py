@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from .errors import message_of
 from .model import Action, Actual, Desired, Plan
 from .watched import Inputs, Surveyor, ignored, relative
 
@@ -127,16 +128,6 @@ def _outcome_event(outcome) -> Event:
         },
         text=f"{action.name}: {action.action}: {outcome.result}: {outcome.message}",
     )
-
-
-def describe_error(error: BaseException) -> str:
-    """The one-paragraph message for an error (no traceback, no secret)."""
-    if isinstance(error, OSError) and not type(error).__module__.startswith("reconciler"):
-        return f"{error.filename or ''}: {error.strerror or error}".lstrip(": ")
-    module = type(error).__module__ or ""
-    if module.startswith("reconciler"):
-        return str(error)
-    return f"unexpected {type(error).__name__}: {error}"
 
 
 # --------------------------------------------------------------------------- the timer
@@ -321,7 +312,7 @@ class Watcher:
                 self.report(
                     Event(
                         "error",
-                        f"cannot watch for changes ({describe_error(error)}); {how}",
+                        f"cannot watch for changes ({message_of(error)}); {how}",
                         level="error",
                         fields={"kind": "watch"},
                     )
@@ -337,7 +328,7 @@ class Watcher:
         try:
             self._cycle()
         except Exception as error:
-            self.report(Event("error", describe_error(error), level="error"))
+            self.report(Event("error", message_of(error), level="error"))
             self.recorded = self._survey()
             self.wake = _now() + RETRY_FIRST
 
@@ -406,7 +397,7 @@ class Watcher:
         return not self._survey().same(before)
 
     def _config_error(self, error: Exception) -> None:
-        message = describe_error(error)
+        message = message_of(error)
         self.report(
             Event(
                 "error",
@@ -530,7 +521,7 @@ class Watcher:
                 self.report(
                     Event(
                         "error",
-                        f"{name}: {action.action}: failed: {describe_error(error)}",
+                        f"{name}: {action.action}: failed: {message_of(error)}",
                         level="error",
                         fields={"name": name, "kind": "link"},
                     )

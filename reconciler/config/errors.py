@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..errors import ReconcilerError
+
 #: Most issues listed in one ConfigError (the rest are counted).
 MAX_ISSUES = 5
 
@@ -33,7 +35,7 @@ class Issue:
         return ": ".join(parts)
 
 
-class ConfigError(Exception):
+class ConfigError(ReconcilerError):
     """An invalid config or an unresolvable reference.
 
     ``str()`` is one paragraph: one ``<file>:<line>:<col>: <json path>: <what> (<hint>)``

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..errors import ReconcilerError
+
 _MAX_DESCRIPTION = 300
 
 
-class OAuthError(Exception):
+class OAuthError(ReconcilerError):
     """An OAuth operation failed. ``str(err)`` is the user-facing message."""
 
     def __init__(

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..errors import ConflictError, NeedsRelink, ReconcilerError, UndeclaredError, UserError
 from ..model import Secret
-from ..operations import ConflictError, UndeclaredError, UserError, utcnow
+from ..operations import utcnow
 from . import gates, origins
 from .pending import LINK_TTL, StoreFull, cookie_name
 from .service import BadRequest, FirstHop, LinkOutcome, Service
@@ -78,7 +79,6 @@ def _problem(error: BaseException) -> Problem:
     """The HTTP answer for an exception; messages never hold secret values (the layers below
     redact them), and unexpected exceptions show only their type."""
     from ..config import ConfigError
-    from ..grants import GrantError
     from ..oauth.errors import OAuthError, TransientError
     from ..vault.files import LockTimeout
     from ..vault.store import VaultError
@@ -99,8 +99,8 @@ def _problem(error: BaseException) -> Problem:
         return Problem(500, "config_error", str(error))
     if isinstance(error, VaultError):
         return Problem(500, "vault_error", str(error))
-    if isinstance(error, GrantError):
-        return Problem(409, "grant_error", str(error))
+    if isinstance(error, NeedsRelink):
+        return Problem(409, "needs_relink", str(error))
     if isinstance(error, TransientError):
         return Problem(503, "provider_unavailable", str(error))
     if isinstance(error, OAuthError):
@@ -109,6 +109,8 @@ def _problem(error: BaseException) -> Problem:
         return Problem(502, "provider_error", str(error))
     if isinstance(error, LockTimeout):
         return Problem(503, "busy", "the grant file stayed locked; try again")
+    if isinstance(error, ReconcilerError):
+        return Problem(409, "grant_error", str(error))
     where = ""
     trace = error.__traceback__
     while trace is not None and trace.tb_next is not None:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from ..errors import ReconcilerError, UndeclaredError, UserError
 from ..model import Desired, Grant, Provider, Secret
-from ..operations import UndeclaredError, UserError
 from . import origins
 from .pending import DeviceFlow, DeviceStore, LinkStore, cookie_name
 
@@ -259,11 +259,8 @@ class Service:
         self, state: str, cookies: Mapping[str, str], params: Mapping[str, list[str]]
     ) -> LinkOutcome:
         """The callback: state, then the browser's cookie, then the provider's answer."""
-        from .. import config, grants
         from ..oauth import authorize
-        from ..oauth.errors import OAuthError
         from ..vault.files import LockTimeout
-        from ..vault.store import VaultError
 
         verdict, attempt = self.links.take(
             state, cookies.get(cookie_name(state)) if state else None
@@ -293,7 +290,7 @@ class Service:
             self._provider(self.desired(), name)
             result = authorize.finish_link(pending, params, now=self.clock)  # type: ignore[arg-type]
             self._store(name, pending.provider, result, pending.scopes, pending.client_secret)  # type: ignore[attr-defined]
-        except (OAuthError, UserError, config.ConfigError, VaultError, grants.GrantError) as error:
+        except ReconcilerError as error:
             return LinkOutcome(False, name, str(error), return_url, 400)
         except LockTimeout:
             return LinkOutcome(
@@ -331,12 +328,10 @@ class Service:
         }
 
     def poll_device(self, name: object, handle: object) -> dict[str, object]:
-        from .. import config, grants
         from ..oauth import device
         from ..oauth.device import SLOW_DOWN_STEP
         from ..oauth.errors import TransientError
         from ..vault.files import LockTimeout
-        from ..vault.store import VaultError
 
         name = check_name(name)
         if not isinstance(handle, str) or not handle:
@@ -374,7 +369,7 @@ class Service:
                 grant = self._store(
                     name, flow.provider, poll.token, flow.scopes, flow.client_secret
                 )
-            except (UserError, config.ConfigError, VaultError, grants.GrantError) as error:
+            except ReconcilerError as error:
                 return {"poll_status": "error", "error": "not_stored", "message": str(error)}
             except LockTimeout:
                 return {

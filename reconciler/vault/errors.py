@@ -3,8 +3,10 @@ carry a plaintext value."""
 
 from __future__ import annotations
 
+from ..errors import ReconcilerError
 
-class VaultError(Exception):
+
+class VaultError(ReconcilerError):
     """A grant or SOPS file cannot be used. ``str()`` is a one-paragraph user message."""
 
     def __init__(self, message: str, path: object = None) -> None:
