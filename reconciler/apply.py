@@ -86,6 +86,19 @@ def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
     yield from _apply_concurrently(plan, refreshes, context)
 
 
+def unresolved(desired: Desired) -> list[Outcome]:
+    """A failed outcome for each declared secret whose reference does not resolve (the plan
+    leaves them out), so that a run reports them beside what it did."""
+    return [
+        Outcome(
+            Action(name, "write-secret", "its reference does not resolve"),
+            "failed",
+            str(desired.unresolved[name]),
+        )
+        for name in sorted(desired.unresolved)
+    ]
+
+
 def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -> Iterator[Outcome]:
     from concurrent.futures import Future, ThreadPoolExecutor
     from queue import SimpleQueue
@@ -184,7 +197,7 @@ def _carry_out(action: Action, context: Context) -> Outcome:
         return Outcome(action, "pending", str(pending))
     except ReconcilerError as error:
         return Outcome(action, "failed", str(error))
-    except OSError as error:
+    except Exception as error:  # an OSError, or a bug: it fails this grant, not the others
         return Outcome(action, "failed", f"{action.name}: {message_of(error)}")
     return Outcome(action, "done", message)
 

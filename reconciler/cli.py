@@ -148,8 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        out.error(_message(error))
-        return EXIT_ERROR
+        out.failed(_message(error), getattr(error, "hint", None))
+        return getattr(error, "exit_code", EXIT_ERROR)
 
 
 def _message(error: Exception) -> str:
@@ -175,6 +175,14 @@ class Output:
     def error(self, message: str) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
+    def failed(self, message: str, hint: str | None = None) -> None:
+        """The command failed before it had a result: the message on stderr and, with
+        ``-o json``, as the one document on stdout (``{"error": {"message", "hint"?}}``)."""
+        self.error(message)
+        if self.json:
+            error = {"message": message, **({"hint": hint} if hint else {})}
+            self.result("", {"error": error})
+
     def result(self, text: str, document: object) -> None:
         if self.json:
             import json
@@ -190,6 +198,12 @@ def _load(args: argparse.Namespace):
 
     state = load_state(args.file)
     return state, unreadable_error(state.actual, state.desired.store_dir)
+
+
+def _unresolved(state) -> Exception | None:
+    from .operations import unresolved_error
+
+    return unresolved_error(state.desired)
 
 
 def _plan_document(plan) -> dict:
@@ -232,8 +246,10 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     state, unreadable = _load(args)
     plan = make_plan(state, utcnow(), prune=args.prune)
     out.result(_plan_text(plan, state), _plan_document(plan))
-    if unreadable:
-        out.error(str(unreadable))
+    problems = [error for error in (_unresolved(state), unreadable) if error is not None]
+    for error in problems:
+        out.error(str(error))
+    if problems:
         return EXIT_ERROR
     return EXIT_PENDING if args.exit_code and plan.actions else EXIT_OK
 
@@ -252,7 +268,14 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     outcomes = []
     browser = _browser(args)
     run = run_apply(
-        state, plan, now, link=not args.no_link, ask_secret=ask, browser=browser, device=args.device
+        state,
+        plan,
+        now,
+        link=not args.no_link,
+        ask_secret=ask,
+        browser=browser,
+        device=args.device,
+        report_unresolved=True,
     )
     for outcome in run:
         outcomes.append(outcome)
@@ -348,7 +371,7 @@ def _ask_secret(name: str):
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .operations import load_state, utcnow
-    from .status import report
+    from .plan import report
 
     state = load_state(args.file, decrypt=False)
     rows = report(state.desired, state.actual, utcnow())

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import NeedsRelink, ReconcilerError
 from .model import Actual, Desired, Grant, Provider, Secret
+from .plan.schedule import access_deadline, is_due
 from .vault.fingerprint import Fingerprint, of_file
 
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
@@ -176,18 +177,6 @@ def _durable_extra(provider: Provider, grant: Grant) -> dict[str, str]:
     return extra
 
 
-def is_due(grant: Grant, desired: Desired, now: datetime) -> bool:
-    """The access token expires within ``refresh_before``, or an idle refresh token has
-    reached ``keepalive`` (the plan's `refresh` rule, checked again under the lock)."""
-    if grant.expires_at is not None and grant.expires_at - now <= desired.refresh_before:
-        return True
-    return (
-        grant.refresh_token is not None
-        and grant.obtained_at is not None
-        and now - grant.obtained_at >= desired.keepalive
-    )
-
-
 def refresh(
     desired: Desired,
     name: str,
@@ -230,7 +219,7 @@ def refresh(
             return grant
         if not force and cached is not None and cached.backing_off(now) and _valid(grant, now):
             return grant  # the provider failed transiently a moment ago: keep the token
-        if not force and not is_due(grant, desired, now):
+        if not force and not is_due(grant, desired.refresh_before, desired.keepalive, now):
             if cached is None and grant.access_token is not None:
                 # Seed this machine's cache so that the next read skips YAML and AES.
                 _write_cache(desired, name, path, grant, identities, environ)
@@ -390,7 +379,7 @@ def _write_cache(
         token_type=grant.token_type,
         expires_at=grant.expires_at,
         obtained_at=grant.obtained_at,
-        refresh_before=desired.refresh_before.total_seconds(),
+        refresh_at=access_deadline(grant.expires_at, grant.obtained_at, desired.refresh_before),
         retry_at=retry_at,
     )
     cache.write(desired.path, name, path, entry, identities, _environ(environ))

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from .errors import ReconcilerError
 from .secret import Secret
 
 Flow = Literal["authorization_code", "device_code", "client_credentials"]
@@ -80,6 +81,10 @@ class Desired:
     providers: Mapping[str, Provider]
     secrets: Mapping[str, SecretSpec]
     notify: Notify | None = None
+    #: Declared secrets whose reference could not be resolved (an unset ``env:``, a missing
+    #: ``file:``), with the error naming file, line and what to do. They get no action; the
+    #: other grants are reconciled as usual, and the run reports these as failed.
+    unresolved: Mapping[str, ReconcilerError] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return sorted([*self.providers, *self.secrets])

@@ -5,6 +5,7 @@ They glue the stages together: config → vault → plan → apply. Nothing here
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -82,6 +83,15 @@ def unreadable_error(actual: Actual, store_dir: Path) -> UserError | None:
     )
 
 
+def unresolved_error(desired: Desired) -> UserError | None:
+    """One error for every declared secret whose reference could not be resolved."""
+    if not desired.unresolved:
+        return None
+    return UserError(
+        "\n".join(str(desired.unresolved[name]) for name in sorted(desired.unresolved))
+    )
+
+
 def run_apply(
     state: State,
     plan: Plan,
@@ -92,8 +102,11 @@ def run_apply(
     browser=None,
     device: bool = False,
     environ: Mapping[str, str] | None = None,
+    report_unresolved: bool = False,
 ) -> Iterator:
-    from .apply import Context, apply
+    """Carry ``plan`` out, one outcome at a time. With ``report_unresolved``, a failed outcome
+    comes first for each secret whose reference does not resolve (a whole run's report)."""
+    from .apply import Context, apply, unresolved
 
     context = Context(
         state.desired,
@@ -107,7 +120,9 @@ def run_apply(
         environ=environ,
         fingerprints=state.fingerprints,
     )
-    return apply(plan, context)
+    if not report_unresolved:
+        return apply(plan, context)
+    return itertools.chain(unresolved(state.desired), apply(plan, context))
 
 
 def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Secret:
@@ -144,7 +159,7 @@ def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None =
             raise UserError(f"{grant.name}: {path} holds no value; run `reconcile apply`")
         # Remembered like an access token, so that the next read skips YAML and AES; any
         # change to the config or the grant file invalidates it.
-        entry = cache.CachedToken(grant.value, None, None, utcnow(), 0.0)
+        entry = cache.CachedToken(grant.value, None, None, utcnow(), None)
         cache.write(config_path, name, path, entry, identities, environ)
         return grant.value
     return _access_token(config_path, name, identities, environ)
@@ -264,6 +279,9 @@ def validate(config_path: Path, environ: Mapping[str, str] | None = None) -> Des
     environ = os.environ if environ is None else environ
     identities = find_identities(environ)
     desired = config.load(config_path, environ=environ, identities=identities)
+    unresolved = unresolved_error(desired)
+    if unresolved is not None:
+        raise unresolved
     for provider in desired.providers.values():
         if provider.client_secret_ref and provider.client_secret_ref != "prompt":
             config.resolve_reference(

@@ -13,8 +13,8 @@ so that a warm call costs a few ``os.stat`` calls and a clock read, not a decryp
 
 An in-process entry holds the last token of one (config file, name) with
 
-- its deadline, ``expires_at - refresh_before`` (none for static secrets and for access
-  tokens that do not expire); it is never used past it;
+- its refresh deadline (``plan.schedule``, recorded in the on-disk cache entry; none for
+  static secrets and for access tokens that do not expire); it is never used past it;
 - the identity (inode, size, mtime, ctime) of the config file, the grant file and, for OAuth
   grants, the on-disk cache entry, taken *before* the value was read: any change (a relink, an
   edit, a `git checkout`, a refresh by another process) sends the next call back to
@@ -260,8 +260,8 @@ def _remember(
     if cached is None or cached.access_token != secret or None in (w[1] for w in watched):
         return  # no on-disk record of this token's expiry (e.g. no age recipient to cache to)
     deadline = None
-    if cached.expires_at is not None:
-        deadline = cached.expires_at.timestamp() - cached.refresh_before
+    if cached.refresh_at is not None:
+        deadline = cached.refresh_at.timestamp()
         if _clock() >= deadline:
             return
     _entries[key] = _Entry(secret, deadline, watched)

@@ -27,8 +27,8 @@ it is still the same after ``SETTLE_SECONDS``.
 never dies on one.
 
 **Timer.** The next wake-up is the earliest refresh deadline of the plan's inputs: for every
-OAuth grant that is ``ok``, ``expires_at - refresh_before`` and, with a refresh token,
-``obtained_at + keepalive`` (the same rule as the plan's ``refresh``). Failed actions are held
+OAuth grant that is ``ok``, ``plan.schedule.next_refresh`` (the rule the plan's ``refresh``
+follows). Failed actions are held
 back with exponential backoff; a hold ends early when that grant's inputs change.
 
 **Links** that need a person run in a worker thread, one per grant; the browser is opened once
@@ -52,6 +52,7 @@ from pathlib import Path
 
 from .errors import message_of
 from .model import Action, Actual, Desired, Plan
+from .plan.schedule import next_refresh
 from .watched import Inputs, Surveyor, ignored, relative
 
 #: watchfiles ``step``: a batch is yielded once no new event came for this long (ms); an
@@ -136,21 +137,13 @@ def _outcome_event(outcome) -> Event:
 def next_wakeup(desired: Desired, actual: Actual) -> dict[str, datetime]:
     """When each OAuth grant next becomes due for a refresh (the plan's `refresh` rule)."""
     due: dict[str, datetime] = {}
-    for name, provider in desired.providers.items():
+    for name in desired.providers:
         grant = actual.grants.get(name)
         if grant is None or grant.kind != "oauth2" or grant.status != "ok":
             continue
-        times = []
-        if grant.expires_at is not None:
-            times.append(grant.expires_at - desired.refresh_before)
-        if (
-            provider.flow != "client_credentials"
-            and "refresh_token" in grant.sealed
-            and grant.obtained_at is not None
-        ):
-            times.append(grant.obtained_at + desired.keepalive)
-        if times:
-            due[name] = min(times)
+        moment = next_refresh(grant, desired.refresh_before, desired.keepalive)
+        if moment is not None:
+            due[name] = moment
     return due
 
 
@@ -409,15 +402,15 @@ class Watcher:
         )
 
     def _show_problems(self, state, plan: Plan) -> None:
-        from .operations import unreadable_error
+        from .operations import unreadable_error, unresolved_error
 
-        unreadable = unreadable_error(state.actual, state.desired.store_dir)
-        text = str(unreadable) if unreadable else None
-        self._show_once(
-            "unreadable",
-            text,
-            Event("error", text, level="error", fields={"kind": "unreadable"}) if text else None,
-        )
+        for kind, problem in (
+            ("unreadable", unreadable_error(state.actual, state.desired.store_dir)),
+            ("unresolved", unresolved_error(state.desired)),
+        ):
+            text = str(problem) if problem else None
+            event = Event("error", text, level="error", fields={"kind": kind}) if text else None
+            self._show_once(kind, text, event)
         if self._shown.get("notes") != plan.notes:
             self._shown["notes"] = plan.notes
             for note in plan.notes:

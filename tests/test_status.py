@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from reconciler.model import SecretSpec
-from reconciler.status import report
+from reconciler.plan import report
 
 from .test_plan import NOW, actual, desired, github, oauth_grant, secret_grant
 

@@ -70,13 +70,18 @@ def load(
             providers[name] = provider
 
     secrets: dict[str, SecretSpec] = {}
+    unresolved: dict[str, ConfigError] = {}
     for name, entry in secret_entries.items():
         ref = entry["value"]
         owner = f"secret `{name}`"
         value: Secret | None = None
         try:
             kind, _, _ = parse_reference(ref, owner)
-            if resolve_values and kind != "prompt":
+        except ConfigError as error:
+            issues.append(doc.relocated(("secrets", name, "value"), error))
+            continue
+        if resolve_values and kind != "prompt":
+            try:
                 value = resolve_reference(
                     ref,
                     base_dir=config_path.parent,
@@ -84,9 +89,9 @@ def load(
                     environ=environ,
                     identities=identities,
                 )
-        except ConfigError as error:
-            issues.append(doc.relocated(("secrets", name, "value"), error))
-            continue
+            except ConfigError as error:  # this grant's problem, not the whole config's
+                located = doc.relocated(("secrets", name, "value"), error)
+                unresolved[name] = ConfigError(located)
         secrets[name] = SecretSpec(name=name, ref=ref, value=value)
 
     notify = None
@@ -124,6 +129,7 @@ def load(
         providers=providers,
         secrets=secrets,
         notify=notify,
+        unresolved=unresolved,
     )
 
 

@@ -406,7 +406,7 @@ class Service:
 
     def status(self) -> dict[str, object]:
         from ..operations import load_state
-        from ..status import report
+        from ..plan import report
 
         state = load_state(self.config_path, decrypt=False, environ=self.environ)
         rows = report(state.desired, state.actual, self.clock())

@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 #: The first line of every entry; an entry in any other format is a miss.
-FORMAT = "oauth-reconciler token cache 2"
+FORMAT = "oauth-reconciler token cache 3"
 #: The fields every entry has, one ``key value`` line each.
 FIELDS = frozenset({
     "key", "config_file", "grant_path", "grant_file", "access_token", "token_type",
-    "expires_at", "obtained_at", "refresh_before", "retry_at",
+    "expires_at", "obtained_at", "refresh_at", "retry_at",
 })  # fmt: skip
 
 
@@ -43,7 +43,7 @@ class CachedToken:
         "expires_at",
         "grant_path",
         "obtained_at",
-        "refresh_before",
+        "refresh_at",
         "retry_at",
         "token_type",
     )
@@ -54,7 +54,7 @@ class CachedToken:
         token_type: str | None,
         expires_at: datetime | None,
         obtained_at: datetime,
-        refresh_before: float,
+        refresh_at: datetime | None,
         grant_path: str = "",
         retry_at: datetime | None = None,
     ) -> None:
@@ -62,19 +62,20 @@ class CachedToken:
         self.token_type = token_type
         self.expires_at = expires_at
         self.obtained_at = obtained_at
-        #: ``refresh_before`` of the config the entry was written under, in seconds.
-        self.refresh_before = refresh_before
+        #: When the token is due for a refresh (``plan.schedule.access_deadline``, computed
+        #: by the writer under the config of the time); None: never.
+        self.refresh_at = refresh_at
         #: The grant file the entry was written beside (filled in by ``read``).
         self.grant_path = grant_path
         #: After a transient failure to refresh: no new attempt before this moment.
         self.retry_at = retry_at
 
     def is_fresh(self, now: datetime) -> bool:
-        """Usable as is: not within ``refresh_before`` of its expiry, or not yet expired while
-        a refresh is backing off after a transient failure."""
+        """Usable as is: not yet due for a refresh, or not yet expired while a refresh is
+        backing off after a transient failure."""
         return _usable(
             _timestamp(self.expires_at),
-            self.refresh_before,
+            _timestamp(self.refresh_at),
             _timestamp(self.retry_at),
             now.timestamp(),
         )
@@ -84,11 +85,11 @@ class CachedToken:
 
 
 def _usable(
-    expires_at: float | None, refresh_before: float, retry_at: float | None, now: float
+    expires_at: float | None, refresh_at: float | None, retry_at: float | None, now: float
 ) -> bool:
     """``CachedToken.is_fresh`` on POSIX timestamps."""
-    if expires_at is None or expires_at - now > refresh_before:
-        return True
+    if refresh_at is None or now < refresh_at:
+        return expires_at is None or now < expires_at
     return retry_at is not None and now < retry_at and now < expires_at
 
 
@@ -131,7 +132,7 @@ def read(
 
     The entry records the grant file's path, so no config parsing is needed to check it. The
     fast path (no config parsed) also needs the config file unchanged, for the entry's
-    ``refresh_before`` and grant path to hold; a caller that loaded the config itself passes
+    deadline and grant path to hold; a caller that loaded the config itself passes
     ``config_unchanged=False``, so that an edit elsewhere in the config costs no refresh."""
     entry = _read_entry(config_path, name, identities, environ, config_unchanged)
     if entry is None:
@@ -142,7 +143,7 @@ def read(
             token_type=entry["token_type"] or None,
             expires_at=_moment(entry["expires_at"]),
             obtained_at=_moment(entry["obtained_at"]),
-            refresh_before=float(entry["refresh_before"]),
+            refresh_at=_moment(entry["refresh_at"]),
             grant_path=entry["grant_path"],
             retry_at=_moment(entry["retry_at"]),
         )
@@ -254,7 +255,7 @@ def write(
         "token_type": token.token_type or "",
         "expires_at": _stamp(token.expires_at),
         "obtained_at": _stamp(token.obtained_at),
-        "refresh_before": repr(float(token.refresh_before)),
+        "refresh_at": _stamp(token.refresh_at),
         "retry_at": _stamp(token.retry_at),
     }
     path = Path(_entry_file(key, environ))
@@ -288,6 +289,6 @@ def fresh_token(config_path: str, name: str, environ: Mapping[str, str]) -> str 
     if entry is None:
         return None
     expires_at, retry_at = _number(entry["expires_at"]), _number(entry["retry_at"])
-    if not _usable(expires_at, float(entry["refresh_before"]), retry_at, time.time()):
+    if not _usable(expires_at, _number(entry["refresh_at"]), retry_at, time.time()):
         return None  # (a malformed number raises ValueError: the caller takes the full path)
     return entry["access_token"]

@@ -101,6 +101,17 @@ def error_of(path: Path, **kwargs) -> ConfigError:
     return caught.value
 
 
+def unresolved_of(path: Path, name: str, **kwargs) -> ConfigError:
+    """The error of one secret whose reference does not resolve: the load succeeds, the
+    grant is set aside with it (SPEC §3: one failure stays with its grant)."""
+    kwargs.setdefault("environ", {})
+    desired = load(path, **kwargs)
+    assert name not in desired.names() or name in desired.unresolved, desired.unresolved
+    error = desired.unresolved[name]
+    assert isinstance(error, ConfigError)
+    return error
+
+
 def assert_located(error: ConfigError, path: Path, line: int) -> str:
     """The message starts with `<file>:<line>:<col>: ` and is one paragraph."""
     text = str(error)
@@ -687,7 +698,7 @@ def test_resolved_values_never_appear_in_errors(tmp_path: Path) -> None:
         tmp_path,
         minimal("secrets:\n  good: {value: file:k.txt}\n  bad: {value: env:NOPE}\n"),
     )
-    message = str(error_of(path, environ={"UNRELATED": SECRET_VALUE}))
+    message = str(unresolved_of(path, "bad", environ={"UNRELATED": SECRET_VALUE}))
     assert "NOPE" in message and SECRET_VALUE not in message
 
 
@@ -838,21 +849,21 @@ def test_secret_errors_in_load_point_at_the_reference(tmp_path: Path) -> None:
         tmp_path,
         minimal("secrets:\n  openai:\n    value: env:OPENAI_API_KEY\n  ok:\n    value: prompt\n"),
     )
-    message = assert_located(error_of(path), path, 6)
+    message = assert_located(unresolved_of(path, "openai"), path, 6)
     assert "$.secrets.openai.value" in message
     assert "secret `openai`" in message and "OPENAI_API_KEY" in message
 
 
 def test_missing_file_reference_in_load(tmp_path: Path) -> None:
     path = write(tmp_path, minimal("secrets:\n  k:\n    value: file:nope/key.txt\n"))
-    message = assert_located(error_of(path), path, 6)
+    message = assert_located(unresolved_of(path, "k"), path, 6)
     assert "secret `k`" in message and str(tmp_path / "nope" / "key.txt") in message
 
 
 def test_empty_value_in_load(tmp_path: Path) -> None:
     write(tmp_path, "", "empty.txt")
     path = write(tmp_path, minimal("secrets:\n  k:\n    value: file:empty.txt\n"))
-    assert "is empty" in assert_located(error_of(path), path, 6)
+    assert "is empty" in assert_located(unresolved_of(path, "k"), path, 6)
 
 
 # --------------------------------------------------------------------------- recipients

@@ -330,14 +330,15 @@ def lifetimes(auth, seconds: dict[str, int]) -> None:
 
 
 def link_expiring(e2e, name: str, client, **fields) -> None:
-    """Declare ``name`` and link it with an access token that is already due for refresh
-    (1 s lifetime, refresh_before 30 s); later tokens live an hour."""
+    """Declare ``name`` and link it with an access token that is due for refresh on return
+    (1 s lifetime, already over); later tokens live an hour."""
     e2e.declare(name, client, **fields)
     e2e.write_config()
     e2e.auth.token_lifetime = 1
     ran = e2e.run("link", name)
     assert ran.code == 0, ran
     e2e.auth.token_lifetime = 3600
+    time.sleep(1)
 
 
 @pytest.fixture
@@ -427,6 +428,7 @@ def test_apply_plans_and_performs_refresh_for_due_grants(e2e):
     e2e.write_config()
     assert e2e.run("apply").code == 0
     lifetimes(auth, {})
+    time.sleep(1)  # the 1 s token has expired
     before = e2e.grant_file("due").read_bytes()
     untouched = e2e.grant_file("fresh").read_bytes()
 

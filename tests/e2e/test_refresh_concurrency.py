@@ -60,9 +60,10 @@ def test_concurrent_token_reads_at_expiry_refresh_once(e2e):
     client = auth.add_client("busy-app", "busy-secret")
     e2e.declare("busy", client)
     e2e.write_config()
-    auth.token_lifetime = 1  # due at once (refresh_before is 30 s)
+    auth.token_lifetime = 1  # due half-way through its 1 s life
     assert e2e.run("link", "busy").code == 0
     auth.token_lifetime = 3600
+    time.sleep(1)
     linked = e2e.latest(client)
     grant_file = e2e.grant_file("busy")
     seen = hold_refreshes_until_everyone_waits(

@@ -217,7 +217,11 @@ def test_the_token_cache_is_looked_at_again_under_the_lock(project, reads):
     known, fingerprint = scanned(project, "api")
     now = operations.utcnow()
     entry = cache.CachedToken(
-        Secret("at-from-another-process"), "Bearer", now + timedelta(hours=1), now, 30.0
+        Secret("at-from-another-process"),
+        "Bearer",
+        now + timedelta(hours=1),
+        now,
+        now + timedelta(minutes=59),
     )
     cache.write(project.config, "api", path, entry, project.identities, project.environ)
 

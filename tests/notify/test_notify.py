@@ -70,10 +70,11 @@ def closed_port() -> int:
 def test_a_revoked_grant_sends_one_signed_needs_relink(project, auth_server, receiver):
     hook = receiver()
     auth_server.add_client("web-app", CLIENT_SECRET)
-    auth_server.token_lifetime = 60  # due for refresh at once with refresh_before: 5m
+    auth_server.token_lifetime = 2  # due for refresh after 1 s (half its lifetime)
     write_config(project, auth_server, hook.url, {"web": ("web-app", {})}, refresh_before="5m")
 
     link_in_process(project, "web")
+    time.sleep(1.1)
     hook.wait_for(lambda: hook.named("linked"), "the linked event")
 
     with auth_server.lock:  # the user revokes the app at the provider, behind our back

@@ -155,16 +155,17 @@ def test_never_served_past_expiry_minus_refresh_before(project, spies, monkeypat
 
 
 def test_a_token_due_for_refresh_is_refreshed_once(isolated, auth_server, tmp_path):
-    """Real time: a token that lives 302 s with refresh_before 5m is fresh for ~2 s."""
+    """Real time: a token that lives 4 s is due half-way through its life (refresh_before is
+    5m, longer than the whole lifetime)."""
     from .conftest import Project, providers_yaml
 
     project = Project(tmp_path / "p", isolated[1], auth_server)
     project.root.mkdir()
     project.config.write_text(providers_yaml(project.recipient, auth_server))
-    auth_server.token_lifetime = 303
+    auth_server.token_lifetime = 4
     project.link("api")
     linked = store.read_grant(project.grant_file("api"), None)
-    deadline = linked.expires_at.timestamp() - 300
+    deadline = linked.expires_at.timestamp() - 2
     first = runtime.token("api", project.config)
     if time.time() < deadline - 0.5:
         assert auth_server.token_calls["refresh_token"] == 0
@@ -212,8 +213,9 @@ def test_invalid_grant_raises_needs_relink_once(isolated, auth_server, tmp_path)
     project = Project(tmp_path / "p", isolated[1], auth_server)
     project.root.mkdir()
     project.config.write_text(providers_yaml(project.recipient, auth_server))
-    auth_server.token_lifetime = 300  # due at once with refresh_before 5m
+    auth_server.token_lifetime = 2  # due after 1 s (half its lifetime)
     project.link("api")
+    time.sleep(1.1)
     (issued,) = auth_server.tokens
     issued.refresh_revoked = True  # the user revoked the app at the provider
     secrets = [issued.access_token, issued.refresh_token]

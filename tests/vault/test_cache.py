@@ -30,16 +30,17 @@ def setup(tmp_path):
 
 
 def entry(
-    expires_in: float | None = 3600, refresh_before: float = 300, retry_in: float | None = None
+    expires_in: float | None = 3600, due_in: float | None = 3300, retry_in: float | None = None
 ):
-    """An entry obtained now (the fast path compares with the clock, not with a constant)."""
+    """An entry obtained now, due for a refresh ``due_in`` seconds from now (the fast path
+    compares with the clock, not with a constant)."""
     now = datetime.now(UTC)
     return cache.CachedToken(
         access_token=Secret(TOKEN),
         token_type="Bearer",
         expires_at=now + timedelta(seconds=expires_in) if expires_in is not None else None,
         obtained_at=now,
-        refresh_before=refresh_before,
+        refresh_at=now + timedelta(seconds=due_in) if expires_in is not None else None,
         retry_at=now + timedelta(seconds=retry_in) if retry_in is not None else None,
     )
 
@@ -54,7 +55,7 @@ def test_round_trip(setup):
     assert found.token_type == "Bearer"
     assert found.expires_at == written.expires_at
     assert found.obtained_at == written.obtained_at
-    assert found.refresh_before == 300
+    assert found.refresh_at == written.refresh_at
     assert found.retry_at is None
     assert found.grant_path == str(grant)
     assert cache.fresh_token(str(config), "api", environ | _key_env(identities, config)) == TOKEN
@@ -131,11 +132,11 @@ def test_an_entry_missing_a_field_is_a_miss(setup):
 @pytest.mark.parametrize(
     ("timing", "fresh"),
     [
-        ({"expires_in": 3600, "refresh_before": 300}, True),
-        ({"expires_in": 200, "refresh_before": 300}, False),  # due for a refresh
+        ({"expires_in": 3600, "due_in": 3300}, True),
+        ({"expires_in": 200, "due_in": -1}, False),  # due for a refresh
         ({"expires_in": None}, True),  # no expiry given
-        ({"expires_in": 200, "refresh_before": 300, "retry_in": 60}, True),  # backing off
-        ({"expires_in": -5, "refresh_before": 300, "retry_in": 60}, False),  # expired anyway
+        ({"expires_in": 200, "due_in": -1, "retry_in": 60}, True),  # backing off
+        ({"expires_in": -5, "due_in": -300, "retry_in": 60}, False),  # expired anyway
     ],
 )
 def test_freshness(setup, timing, fresh):

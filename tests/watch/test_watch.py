@@ -56,9 +56,8 @@ def test_applies_at_start_then_on_each_config_edit(ready, watch):
     [
         ("secrets: [\n", "invalid YAML"),
         ("bogus_key: 1\n", "bogus_key"),
-        ("  gamma:\n    value: file:gamma.key\n", "gamma.key"),
     ],
-    ids=["yaml", "schema", "unresolvable-reference"],
+    ids=["yaml", "schema"],
 )
 def test_a_bad_edit_changes_nothing_and_the_fix_applies(ready, watch, spoil, expected):
     watching = watch()
@@ -76,13 +75,24 @@ def test_a_bad_edit_changes_nothing_and_the_fix_applies(ready, watch, spoil, exp
     assert ready.snapshot() == before
     assert watching.alive()
 
-    if expected == "gamma.key":
-        # The fix is the missing file itself: it is watched although the config failed.
-        (ready.root / "gamma.key").write_text("gamma-value-1\n")
-        watching.wait_for(lambda: read_value(ready, "gamma") == "gamma-value-1", "gamma")
-    else:
-        save(ready.config, good)
+    save(ready.config, good)
     watching.wait_for(lambda: read_value(ready, "alpha") == "alpha-value-2", "the fix to apply")
+    assert watching.stop() == 0
+
+
+def test_an_unresolvable_reference_stays_with_its_grant(ready, watch):
+    """One secret whose file is missing is reported; every other grant is still served."""
+    watching = watch()
+    save(ready.config, ready.config.read_text() + "  gamma:\n    value: file:gamma.key\n")
+    watching.wait_for(lambda: any("gamma.key" in e for e in watching.errors()), "the error line")
+
+    (ready.root / "alpha.key").write_text("alpha-value-2\n")
+    watching.wait_for(lambda: read_value(ready, "alpha") == "alpha-value-2", "alpha still served")
+    assert not (ready.store / "gamma.sops.yaml").exists()
+
+    # The fix is the missing file itself: it is watched although it did not resolve.
+    (ready.root / "gamma.key").write_text("gamma-value-1\n")
+    watching.wait_for(lambda: read_value(ready, "gamma") == "gamma-value-1", "gamma")
     assert watching.stop() == 0
 
 

@@ -48,7 +48,7 @@ def expires_at(project, name: str) -> str | None:
 
 def test_the_timer_refreshes_before_expiry_without_any_file_event(project, auth_server, watch):
     auth_server.add_client("robot", CLIENT_SECRET)
-    auth_server.token_lifetime = 8  # due 3 s after each token: expires_at - refresh_before
+    auth_server.token_lifetime = 8  # due 4 s after each token: min(refresh_before, half its life)
     (project.root / "client.secret").write_text(CLIENT_SECRET + "\n")
     providers = {"robot": provider(auth_server, "robot", flow="client_credentials")}
     project.write_config(document(project, auth_server, providers, {}, refresh_before="5s"))
@@ -65,7 +65,7 @@ def test_the_timer_refreshes_before_expiry_without_any_file_event(project, auth_
         lambda: watching.seen("outcome", name="robot", action="refresh", result="done"),
         "the refresh to be reported",
     )
-    # One refresh per deadline, not a busy loop: ~3 s apart for 8 s tokens.
+    # One refresh per deadline, not a busy loop: ~4 s apart for 8 s tokens.
     assert auth_server.token_calls["client_credentials"] <= 3
     assert watching.stop() == 0
 
@@ -122,7 +122,7 @@ def test_a_link_opens_the_browser_once_while_other_grants_are_served(
 
 def test_a_bad_edit_stops_even_the_timer_until_fixed(project, auth_server, watch):
     auth_server.add_client("robot", CLIENT_SECRET)
-    auth_server.token_lifetime = 8  # due 3 s after each token
+    auth_server.token_lifetime = 8  # due 4 s after each token
     (project.root / "client.secret").write_text(CLIENT_SECRET + "\n")
     providers = {"robot": provider(auth_server, "robot", flow="client_credentials")}
     good = document(project, auth_server, providers, {}, refresh_before="5s")
@@ -144,3 +144,27 @@ def test_a_bad_edit_stops_even_the_timer_until_fixed(project, auth_server, watch
     save(project.config, good)  # fixed: the overdue refresh happens now
     watching.wait_for(lambda: auth_server.token_calls["client_credentials"] == 2, "the refresh")
     assert watching.stop() == 0
+
+
+def test_a_token_shorter_than_refresh_before_is_refreshed_per_lifetime_not_in_a_loop(
+    project, auth_server, watch
+):
+    """Issue: a 4 s token with the default 5m margin was due at once, so the watcher refreshed
+    in a loop. Now it is due half-way through its life: about two refreshes per lifetime."""
+    auth_server.add_client("robot", CLIENT_SECRET)
+    auth_server.token_lifetime = 4
+    (project.root / "client.secret").write_text(CLIENT_SECRET + "\n")
+    providers = {"robot": provider(auth_server, "robot", flow="client_credentials")}
+    project.write_config(document(project, auth_server, providers, {}, refresh_before="5m"))
+
+    watching = watch()
+    started = time.monotonic()
+    watching.wait_for(
+        lambda: auth_server.token_calls["client_credentials"] >= 3, "refreshes at the deadlines"
+    )
+    time.sleep(max(0.0, 8 - (time.monotonic() - started)))
+    elapsed = time.monotonic() - started
+    calls = auth_server.token_calls["client_credentials"]
+    assert watching.stop() == 0
+    # One token at the start, then one every 2 s (half of 4 s); a loop makes dozens.
+    assert calls <= 2 + elapsed / 2, (calls, elapsed)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from .model import Action, Actual, Desired, Grant, Plan, Provider, SecretSpec
+from ..model import Action, Actual, Desired, Grant, Plan, Provider, SecretSpec
+from .schedule import refresh_reason
 
 #: Order in which actions on the same grant are listed and carried out.
 _ORDER = {"link": 0, "relink": 1, "write-secret": 2, "rekey": 3, "refresh": 4, "prune": 5}
@@ -16,7 +17,8 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
     """Decide what to do to make the grant files match ``providers.yaml`` at ``now``.
 
     Grants whose file could not be read (``actual.unreadable``) get no action: a tampered or
-    undecryptable file is reported by the caller, never overwritten.
+    undecryptable file is reported by the caller, never overwritten. Nor do secrets whose
+    reference did not resolve (``desired.unresolved``): the caller reports them as failed.
     """
     actions: list[Action] = []
     notes: list[str] = []
@@ -30,7 +32,7 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
             actions.extend(_rekey(name, grant, desired, found))
     uncompared = 0
     for name, spec in desired.secrets.items():
-        if name in actual.unreadable:
+        if name in actual.unreadable or name in desired.unresolved:
             continue
         grant = actual.grants.get(name)
         found = _secret_actions(spec, grant, actual.decrypted)
@@ -64,7 +66,7 @@ def _oauth_actions(
     reason = _relink_reason(provider, grant)
     if reason:
         return [Action(name, "relink", reason)]
-    reason = _refresh_reason(provider, grant, desired, now)
+    reason = refresh_reason(grant, desired.refresh_before, desired.keepalive, now)
     return [Action(name, "refresh", reason)] if reason else []
 
 
@@ -80,22 +82,6 @@ def _relink_reason(provider: Provider, grant: Grant) -> str | None:
     missing = [scope for scope in provider.scopes if scope not in grant.granted_scopes]
     if missing:
         return "scopes not granted: " + ", ".join(missing)
-    return None
-
-
-def _refresh_reason(
-    provider: Provider, grant: Grant, desired: Desired, now: datetime
-) -> str | None:
-    if grant.expires_at is not None:
-        left = grant.expires_at - now
-        if left <= timedelta(0):
-            return f"access token expired {_human(-left)} ago"
-        if left <= desired.refresh_before:
-            return f"access token expires in {_human(left)}"
-    if provider.flow == "client_credentials" or "refresh_token" not in grant.sealed:
-        return None
-    if grant.obtained_at is not None and now - grant.obtained_at >= desired.keepalive:
-        return f"refresh token idle for {_human(now - grant.obtained_at)} (keepalive)"
     return None
 
 
@@ -127,11 +113,3 @@ def _rekey(name: str, grant: Grant, desired: Desired, planned: list[Action]) -> 
 
 def _short(recipient: str) -> str:
     return recipient if len(recipient) <= 16 else f"{recipient[:12]}…{recipient[-4:]}"
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .model import Actual, Desired
+from ..model import Actual, Desired
+from .schedule import access_deadline
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,10 @@ def report(desired: Desired, actual: Actual, now: datetime) -> list[GrantReport]
             continue
         status, reason = grant.status, grant.status_reason
         if status == "ok" and grant.expires_at is not None:
+            deadline = access_deadline(grant.expires_at, grant.obtained_at, desired.refresh_before)
             if grant.expires_at <= now:
                 status = "expired"
-            elif grant.expires_at - now <= desired.refresh_before:
+            elif deadline is not None and now >= deadline:
                 status = "expiring"
         rows.append(
             GrantReport(
