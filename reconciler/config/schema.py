@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..catalog import preset_names
 from .document import Document, NodePath, json_path
 from .errors import Issue
 from .references import REFERENCE_HINT
@@ -48,9 +49,14 @@ def _schema_text(name: str) -> str:
 
 @lru_cache(maxsize=4)
 def _schema(name: str) -> dict:
+    """The schema as validated: for providers.yaml, with the preset names read from the
+    catalog, so that adding a preset is adding its YAML file."""
     import json
 
-    return json.loads(_schema_text(f"{name}.schema.json"))
+    schema = json.loads(_schema_text(f"{name}.schema.json"))
+    if name == "providers":
+        schema["$defs"]["provider"]["properties"]["preset"]["enum"] = preset_names()
+    return schema
 
 
 @lru_cache(maxsize=1)
@@ -259,7 +265,7 @@ def _valid_marker(doc: Document) -> str | None:
         content = json.dumps(doc.data, sort_keys=True, default=repr)
     except (TypeError, ValueError):
         return None
-    schema = _schema_text("providers.schema.json")
+    schema = _schema_text("providers.schema.json") + "\0" + " ".join(preset_names())
     digest = hashlib.sha256(schema.encode() + b"\0" + content.encode())
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "oauth-reconciler", "valid", digest.hexdigest())
