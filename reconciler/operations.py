@@ -165,6 +165,102 @@ def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None =
     return _access_token(config_path, name, identities, environ)
 
 
+@dataclass(frozen=True)
+class Issued:
+    """A token for a long-running process to keep in memory, with what bounds that use."""
+
+    secret: Secret
+    #: When it is due for a refresh (POSIX seconds, ``plan.schedule``); None: never.
+    refresh_at: float | None = None
+    #: ``(path, fingerprint)`` of every file whose change must send the process back to
+    #: ``issue_token``, taken *before* the value was read (a fingerprint must never vouch for
+    #: a newer file than the value came from). Empty: do not keep the token at all.
+    watched: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+def issue_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Issued:
+    """``read_token`` for a long-running process (``runtime.token()``): the value, and how long
+    and while which files stay unchanged it may be kept in memory."""
+    from . import config
+    from .vault.fingerprint import of_file
+    from .vault.store import grant_path
+
+    environ = os.environ if environ is None else environ
+    config_before = of_file(config_path)
+    store_dir, declared = config.locate(config_path)
+    grant_file = str(grant_path(store_dir, name)) if name in declared else None
+    grant_before = of_file(grant_file) if grant_file else None
+    secret = read_token(config_path, name, environ)
+    if grant_file is None:
+        return Issued(secret)
+    return _issued(config_path, name, secret, grant_file, config_before, grant_before, environ)
+
+
+def reissue_rejected(
+    config_path: Path, name: str, rejected: Secret, environ: Mapping[str, str] | None = None
+) -> Issued | None:
+    """A replacement for ``rejected``, which an API answered with 401: one forced refresh,
+    single-flight under the grant's lock, skipped when another thread or process already
+    replaced the token. None for a static secret: there is nothing to refresh."""
+    from . import config, grants
+    from .errors import NeedsRelink
+    from .vault.keys import load_identities
+    from .vault.store import grant_path
+
+    environ = os.environ if environ is None else environ
+    desired = config.load(config_path, environ=environ, resolve_values=False)
+    if name not in desired.providers:
+        return None
+    identities = load_identities(environ, required=True)
+    grant = grants.refresh(
+        desired, name, utcnow(), identities, force=True, rejected=rejected, environ=environ
+    )
+    if grant.access_token is None:
+        raise NeedsRelink(f"{name}: the grant holds no access token; run `reconcile link {name}`")
+    grant_file = str(grant_path(desired.store_dir, name))
+    return _issued(config_path, name, grant.access_token, grant_file, None, None, environ)
+
+
+def _issued(
+    config_path: Path,
+    name: str,
+    secret: Secret,
+    grant_file: str,
+    config_before: tuple[int, ...] | None,
+    grant_before: tuple[int, ...] | None,
+    environ: Mapping[str, str],
+) -> Issued:
+    """What bounds keeping ``secret`` in memory: a static secret until its files change; an
+    OAuth token while the on-disk cache entry that records its deadline is still the one read
+    here. ``*_before`` are fingerprints from before ``secret`` was read."""
+    from .vault import cache
+    from .vault.fingerprint import of_file
+    from .vault.keys import load_identities
+    from .vault.store import read_grant
+
+    try:
+        kind = read_grant(Path(grant_file), None).kind  # plaintext metadata: no decryption
+        if kind == "secret":
+            if config_before is None or grant_before is None:
+                return Issued(secret)
+            return Issued(
+                secret, None, ((str(config_path), config_before), (grant_file, grant_before))
+            )
+        # An OAuth token's deadline is in the on-disk cache entry, which ``cache.read``
+        # accepts only while the config and grant files are those it was written beside:
+        # taken just before that read, these fingerprints are never newer than it vouches for.
+        entry_file = str(cache.entry_path(config_path, name, environ))
+        files = (str(config_path), grant_file, entry_file)
+        watched = tuple((path, found) for path in files if (found := of_file(path)) is not None)
+        cached = cache.read(config_path, name, load_identities(environ, required=True), environ)
+    except Exception:  # only costs keeping it: the next call reads again
+        return Issued(secret)
+    if cached is None or cached.access_token != secret or len(watched) != len(files):
+        return Issued(secret)  # no on-disk record of its deadline (e.g. no X25519 identity)
+    deadline = cached.refresh_at.timestamp() if cached.refresh_at is not None else None
+    return Issued(secret, deadline, watched)
+
+
 def _access_token(
     config_path: Path, name: str, identities: list, environ: Mapping[str, str]
 ) -> Secret:

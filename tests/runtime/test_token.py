@@ -145,11 +145,11 @@ def test_never_served_past_expiry_minus_refresh_before(project, spies, monkeypat
     runtime.token("api", project.config)
     calls = spies["read_token"].calls
 
-    monkeypatch.setattr(runtime, "_clock", lambda: deadline - 1)
+    monkeypatch.setattr(runtime.memory, "clock", lambda: deadline - 1)
     runtime.token("api", project.config)
     assert spies["read_token"].calls == calls, "still before the deadline: warm"
 
-    monkeypatch.setattr(runtime, "_clock", lambda: deadline)
+    monkeypatch.setattr(runtime.memory, "clock", lambda: deadline)
     runtime.token("api", project.config)
     assert spies["read_token"].calls == calls + 1, "at the deadline: asked again"
 

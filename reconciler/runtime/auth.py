@@ -2,8 +2,8 @@
 forces one refresh and retries once. Kept apart from ``runtime`` so that importing the
 runtime does not import httpx2.
 
-The token comes from ``runtime`` (its in-process cache, else ``operations.read_token``); the
-refresh after a 401 is ``grants.refresh(force=True, rejected=...)`` under the grant's lock,
+The token comes from ``runtime.memory`` (its in-process cache, else ``operations``); the
+refresh after a 401 is ``operations.reissue_rejected`` under the grant's lock,
 skipped when another thread or process has already replaced the rejected token. Blocking
 work (files, decryption, the token endpoint) runs in a worker thread under ``AsyncClient``.
 """
@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Generator
 
 import httpx2
 
-from . import runtime
+from . import memory
 
 
 class Auth(httpx2.Auth):
@@ -29,7 +29,7 @@ class Auth(httpx2.Auth):
 
     def __init__(self, name: str, config: str | os.PathLike[str] | None = None) -> None:
         self.name = name
-        self._key = (runtime._config_path(config), name)
+        self._key = (memory.resolve_config(config), name)
 
     def __repr__(self) -> str:
         return f"Auth({self.name!r}, config={self._key[0]!r})"
@@ -38,11 +38,11 @@ class Auth(httpx2.Auth):
         self, request: httpx2.Request
     ) -> Generator[httpx2.Request, httpx2.Response, None]:
         request.read()
-        token = runtime._get(self._key)
+        token = memory.get(self._key)
         response = yield _with_bearer(request, token)
         if response.status_code != 401:
             return
-        fresh = runtime._after_rejection(self._key, token)
+        fresh = memory.after_rejection(self._key, token)
         if fresh is not None:
             yield _with_bearer(request, fresh)
 
@@ -52,13 +52,13 @@ class Auth(httpx2.Auth):
         from anyio.to_thread import run_sync
 
         await request.aread()
-        token = runtime._peek(self._key)  # a few os.stat calls: fine on the event loop
+        token = memory.peek(self._key)  # a few os.stat calls: fine on the event loop
         if token is None:
-            token = await run_sync(runtime._get, self._key)
+            token = await run_sync(memory.get, self._key)
         response = yield _with_bearer(request, token)
         if response.status_code != 401:
             return
-        fresh = await run_sync(runtime._after_rejection, self._key, token)
+        fresh = await run_sync(memory.after_rejection, self._key, token)
         if fresh is not None:
             yield _with_bearer(request, fresh)
 
