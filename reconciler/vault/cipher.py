@@ -33,6 +33,15 @@ class Comment(str):
     __slots__ = ()
 
 
+def is_comment_envelope(value: object) -> bool:
+    """Is ``value`` the still-encrypted envelope of a comment (``type:comment``)?"""
+    return (
+        isinstance(value, str)
+        and value.startswith(ENVELOPE_PREFIX)
+        and value.endswith(",type:comment]")
+    )
+
+
 def additional_data(path: tuple[str, ...]) -> bytes:
     """What a leaf's envelope authenticates besides its value: its key path."""
     return (":".join(path) + ":").encode()
@@ -189,4 +198,5 @@ __all__ = [
     "Encryptor",
     "additional_data",
     "envelope_type",
+    "is_comment_envelope",
 ]

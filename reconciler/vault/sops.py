@@ -14,6 +14,8 @@ read back here. Its parts, each checked against the sops sources:
   encrypted ones, after a fixed 32-byte prefix, when ``mac_only_encrypted`` is set), written
   as uppercase hex and stored encrypted (type ``str``) with the RFC 3339 ``lastmodified``
   string as additional data. Comments and the ``sops`` metadata key are not hashed.
+* A comment inside an encrypted list is stored by sops as an encrypted item of type
+  ``comment``; like ``sops -d``, we do not count it as an element of the list.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .cipher import (
     Encryptor,
     additional_data,
     envelope_type,
+    is_comment_envelope,
 )
 from .datakey import new_data_key, open_data_key, wrap_data_key
 from .errors import malformed_error, tampered_error
@@ -148,7 +151,10 @@ class _Walker:
             return self.mapping(node, path, depth)
         if depth > MAX_DEPTH:
             raise malformed_error(self.source, "it is nested too deeply")
-        return [self.value(item, path, depth + 1) for item in node.value]
+        items = (self.value(item, path, depth + 1) for item in node.value)
+        # sops keeps a comment inside an encrypted list as an encrypted list item; `sops -d`
+        # shows it as a comment again, so it is not an element.
+        return [v for v in items if not isinstance(v, Comment) and not is_comment_envelope(v)]
 
     def leaf(self, node: Any, path: tuple[str, ...]) -> Any:
         self.leaves += 1

@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.config.references import resolve_reference
 from reconciler.model import Grant, Secret
 from reconciler.vault import keys, sops, sopsconfig
 from reconciler.vault.errors import VaultError
@@ -389,6 +390,44 @@ def test_decrypt_file_reads_a_default_sops_file(world):
         "list": ["a", {"k": "v", "n": 1}, [1, 2.5, False]],
         "public_unencrypted": "visible",
     }
+
+
+COMMENTS_LIST = """\
+lorem: ipsum
+dolor:
+    - sit
+    # this is a comment
+    - amet
+nested:
+    - a
+    # two
+    # comments
+    - - b
+      # inner
+      - c
+"""
+
+
+def test_comments_inside_lists_are_not_elements(world):
+    plain = world.work / "comments_list.yaml"
+    plain.write_text(COMMENTS_LIST)
+    path = world.work / "comments_list.sops.yaml"
+    path.write_text(world.sops("-e", "--age", world.keys[0].recipient, str(plain)).stdout)
+    assert "type:comment" in path.read_text()  # sops keeps them as encrypted list items
+    shown = yaml.safe_load(world.sops("-d", str(path)).stdout)
+    assert shown["dolor"] == ["sit", "amet"]
+    assert decrypt_file(path, [world.keys[0].identity]) == shown
+    # Without a key (plan, status) the lists have their real length too.
+    assert sops.load_document(path.read_bytes(), None, path).data["dolor"][1].startswith("ENC[")
+    assert len(sops.load_document(path.read_bytes(), None, path).data["dolor"]) == 2
+    value = resolve_reference(
+        f"sops:{path}#dolor.1",
+        base_dir=world.work,
+        owner="secret `x`",
+        environ={},
+        identities=[world.keys[0].identity],
+    )
+    assert value.reveal() == "amet"
 
 
 # ---------------------------------------------------------------------------------------
