@@ -35,6 +35,7 @@ from reconciler.vault.store import (
     write_grant,
 )
 from reconciler.vault.syntax import compose_documents, scalar_value
+from tests.identities import post_quantum_identity_line
 
 SOPS = shutil.which("sops")
 AGE = shutil.which("age")
@@ -390,6 +391,19 @@ def test_decrypt_file_reads_a_default_sops_file(world):
         "list": ["a", {"k": "v", "n": 1}, [1, 2.5, False]],
         "public_unencrypted": "visible",
     }
+
+
+def test_a_keys_file_with_a_post_quantum_identity_works_for_sops_and_us(world):
+    path = store_file(world)
+    write_grant(path, grant(), [world.keys[0].recipient])
+    key_file = world.root / "mixed-keys.txt"
+    key_file.write_text(
+        f"# post-quantum\n{post_quantum_identity_line()}\n{world.keys[0].file.read_text()}"
+    )
+    mixed = Key(key_file, None, "")
+    assert world.sops("-d", "--extract", '["name"]', str(path), key=mixed).stdout == "github"
+    identities = keys.load_identities({"SOPS_AGE_KEY_FILE": str(key_file)}, required=True)
+    assert read_grant(path, identities).access_token.reveal() == "gho_access"
 
 
 COMMENTS_LIST = """\
