@@ -148,6 +148,13 @@ def _to_str_tuple(path: Path, field: str, value: Any) -> tuple[str, ...]:
 
 
 def _to_grant(path: Path, doc: Document) -> Grant:
+    if doc.metadata.mac_only_encrypted:
+        raise MalformedError(
+            f"{path}: it was encrypted with mac_only_encrypted, so its MAC does not cover the "
+            "plaintext fields (scopes, expiry, status) and changes to them would go unnoticed. "
+            "Re-encrypt it without that setting, or delete it and let reconcile write it again.",
+            path,
+        )
     data = doc.data
     fields: dict[str, Any] = {}
     for key in _STR_FIELDS:

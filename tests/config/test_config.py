@@ -1016,3 +1016,18 @@ def test_parse_duration(text: str, expected: int) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         config.parse_duration(text)
+
+
+def test_a_sops_rule_with_keys_reconcile_cannot_write_is_an_error(project) -> None:
+    """Never silently reduced to its age keys: the CLI exits 1 naming .sops.yaml."""
+    rules = project.root / ".sops.yaml"
+    rules.write_text(
+        f"creation_rules:\n  - path_regex: secrets/\n    age: {project.recipient}\n"
+        "    pgp: FBC7B9E2A4F9289AC0C1D4843D16CEE4A27381B4\n"
+    )
+    project.write_config("version: 1\nsecrets:\n  openai:\n    value: env:OPENAI_API_KEY\n")
+    run = project.reconcile("plan", env={"OPENAI_API_KEY": "sk-1"})
+    assert run.code == 1
+    assert str(rules) in run.stderr and "pgp keys" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not project.store.exists()

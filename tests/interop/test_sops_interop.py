@@ -332,6 +332,21 @@ def test_we_read_a_grant_encrypted_by_sops(world):
         read_grant(path, [world.keys[0].identity])
 
 
+def test_a_grant_file_whose_mac_skips_plaintext_is_refused(world):
+    plain = world.work / "plain.yaml"
+    plain.write_text(PLAIN_GRANT)
+    recipient = world.keys[0].recipient
+    out = world.sops(
+        "-e", "--mac-only-encrypted", "--encrypted-regex", REGEX, "--age", recipient, str(plain)
+    )
+    path = store_file(world)
+    path.write_text(out.stdout.replace("    - repo\n", "    - repo\n    - admin\n", 1))
+    assert "admin" in world.sops("-d", str(path)).stdout  # sops does not notice the change
+    for identities in (None, [world.keys[0].identity]):
+        with pytest.raises(VaultError, match="mac_only_encrypted"):
+            read_grant(path, identities)
+
+
 def test_we_read_a_sops_yaml_key_groups_file(world):
     (world.work / ".sops.yaml").write_text(
         "creation_rules:\n"

@@ -339,11 +339,30 @@ def test_broken_configs_are_reported(repo):
     assert rule_recipients(repo / "a.sops.yaml") is None
 
 
-def test_rule_reports_other_key_types(repo):
+def test_rule_keeps_its_encrypted_regex(repo):
     _, r = new_key()
     (repo / ".sops.yaml").write_text(
-        f"creation_rules:\n  - pgp: ABCDEF\n    age: {r}\n    encrypted_regex: ^value$\n"
+        f"creation_rules:\n  - age: {r}\n    encrypted_regex: ^value$\n"
     )
     rule = creation_rule_for(repo / "a.sops.yaml")
-    assert rule.recipients == (r,) and rule.other_keys == ("pgp",)
-    assert rule.encrypted_regex == "^value$"
+    assert rule.recipients == (r,) and rule.encrypted_regex == "^value$"
+
+
+@pytest.mark.parametrize(
+    ("rule", "named"),
+    [
+        ("  - pgp: ABCDEF\n    age: {r}\n", "pgp keys"),
+        ("  - kms: arn:aws:kms:eu-west-1:1:key/x\n    age: {r}\n", "kms keys"),
+        ("  - key_groups:\n      - age: [{r}]\n        pgp: [ABCDEF]\n", "pgp keys"),
+        ("  - age: {r}\n    mac_only_encrypted: true\n", "mac_only_encrypted"),
+    ],
+)
+def test_rules_that_would_not_be_honoured_are_refused(repo, rule, named):
+    _, r = new_key()
+    config = repo / ".sops.yaml"
+    config.write_text("creation_rules:\n" + rule.format(r=r))
+    with pytest.raises(MalformedError) as caught:
+        rule_recipients(repo / "secrets" / "a.sops.yaml")
+    message = str(caught.value)
+    assert str(config) in message and "creation_rules[0]" in message and named in message
+    assert "store.recipients" in message
