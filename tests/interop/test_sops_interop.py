@@ -7,6 +7,7 @@ temporary key file and ``HOME`` at a temporary folder, so the real ~/.config is 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ from reconciler.vault.store import (
     write_grant,
 )
 from reconciler.vault.syntax import compose_documents, scalar_value
+from tests.conftest import new_identity
 from tests.identities import post_quantum_identity_line
 
 SOPS = shutil.which("sops")
@@ -361,6 +363,55 @@ def test_we_read_a_sops_yaml_key_groups_file(world):
     back = read_grant(path, [world.keys[1].identity])
     assert back.refresh_token.reveal() == "ghr_refresh"
     assert sopsconfig.rule_recipients(path) == (world.keys[0].recipient, world.keys[1].recipient)
+
+
+def shamir_rules(recipients: list[str], threshold: int = 2) -> str:
+    """A .sops.yaml splitting the data key among one key group per recipient."""
+    groups = "".join(f"      - age: ['{r}']\n" for r in recipients)
+    return (
+        "creation_rules:\n"
+        "  - path_regex: \\.sops\\.yaml$\n"
+        f"    encrypted_regex: '{REGEX}'\n"
+        f"    shamir_threshold: {threshold}\n"
+        f"    key_groups:\n{groups}"
+    )
+
+
+def test_we_read_a_shamir_file_with_enough_key_groups(world):
+    (world.work / ".sops.yaml").write_text(shamir_rules([k.recipient for k in world.keys]))
+    path = store_file(world)
+    path.write_text(PLAIN_GRANT)
+    world.sops("-e", "-i", str(path))
+    assert "shamir_threshold: 2" in path.read_text()
+    plain = read_grant(path, None)  # plan and status: no key needed
+    assert plain.scopes == ("repo", "yes") and not plain.decrypted
+    assert plain.recipients == tuple(k.recipient for k in world.keys)
+    for pair in ((0, 1), (0, 2), (1, 2)):
+        back = read_grant(path, [world.keys[i].identity for i in pair])
+        assert back.refresh_token.reveal() == "ghr_refresh"
+    with pytest.raises(DecryptError, match=r"3 key groups .* 2 of them must open it"):
+        read_grant(path, [world.keys[1].identity])
+
+
+def test_a_shamir_grant_is_listed_by_plan_and_status(project):
+    others = [new_identity(project.root.parent / f"group{i}.txt") for i in (1, 2)]
+    (project.root / ".sops.yaml").write_text(shamir_rules([project.recipient, *others]))
+    project.store.mkdir()
+    path = project.store / "openai.sops.yaml"
+    path.write_text("name: openai\nkind: secret\nvalue: sk-1\n")
+    sops = [SOPS, "-e", "-i", str(path)]
+    subprocess.run(sops, cwd=project.root, env=project.env, check=True, capture_output=True)
+    recipients = ", ".join([project.recipient, *others])
+    project.write_config(
+        f"version: 1\nstore:\n  recipients: [{recipients}]\n"
+        "secrets:\n  openai:\n    value: prompt\n"
+    )
+    status = project.reconcile("status", "-o", "json")
+    assert status.code == 0, status.stderr
+    (entry,) = json.loads(status.stdout)["grants"]
+    assert entry["name"] == "openai" and entry["status"] == "ok"
+    plan = project.reconcile("plan", "--exit-code", env={"SOPS_AGE_KEY_FILE": "/nonexistent"})
+    assert plan.code == 0, plan.stderr + plan.stdout
 
 
 GENERIC = """\
