@@ -1,8 +1,15 @@
 """The data key of a SOPS file: 32 random bytes, age-encrypted and ASCII-armored once per
-recipient under ``sops.age[*].enc``. ``pyrage`` is imported on first use."""
+recipient under ``sops.age[*].enc``. ``pyrage`` is imported on first use.
+
+Rewriting a file for the same recipients keeps its data key and its age entries, as
+``sops set`` does, so that a value change is a small diff: the data keys of the files this
+process opened are remembered (in memory only, a bounded number) by the SHA-256 of the
+file's bytes, so a key is only ever kept for the exact file it was read from.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,6 +22,38 @@ DATA_KEY_SIZE = 32
 
 def new_data_key() -> bytes:
     return os.urandom(DATA_KEY_SIZE)
+
+
+#: The most data keys remembered; the oldest are forgotten first.
+MAX_REMEMBERED = 256
+_opened: dict[bytes, tuple[bytes, tuple[AgeKey, ...]]] = {}
+
+
+def remember_data_key(raw: bytes, data_key: bytes, age: Sequence[AgeKey]) -> None:
+    """Note that ``raw`` (a whole file, with one key group) was opened with ``data_key``."""
+    _opened[hashlib.sha256(raw).digest()] = (data_key, tuple(age))
+    while len(_opened) > MAX_REMEMBERED:
+        try:
+            del _opened[next(iter(_opened))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+            break
+
+
+def kept_data_key(raw: bytes | None, recipients: Sequence[str]) -> tuple[bytes, list[str]] | None:
+    """The data key of ``raw`` (the file about to be replaced) and its age entries for
+    ``recipients``, in their order, when this process opened that file and it is encrypted
+    to exactly these recipients; else None (a new data key is needed)."""
+    if raw is None:
+        return None
+    found = _opened.get(hashlib.sha256(raw).digest())
+    if found is None:
+        return None
+    data_key, age = found
+    entries = {key.recipient: key.enc for key in age}
+    wanted = [r.strip() for r in recipients]
+    if set(wanted) != set(entries) or len(entries) != len(age):
+        return None
+    return data_key, [entries[r] for r in wanted]
 
 
 def wrap_data_key(data_key: bytes, recipients: Sequence[Any]) -> list[str]:
@@ -114,4 +153,11 @@ def _open_shares(
     return key
 
 
-__all__ = ["DATA_KEY_SIZE", "new_data_key", "open_data_key", "wrap_data_key"]
+__all__ = [
+    "DATA_KEY_SIZE",
+    "kept_data_key",
+    "new_data_key",
+    "open_data_key",
+    "remember_data_key",
+    "wrap_data_key",
+]

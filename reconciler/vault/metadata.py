@@ -202,7 +202,8 @@ def emit_metadata(lines: list[str], meta: Metadata) -> None:
     lines.append(f"{INDENT}age:")
     for key in meta.age:
         lines.append(f"{INDENT * 2}- recipient: {emit_scalar(key.recipient)}")
-        emit_literal(lines, INDENT * 2 + "  ", "enc", key.enc)
+        # sops (yaml.v3) indents the armor by two under `enc:`, not by a full step.
+        emit_literal(lines, INDENT * 2 + "  ", "enc", key.enc, step="  ")
     lines.append(f'{INDENT}lastmodified: "{meta.lastmodified}"')
     lines.append(f"{INDENT}mac: {meta.mac}")
     if meta.encrypted_regex:

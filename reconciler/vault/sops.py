@@ -37,7 +37,13 @@ from .cipher import (
     envelope_type,
     is_comment_envelope,
 )
-from .datakey import new_data_key, open_data_key, wrap_data_key
+from .datakey import (
+    kept_data_key,
+    new_data_key,
+    open_data_key,
+    remember_data_key,
+    wrap_data_key,
+)
 from .errors import malformed_error, tampered_error
 from .metadata import (
     DEFAULT_UNENCRYPTED_SUFFIX,
@@ -218,6 +224,7 @@ def load_document(
     meta = parse_metadata(meta_node, source)
     rules = EncryptionRules.of(meta)
     decryptor = None
+    data_key = b""
     if identities is not None:
         data_key = open_data_key(meta, identities, source, preferred_recipients)
         decryptor = Decryptor(data_key, source)
@@ -238,6 +245,9 @@ def load_document(
         stored = decryptor.decrypt_mac(meta.mac, lastmodified_ad(meta.lastmodified, source))
         if type(stored) is not str or not hmac.compare_digest(stored, computed):
             raise tampered_error(source, "its MAC does not match its content")
+        if not meta.key_groups:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            remember_data_key(raw, data_key, meta.age)
     return Document(
         data=trees[0],
         metadata=meta,
@@ -302,11 +312,13 @@ def encode_document(
     *,
     encrypted_regex: str | None = GRANT_ENCRYPTED_REGEX,
     now: datetime | None = None,
+    replacing: bytes | None = None,
 ) -> bytes:
     """Encrypt ``data`` (str keys; leaves str/int/float/bool/None/datetime/Secret; lists and
     mappings) into a SOPS YAML document for the age ``recipients``. Everything happens in
     memory; the caller writes the bytes. Without ``encrypted_regex`` every leaf is encrypted
-    (sops' default), except keys ending in ``_unencrypted``."""
+    (sops' default), except keys ending in ``_unencrypted``. ``replacing`` is the file this
+    one replaces: if it was opened here and has the same recipients, its data key is kept."""
     from .keys import parse_recipient
 
     if not recipients:
@@ -322,14 +334,16 @@ def encode_document(
         encrypted_regex=encrypted_regex or "",
         unencrypted_suffix="" if encrypted_regex else DEFAULT_UNENCRYPTED_SUFFIX,
     )
-    data_key = new_data_key()
+    kept = kept_data_key(replacing, recipients)
+    data_key = kept[0] if kept is not None else new_data_key()
     sealer = _LeafSealer(data_key, EncryptionRules.of(meta))
     lines: list[str] = []
     emit_mapping(lines, data, "", sealer.leaf, ())
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     lastmodified = format_time(when)
     mac = sealer.cipher.seal(sealer.mac.hexdigest().upper().encode(), lastmodified.encode(), "str")
-    age = zip(recipients, wrap_data_key(data_key, parsed), strict=True)
+    armored = kept[1] if kept is not None else wrap_data_key(data_key, parsed)
+    age = zip(recipients, armored, strict=True)
     meta = replace(
         meta,
         age=tuple(AgeKey(text.strip(), armored) for text, armored in age),

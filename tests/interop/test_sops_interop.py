@@ -7,6 +7,7 @@ temporary key file and ``HOME`` at a temporary folder, so the real ~/.config is 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -217,6 +218,61 @@ def test_sops_set_then_we_read(world):
     assert back.scopes == ("repo", "admin:org", "yes")
     assert back.access_token.reveal() == "gho_new"
     assert back.expires_at == datetime(2027, 2, 3, 4, 5, 6, tzinfo=UTC)
+
+
+def changed_lines(before: bytes, after: bytes) -> list[str]:
+    """The lines of ``after`` that a line diff against ``before`` marks as new."""
+    diff = difflib.ndiff(before.decode().splitlines(), after.decode().splitlines())
+    return [line[2:] for line in diff if line.startswith("+ ")]
+
+
+def only_value_lines(lines: list[str]) -> bool:
+    """Are ``lines`` only encrypted values, lastmodified and the MAC?"""
+    allowed = ("access_token", "refresh_token", "lastmodified", "mac")
+    return all(line.strip().split(":")[0] in allowed for line in lines)
+
+
+def test_sops_set_on_our_file_is_a_small_diff(world):
+    path = store_file(world)
+    write_grant(path, grant(), [world.keys[0].recipient, world.keys[1].recipient])
+    ours = path.read_bytes()
+    world.sops("set", str(path), '["status_reason"]', '"rotated"')
+    changed = changed_lines(ours, path.read_bytes())
+    # sops keeps the data key and re-emits the age entries: same text, same indentation.
+    assert changed[0] == "status_reason: rotated"
+    assert {line.strip().split(":")[0] for line in changed[1:]} <= {"lastmodified", "mac"}
+
+
+def test_our_rewrite_keeps_the_data_key_while_the_recipients_stay(world):
+    path = store_file(world)
+    both = [world.keys[0].recipient, world.keys[1].recipient]
+    write_grant(path, grant(), both)
+    first = path.read_bytes()
+    linked = read_grant(path, [world.keys[0].identity])
+    write_grant(path, dataclasses.replace(linked, refresh_token=Secret("ghr_rotated")), both)
+    second = path.read_bytes()
+    changed = changed_lines(first, second)
+    assert only_value_lines(changed) and len(changed) <= 4, changed
+    assert world.sops("-d", "--extract", '["refresh_token"]', str(path)).stdout == "ghr_rotated"
+    # Another recipient: a new data key, so the removed one cannot read what comes next.
+    read_grant(path, [world.keys[0].identity])
+    write_grant(path, linked, [world.keys[0].recipient])
+    assert world.keys[0].recipient in path.read_text()
+    assert not set(yaml.safe_load(second)["sops"]["age"][0]["enc"].splitlines()) & set(
+        path.read_text().splitlines()
+    )
+
+
+def test_a_shamir_grant_file_is_not_rewritten_to_one_group(world):
+    (world.work / ".sops.yaml").write_text(shamir_rules([k.recipient for k in world.keys]))
+    path = store_file(world)
+    path.write_text(PLAIN_GRANT)
+    world.sops("-e", "-i", str(path))
+    before = path.read_bytes()
+    back = read_grant(path, [k.identity for k in world.keys[:2]])
+    with pytest.raises(VaultError, match="Shamir"):
+        write_grant(path, back, [k.recipient for k in world.keys])
+    assert path.read_bytes() == before
 
 
 def test_sops_edit_with_an_editor_then_we_read(world):
