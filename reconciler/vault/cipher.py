@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import math
 import os
 import re
@@ -83,6 +84,21 @@ class Encryptor:
 
     def __init__(self, data_key: bytes) -> None:
         self._aes = _aesgcm(data_key)
+
+    def holds(self, envelope: str, plaintext: bytes, aad: bytes, kind: str) -> bool:
+        """Does ``envelope`` hold exactly ``plaintext`` of type ``kind`` under this key and
+        ``aad``? (Then it can be kept as it is.)"""
+        m = _ENVELOPE.fullmatch(envelope)
+        if m is None or m.group(4) != kind:
+            return False
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            data, iv, tag = _b64(m.group(1)), _b64(m.group(2)), _b64(m.group(3))
+            opened = self._aes.decrypt(iv, data + tag, aad)
+        except (binascii.Error, ValueError, InvalidTag):
+            return False
+        return hmac.compare_digest(opened, plaintext)
 
     def seal(self, plaintext: bytes, aad: bytes, kind: str) -> str:
         iv = os.urandom(NONCE_SIZE)

@@ -278,12 +278,19 @@ class _LeafSealer:
     """One pass over the data being encoded: feeds each leaf to the MAC and seals the ones
     the rules encrypt."""
 
-    __slots__ = ("cipher", "mac", "rules")
+    __slots__ = ("cipher", "kept", "mac", "rules")
 
-    def __init__(self, data_key: bytes, rules: EncryptionRules) -> None:
+    def __init__(
+        self,
+        data_key: bytes,
+        rules: EncryptionRules,
+        kept: Mapping[tuple[str, ...], str] | None = None,
+    ) -> None:
         self.cipher = Encryptor(data_key)
         self.rules = rules
         self.mac = _new_mac(rules)
+        #: The envelopes of the file being replaced (same data key), by key path.
+        self.kept = kept or {}
 
     def leaf(self, value: Any, path: tuple[str, ...]) -> Any:
         if value is None:
@@ -303,7 +310,23 @@ class _LeafSealer:
             return value
         if isinstance(value, str | bytes) and not value:
             return ""
-        return self.cipher.seal(raw, additional_data(path), envelope_type(value))
+        aad, kind = additional_data(path), envelope_type(value)
+        previous = self.kept.get(path)
+        if previous is not None and self.cipher.holds(previous, raw, aad, kind):
+            return previous  # an unchanged value keeps its ciphertext, as with `sops set`
+        return self.cipher.seal(raw, aad, kind)
+
+
+def _envelopes(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple, str]:
+    """The ``ENC[...]`` text of each encrypted value held directly by a mapping of ``tree``
+    (list items share their list's path, so they are left out)."""
+    out: dict[tuple, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_envelopes(value, (*path, key)))
+        elif isinstance(value, str) and value.startswith(ENVELOPE_PREFIX):
+            out[(*path, key)] = value
+    return out
 
 
 def encode_document(
@@ -318,7 +341,8 @@ def encode_document(
     mappings) into a SOPS YAML document for the age ``recipients``. Everything happens in
     memory; the caller writes the bytes. Without ``encrypted_regex`` every leaf is encrypted
     (sops' default), except keys ending in ``_unencrypted``. ``replacing`` is the file this
-    one replaces: if it was opened here and has the same recipients, its data key is kept."""
+    one replaces: if it was opened here and has the same recipients, its data key is kept,
+    and so is the ciphertext of every encrypted value that did not change."""
     from .keys import parse_recipient
 
     if not recipients:
@@ -335,8 +359,14 @@ def encode_document(
         unencrypted_suffix="" if encrypted_regex else DEFAULT_UNENCRYPTED_SUFFIX,
     )
     kept = kept_data_key(replacing, recipients)
-    data_key = kept[0] if kept is not None else new_data_key()
-    sealer = _LeafSealer(data_key, EncryptionRules.of(meta))
+    if kept is not None and replacing is not None:
+        data_key = kept[0]
+        sealer = _LeafSealer(
+            data_key, EncryptionRules.of(meta), _envelopes(load_document(replacing, None).data)
+        )
+    else:
+        data_key = new_data_key()
+        sealer = _LeafSealer(data_key, EncryptionRules.of(meta))
     lines: list[str] = []
     emit_mapping(lines, data, "", sealer.leaf, ())
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
