@@ -112,7 +112,7 @@ def _rule(config: Path, index: int, pattern: str, rule: dict) -> CreationRule:
             if len(groups) > 1:
                 raise ValueError(
                     "key_groups has several groups (Shamir secret sharing), which reconcile "
-                    "does not support"
+                    "reads but cannot write grant files to"
                 )
             recipients, other = _group_keys(groups[0])
         else:
