@@ -69,9 +69,9 @@ def parse_identities(text: str, source: str = "identity") -> list:
 
 def read_identities(text: str, source: str = "identity") -> tuple[list, list[str]]:
     """The X25519 identities in ``text``, and a note for each identity line of a kind
-    reconcile cannot use (post-quantum ``AGE-SECRET-KEY-PQ-1...``, age plugins), which is
-    skipped as sops skips what it does not need: the other identities remain usable.
-    Anything else that is not an identity raises ValueError (as in sops)."""
+    reconcile cannot use (post-quantum ``AGE-SECRET-KEY-PQ-1...``, age plugins): such a line
+    is skipped, so that the same key file serves sops and reconcile. Anything else that is
+    not an identity raises ValueError (as in sops)."""
     import pyrage
 
     identities = []
