@@ -19,6 +19,10 @@ MAX_SECRET_FILE = 1 << 20
 REFERENCE_HINT = "use env:NAME, file:PATH, sops:PATH#dotted.key or prompt"
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: What a key file holds: an age identity line, or a PEM/OpenSSH private key block.
+_KEY_MATERIAL = re.compile(
+    r"^\s*AGE-(?:SECRET-KEY|PLUGIN)-|-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----", re.I | re.M
+)
 _DOTTED_KEY = re.compile(r"[^.#\s]+(?:\.[^.#\s]+)*")
 
 
@@ -88,8 +92,24 @@ def resolve_reference(
         return Secret(value)
     path = _expand(target, base_dir, environ)
     if kind == "file":
-        return Secret(_read_secret_file(path, owner, where))
-    return Secret(_read_sops_value(path, key or "", owner, where, identities))
+        value = _read_secret_file(path, owner, where)
+    else:
+        value = _read_sops_value(path, key or "", owner, where, identities)
+    _refuse_key_material(value, owner, where)
+    return Secret(value)
+
+
+def _refuse_key_material(value: str, owner: str, where: str) -> None:
+    """A reference that leads to an age identity or a private key is a mistake (or worse):
+    such a key is never sent to a provider."""
+    if _KEY_MATERIAL.search(value):
+        raise ConfigError(
+            Issue(
+                f"{owner}: {where}: it holds an age identity or a private key, not a secret "
+                "value; refusing to use it",
+                hint="point the reference at the value the provider issued, never at a key",
+            )
+        )
 
 
 def _expand(raw: str, base_dir: Path, environ: Mapping[str, str]) -> Path:

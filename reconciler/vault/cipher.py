@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import math
 import os
 import re
@@ -31,6 +32,15 @@ class Comment(str):
     """A comment leaf (from a decrypted ``type:comment`` value); never part of the MAC."""
 
     __slots__ = ()
+
+
+def is_comment_envelope(value: object) -> bool:
+    """Is ``value`` the still-encrypted envelope of a comment (``type:comment``)?"""
+    return (
+        isinstance(value, str)
+        and value.startswith(ENVELOPE_PREFIX)
+        and value.endswith(",type:comment]")
+    )
 
 
 def additional_data(path: tuple[str, ...]) -> bytes:
@@ -74,6 +84,21 @@ class Encryptor:
 
     def __init__(self, data_key: bytes) -> None:
         self._aes = _aesgcm(data_key)
+
+    def holds(self, envelope: str, plaintext: bytes, aad: bytes, kind: str) -> bool:
+        """Does ``envelope`` hold exactly ``plaintext`` of type ``kind`` under this key and
+        ``aad``? (Then it can be kept as it is.)"""
+        m = _ENVELOPE.fullmatch(envelope)
+        if m is None or m.group(4) != kind:
+            return False
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            data, iv, tag = _b64(m.group(1)), _b64(m.group(2)), _b64(m.group(3))
+            opened = self._aes.decrypt(iv, data + tag, aad)
+        except (binascii.Error, ValueError, InvalidTag):
+            return False
+        return hmac.compare_digest(opened, plaintext)
 
     def seal(self, plaintext: bytes, aad: bytes, kind: str) -> str:
         iv = os.urandom(NONCE_SIZE)
@@ -189,4 +214,5 @@ __all__ = [
     "Encryptor",
     "additional_data",
     "envelope_type",
+    "is_comment_envelope",
 ]

@@ -47,34 +47,69 @@ class IdentityReport:
         self.unused: list[str] = []
         #: problems met while reading a location (never contain key material)
         self.errors: list[str] = []
+        #: identity lines of kinds reconcile cannot use, which were skipped
+        self.skipped: list[str] = []
 
     def describe(self) -> str:
         looked = ", ".join([*self.found, *self.unused])
         text = f"looked in {looked}" if looked else "looked nowhere"
         if self.errors:
             text += "; problems: " + "; ".join(self.errors)
+        if self.skipped:
+            text += "; skipped: " + "; ".join(self.skipped)
         return text
 
 
 def parse_identities(text: str, source: str = "identity") -> list:
-    """Parse age identities, one per line (``AGE-SECRET-KEY-1...``); skip empty lines and
-    ``#`` comments. Raises ValueError naming the source and line number, never the line."""
+    """Parse age identities, one per line (``AGE-SECRET-KEY-1...``); skip empty lines, ``#``
+    comments and identities of other kinds (see ``read_identities``). Raises ValueError
+    naming the source and line number, never the line."""
+    return read_identities(text, source)[0]
+
+
+def read_identities(text: str, source: str = "identity") -> tuple[list, list[str]]:
+    """The X25519 identities in ``text``, and a note for each identity line of a kind
+    reconcile cannot use (post-quantum ``AGE-SECRET-KEY-PQ-1...``, age plugins): such a line
+    is skipped, so that the same key file serves sops and reconcile. Anything else that is
+    not an identity raises ValueError (as in sops)."""
     import pyrage
 
     identities = []
+    skipped = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        if line.startswith("AGE-PLUGIN-"):
-            raise ValueError(f"{source}: line {number} is an age plugin identity (unsupported)")
-        if not line.upper().startswith("AGE-SECRET-KEY-1"):
-            raise ValueError(f"{source}: line {number} is not an age identity")
+        upper = line.upper()
+        if not upper.startswith("AGE-SECRET-KEY-1"):
+            kind = _other_identity_kind(upper)
+            if kind is None:
+                raise ValueError(f"{source}: line {number} is not an age identity")
+            skipped.append(f"{source}: line {number} is an {kind}, which reconcile cannot use")
+            continue
         try:
             identities.append(pyrage.x25519.Identity.from_str(line))
         except pyrage.IdentityError:
             raise ValueError(f"{source}: line {number} is not a valid age identity") from None
-    return identities
+    return identities, skipped
+
+
+def _other_identity_kind(line: str) -> str | None:
+    """What kind of age identity an upper-cased line other than X25519 is, if it is one:
+    ``AGE-PLUGIN-<NAME>-1<data>`` or ``AGE-SECRET-KEY-<KIND>-1<data>`` (bech32)."""
+    for prefix, what in (("AGE-PLUGIN-", "age plugin identity"), ("AGE-SECRET-KEY-", "")):
+        if not line.startswith(prefix):
+            continue
+        kind, sep, data = line[len(prefix) :].rpartition("1")
+        if not (sep and kind.endswith("-") and len(kind) > 1 and data):
+            return None
+        if not set(data.lower()) <= _BECH32:
+            return None
+        if what:
+            return f"{what} ({kind[:-1]})"
+        label = "post-quantum identity" if kind == "PQ-" else "identity"
+        return f"age {label} (AGE-SECRET-KEY-{kind}1...)"
+    return None
 
 
 def _ssh_identity(path: str) -> object:
@@ -119,36 +154,37 @@ def find_identities(
     environ = os.environ if environ is None else environ
     report = IdentityReport()
 
-    def add(location: str, read: Callable[[], list]) -> None:
+    def add(location: str, read: Callable[[], tuple[list, list[str]]]) -> None:
         try:
-            ids = read()
+            ids, skipped = read()
         except (OSError, ValueError) as error:
             report.errors.append(_describe_error(location, error))
             return
         report.found[location] = len(ids)
         report.identities.extend(ids)
+        report.skipped.extend(skipped)
 
     if SOPS_AGE_KEY in environ:
-        add(f"${SOPS_AGE_KEY}", lambda: parse_identities(environ[SOPS_AGE_KEY], SOPS_AGE_KEY))
+        add(f"${SOPS_AGE_KEY}", lambda: read_identities(environ[SOPS_AGE_KEY], SOPS_AGE_KEY))
     else:
         report.unused.append(f"${SOPS_AGE_KEY}")
 
     if SOPS_AGE_KEY_FILE in environ:
         key_file = os.path.expanduser(environ[SOPS_AGE_KEY_FILE])
-        add(key_file, lambda: parse_identities(_read_text(key_file), key_file))
+        add(key_file, lambda: read_identities(_read_text(key_file), key_file))
     else:
         report.unused.append(f"${SOPS_AGE_KEY_FILE}")
 
     if SOPS_AGE_KEY_CMD in environ:
         command = environ[SOPS_AGE_KEY_CMD]
-        add(f"${SOPS_AGE_KEY_CMD}", lambda: parse_identities(_run(command), SOPS_AGE_KEY_CMD))
+        add(f"${SOPS_AGE_KEY_CMD}", lambda: read_identities(_run(command), SOPS_AGE_KEY_CMD))
     else:
         report.unused.append(f"${SOPS_AGE_KEY_CMD}")
 
     keys_txt = _keys_txt(environ)
     if keys_txt is not None:
         if os.path.exists(keys_txt):
-            add(keys_txt, lambda: parse_identities(_read_text(keys_txt), keys_txt))
+            add(keys_txt, lambda: read_identities(_read_text(keys_txt), keys_txt))
         else:
             report.unused.append(keys_txt)
 
@@ -346,6 +382,7 @@ __all__ = [
     "normalize_identities",
     "parse_identities",
     "parse_recipient",
+    "read_identities",
     "split_recipients",
     "validate_recipients",
 ]

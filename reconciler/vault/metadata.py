@@ -40,10 +40,16 @@ class Metadata:
     mac_only_encrypted: bool = False
     #: Key types other than age present in the file (pgp, kms, ...), for messages.
     other_keys: tuple[str, ...] = ()
+    #: With several key groups (Shamir secret sharing), the age keys of each group, whose
+    #: entries hold a share of the data key rather than the key (``age`` is then empty).
+    key_groups: tuple[tuple[AgeKey, ...], ...] = ()
+    #: How many of ``key_groups`` must open their share to rebuild the data key.
+    shamir_threshold: int = 0
 
     @property
     def recipients(self) -> tuple[str, ...]:
-        return tuple(k.recipient for k in self.age)
+        keys = [k for group in self.key_groups for k in group] if self.key_groups else self.age
+        return tuple(dict.fromkeys(k.recipient for k in keys))
 
 
 # ---------------------------------------------------------------------------------------
@@ -124,6 +130,7 @@ def parse_metadata(node: Any, source: object = None) -> Metadata:
             raise malformed_error(source, "sops.mac_only_encrypted is not a boolean")
         mac_only = bool(value)
     age: list[AgeKey] = []
+    key_groups: list[tuple[AgeKey, ...]] = []
     other = [t for t in _OTHER_KEY_TYPES if t in fields and _nonempty(fields[t])]
     groups = fields.get("key_groups")
     if other or ("age" in fields and _nonempty(fields["age"])):
@@ -132,19 +139,20 @@ def parse_metadata(node: Any, source: object = None) -> Metadata:
     elif groups is not None and _nonempty(groups):
         if groups.id != "sequence":
             raise malformed_error(source, "sops.key_groups is not a list")
-        if len(groups.value) > 1:
-            raise malformed_error(
-                source,
-                "it uses several key groups (Shamir secret sharing), which reconcile does not "
-                "support; decrypt it with sops instead",
-            )
-        group = dict(_mapping_items(groups.value[0], source, "a sops key group"))
-        if "age" in group:
-            age = _age_keys(group["age"], source)
-        other = [t for t in (*_OTHER_KEY_TYPES, "azure_keyvault") if t in group]
-        other = [t for t in other if _nonempty(group[t])]
+        for item in groups.value:
+            group = dict(_mapping_items(item, source, "a sops key group"))
+            keys = tuple(_age_keys(group["age"], source)) if "age" in group else ()
+            kinds = [t for t in (*_OTHER_KEY_TYPES, "azure_keyvault") if t in group]
+            kinds = [t for t in kinds if _nonempty(group[t])]
+            if not keys and not kinds:
+                raise malformed_error(source, "a key group in its sops metadata lists no keys")
+            key_groups.append(keys)
+            other += [t for t in kinds if t not in other]
+        if len(key_groups) == 1:
+            age, key_groups = list(key_groups[0]), []
     else:
         raise malformed_error(source, "its sops metadata lists no keys")
+    threshold = _shamir_threshold(fields.get("shamir_threshold"), len(key_groups), source)
     if not values["lastmodified"]:
         raise malformed_error(source, "its sops metadata has no lastmodified")
     rules = [n for n in _RULE_FIELDS if values[n]]
@@ -163,8 +171,25 @@ def parse_metadata(node: Any, source: object = None) -> Metadata:
         age=tuple(age),
         mac_only_encrypted=mac_only,
         other_keys=tuple(other),
+        key_groups=tuple(key_groups),
+        shamir_threshold=threshold,
         **values,
     )
+
+
+def _shamir_threshold(node: Any, groups: int, source: object) -> int:
+    """``sops.shamir_threshold`` for a file with ``groups`` key groups (0 without Shamir);
+    absent, every group is needed."""
+    if groups == 0:
+        return 0
+    value = scalar_value(node) if node is not None and node.id == "scalar" else node
+    if value is None:
+        return groups
+    if value.__class__ is not int or not 2 <= value <= groups:
+        raise malformed_error(
+            source, f"sops.shamir_threshold is not a whole number from 2 to {groups}"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,7 +202,8 @@ def emit_metadata(lines: list[str], meta: Metadata) -> None:
     lines.append(f"{INDENT}age:")
     for key in meta.age:
         lines.append(f"{INDENT * 2}- recipient: {emit_scalar(key.recipient)}")
-        emit_literal(lines, INDENT * 2 + "  ", "enc", key.enc)
+        # sops (yaml.v3) indents the armor by two under `enc:`, not by a full step.
+        emit_literal(lines, INDENT * 2 + "  ", "enc", key.enc, step="  ")
     lines.append(f'{INDENT}lastmodified: "{meta.lastmodified}"')
     lines.append(f"{INDENT}mac: {meta.mac}")
     if meta.encrypted_regex:

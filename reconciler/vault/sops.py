@@ -14,6 +14,8 @@ read back here. Its parts, each checked against the sops sources:
   encrypted ones, after a fixed 32-byte prefix, when ``mac_only_encrypted`` is set), written
   as uppercase hex and stored encrypted (type ``str``) with the RFC 3339 ``lastmodified``
   string as additional data. Comments and the ``sops`` metadata key are not hashed.
+* A comment inside an encrypted list is stored by sops as an encrypted item of type
+  ``comment``; like ``sops -d``, we do not count it as an element of the list.
 """
 
 from __future__ import annotations
@@ -33,8 +35,15 @@ from .cipher import (
     Encryptor,
     additional_data,
     envelope_type,
+    is_comment_envelope,
 )
-from .datakey import new_data_key, open_data_key, wrap_data_key
+from .datakey import (
+    kept_data_key,
+    new_data_key,
+    open_data_key,
+    remember_data_key,
+    wrap_data_key,
+)
 from .errors import malformed_error, tampered_error
 from .metadata import (
     DEFAULT_UNENCRYPTED_SUFFIX,
@@ -148,7 +157,10 @@ class _Walker:
             return self.mapping(node, path, depth)
         if depth > MAX_DEPTH:
             raise malformed_error(self.source, "it is nested too deeply")
-        return [self.value(item, path, depth + 1) for item in node.value]
+        items = (self.value(item, path, depth + 1) for item in node.value)
+        # sops keeps a comment inside an encrypted list as an encrypted list item; `sops -d`
+        # shows it as a comment again, so it is not an element.
+        return [v for v in items if not isinstance(v, Comment) and not is_comment_envelope(v)]
 
     def leaf(self, node: Any, path: tuple[str, ...]) -> Any:
         self.leaves += 1
@@ -212,6 +224,7 @@ def load_document(
     meta = parse_metadata(meta_node, source)
     rules = EncryptionRules.of(meta)
     decryptor = None
+    data_key = b""
     if identities is not None:
         data_key = open_data_key(meta, identities, source, preferred_recipients)
         decryptor = Decryptor(data_key, source)
@@ -232,6 +245,9 @@ def load_document(
         stored = decryptor.decrypt_mac(meta.mac, lastmodified_ad(meta.lastmodified, source))
         if type(stored) is not str or not hmac.compare_digest(stored, computed):
             raise tampered_error(source, "its MAC does not match its content")
+        if not meta.key_groups:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            remember_data_key(raw, data_key, meta.age)
     return Document(
         data=trees[0],
         metadata=meta,
@@ -262,12 +278,19 @@ class _LeafSealer:
     """One pass over the data being encoded: feeds each leaf to the MAC and seals the ones
     the rules encrypt."""
 
-    __slots__ = ("cipher", "mac", "rules")
+    __slots__ = ("cipher", "kept", "mac", "rules")
 
-    def __init__(self, data_key: bytes, rules: EncryptionRules) -> None:
+    def __init__(
+        self,
+        data_key: bytes,
+        rules: EncryptionRules,
+        kept: Mapping[tuple[str, ...], str] | None = None,
+    ) -> None:
         self.cipher = Encryptor(data_key)
         self.rules = rules
         self.mac = _new_mac(rules)
+        #: The envelopes of the file being replaced (same data key), by key path.
+        self.kept = kept or {}
 
     def leaf(self, value: Any, path: tuple[str, ...]) -> Any:
         if value is None:
@@ -287,7 +310,23 @@ class _LeafSealer:
             return value
         if isinstance(value, str | bytes) and not value:
             return ""
-        return self.cipher.seal(raw, additional_data(path), envelope_type(value))
+        aad, kind = additional_data(path), envelope_type(value)
+        previous = self.kept.get(path)
+        if previous is not None and self.cipher.holds(previous, raw, aad, kind):
+            return previous  # an unchanged value keeps its ciphertext, as with `sops set`
+        return self.cipher.seal(raw, aad, kind)
+
+
+def _envelopes(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple, str]:
+    """The ``ENC[...]`` text of each encrypted value held directly by a mapping of ``tree``
+    (list items share their list's path, so they are left out)."""
+    out: dict[tuple, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_envelopes(value, (*path, key)))
+        elif isinstance(value, str) and value.startswith(ENVELOPE_PREFIX):
+            out[(*path, key)] = value
+    return out
 
 
 def encode_document(
@@ -296,11 +335,14 @@ def encode_document(
     *,
     encrypted_regex: str | None = GRANT_ENCRYPTED_REGEX,
     now: datetime | None = None,
+    replacing: bytes | None = None,
 ) -> bytes:
     """Encrypt ``data`` (str keys; leaves str/int/float/bool/None/datetime/Secret; lists and
     mappings) into a SOPS YAML document for the age ``recipients``. Everything happens in
     memory; the caller writes the bytes. Without ``encrypted_regex`` every leaf is encrypted
-    (sops' default), except keys ending in ``_unencrypted``."""
+    (sops' default), except keys ending in ``_unencrypted``. ``replacing`` is the file this
+    one replaces: if it was opened here and has the same recipients, its data key is kept,
+    and so is the ciphertext of every encrypted value that did not change."""
     from .keys import parse_recipient
 
     if not recipients:
@@ -316,14 +358,22 @@ def encode_document(
         encrypted_regex=encrypted_regex or "",
         unencrypted_suffix="" if encrypted_regex else DEFAULT_UNENCRYPTED_SUFFIX,
     )
-    data_key = new_data_key()
-    sealer = _LeafSealer(data_key, EncryptionRules.of(meta))
+    kept = kept_data_key(replacing, recipients)
+    if kept is not None and replacing is not None:
+        data_key = kept[0]
+        sealer = _LeafSealer(
+            data_key, EncryptionRules.of(meta), _envelopes(load_document(replacing, None).data)
+        )
+    else:
+        data_key = new_data_key()
+        sealer = _LeafSealer(data_key, EncryptionRules.of(meta))
     lines: list[str] = []
     emit_mapping(lines, data, "", sealer.leaf, ())
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     lastmodified = format_time(when)
     mac = sealer.cipher.seal(sealer.mac.hexdigest().upper().encode(), lastmodified.encode(), "str")
-    age = zip(recipients, wrap_data_key(data_key, parsed), strict=True)
+    armored = kept[1] if kept is not None else wrap_data_key(data_key, parsed)
+    age = zip(recipients, armored, strict=True)
     meta = replace(
         meta,
         age=tuple(AgeKey(text.strip(), armored) for text, armored in age),

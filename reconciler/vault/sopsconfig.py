@@ -24,8 +24,6 @@ class CreationRule:
     index: int
     path_regex: str
     recipients: tuple[str, ...]
-    #: Other key types the rule names (pgp, kms, ...), which reconcile cannot write to.
-    other_keys: tuple[str, ...] = ()
     encrypted_regex: str = ""
 
 
@@ -114,12 +112,23 @@ def _rule(config: Path, index: int, pattern: str, rule: dict) -> CreationRule:
             if len(groups) > 1:
                 raise ValueError(
                     "key_groups has several groups (Shamir secret sharing), which reconcile "
-                    "does not support"
+                    "reads but cannot write grant files to"
                 )
             recipients, other = _group_keys(groups[0])
         else:
             recipients = split_recipients(rule.get("age"))
             other = tuple(k for k in _RULE_OTHER_KEYS if rule.get(k))
+        if other:
+            # Written to the age keys alone, a grant file would not open with these keys.
+            raise ValueError(
+                f"it lists {' and '.join(other)} keys, which grant files cannot be encrypted "
+                "to; give them a rule with age keys only"
+            )
+        if rule.get("mac_only_encrypted"):
+            raise ValueError(
+                "mac_only_encrypted: true would leave the plaintext fields of grant files "
+                "(scopes, expiry, status) outside the MAC; remove it from their rule"
+            )
         validate_recipients(recipients)
     except ValueError as error:
         raise _config_error(config, f"{where}: {error}") from None
@@ -129,7 +138,6 @@ def _rule(config: Path, index: int, pattern: str, rule: dict) -> CreationRule:
         index=index,
         path_regex=pattern,
         recipients=recipients,
-        other_keys=other,
         encrypted_regex=regex if isinstance(regex, str) else "",
     )
 

@@ -148,6 +148,13 @@ def _to_str_tuple(path: Path, field: str, value: Any) -> tuple[str, ...]:
 
 
 def _to_grant(path: Path, doc: Document) -> Grant:
+    if doc.metadata.mac_only_encrypted:
+        raise MalformedError(
+            f"{path}: it was encrypted with mac_only_encrypted, so its MAC does not cover the "
+            "plaintext fields (scopes, expiry, status) and changes to them would go unnoticed. "
+            "Re-encrypt it without that setting, or delete it and let reconcile write it again.",
+            path,
+        )
     data = doc.data
     fields: dict[str, Any] = {}
     for key in _STR_FIELDS:
@@ -304,9 +311,13 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
             "providers.yaml or in a .sops.yaml creation rule",
             path,
         )
+    replacing = _replaced(path)
     try:
         data = encode_document(
-            grant_document(grant), list(recipients), encrypted_regex=GRANT_ENCRYPTED_REGEX
+            grant_document(grant),
+            list(recipients),
+            encrypted_regex=GRANT_ENCRYPTED_REGEX,
+            replacing=replacing,
         )
     except ValueError as error:
         raise VaultError(f"{path}: cannot be written: {error}", path) from None
@@ -315,6 +326,31 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
     except FileNotFoundError:  # the store folder does not exist yet
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
+
+
+def _replaced(path: Path) -> bytes | None:
+    """The bytes of the grant file a write replaces (None if there is none). A file split
+    among several key groups (Shamir) is not replaced by one that any single recipient
+    opens: that would weaken it without anyone having asked."""
+    from .sops import load_document
+
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        split = load_document(raw, None, path).metadata.key_groups
+    except VaultError:
+        return raw  # a broken file may be replaced
+    if split:
+        raise VaultError(
+            f"{path}: its data key is split among several key groups (Shamir secret sharing), "
+            "and reconcile writes grant files to one group of recipients only, so it leaves "
+            "this file as it is. Re-encrypt it to one key group with sops (a single-group "
+            ".sops.yaml rule and `sops updatekeys`), or delete it and link the grant again.",
+            path,
+        )
+    return raw
 
 
 def delete_grant(path: Path) -> None:

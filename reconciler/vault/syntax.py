@@ -222,11 +222,11 @@ def emit_mapping(
         _emit_value(lines, f"{indent}{_key_text(key)}:", value, indent + INDENT, leaf, (*path, key))
 
 
-def emit_literal(lines: list[str], indent: str, key: str, text: str) -> None:
-    """Append ``key: |`` and ``text`` as a literal block scalar."""
+def emit_literal(lines: list[str], indent: str, key: str, text: str, step: str = INDENT) -> None:
+    """Append ``key: |`` and ``text`` as a literal block scalar, ``step`` further in."""
     lines.append(f"{indent}{key}: |")
     for line in text.splitlines():
-        lines.append(f"{indent}{INDENT}{line}" if line else "")
+        lines.append(f"{indent}{step}{line}" if line else "")
 
 
 __all__ = [

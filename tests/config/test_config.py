@@ -1027,3 +1027,72 @@ def test_parse_duration(text: str, expected: int) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         config.parse_duration(text)
+
+
+def test_a_sops_rule_with_keys_reconcile_cannot_write_is_an_error(project) -> None:
+    """Never silently reduced to its age keys: the CLI exits 1 naming .sops.yaml."""
+    rules = project.root / ".sops.yaml"
+    rules.write_text(
+        f"creation_rules:\n  - path_regex: secrets/\n    age: {project.recipient}\n"
+        "    pgp: FBC7B9E2A4F9289AC0C1D4843D16CEE4A27381B4\n"
+    )
+    project.write_config("version: 1\nsecrets:\n  openai:\n    value: env:OPENAI_API_KEY\n")
+    run = project.reconcile("plan", env={"OPENAI_API_KEY": "sk-1"})
+    assert run.code == 1
+    assert str(rules) in run.stderr and "pgp keys" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not project.store.exists()
+
+
+def _pem(label: str) -> str:
+    return f"-----BEGIN {label}-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAAS\n-----END {label}-----\n"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQ\n",
+        "# created: 2026-01-01T00:00:00Z\n# public key: age1x\nAGE-SECRET-KEY-1ABC\n",
+        _pem("OPENSSH PRIVATE KEY"),
+        _pem("PRIVATE KEY"),
+        _pem("RSA PRIVATE KEY"),
+        _pem("ENCRYPTED PRIVATE KEY"),
+    ],
+)
+def test_a_reference_to_a_key_is_refused(tmp_path: Path, content: str) -> None:
+    write(tmp_path, content, "key.txt")
+    with pytest.raises(ConfigError) as caught:
+        resolve_reference("file:key.txt", base_dir=tmp_path, owner="secret `k`", environ={})
+    message = str(caught.value)
+    assert message.startswith("secret `k`: reference `file:key.txt`: ")
+    assert "age identity or a private key" in message
+    assert "KEY-" not in message and "MIIB" not in message
+    # A public key or a certificate is not a secret key: it stays usable.
+    write(tmp_path, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", "c.pem")
+    assert resolve_reference("file:c.pem", base_dir=tmp_path, owner="o", environ={})
+
+
+def test_a_sops_reference_to_an_identity_is_refused(project) -> None:
+    """Through the CLI: nothing is written, exit 1, the grant and reference are named."""
+    import pyrage
+
+    from reconciler.vault.sops import encode_document
+
+    team = project.root / "team.sops.yaml"
+    identity = str(pyrage.x25519.Identity.generate())
+    team.write_bytes(
+        encode_document(
+            {"deploy": {"age_key": identity}}, [project.recipient], encrypted_regex=None
+        )
+    )
+    project.write_config(
+        f"version: 1\nstore:\n  recipients: [{project.recipient}]\n"
+        "secrets:\n  deploy:\n    value: sops:team.sops.yaml#deploy.age_key\n"
+    )
+    run = project.reconcile("apply")
+    assert run.code == 1
+    assert "secret `deploy`" in run.stderr
+    assert "sops:team.sops.yaml#deploy.age_key" in run.stderr
+    assert "age identity or a private key" in run.stderr
+    assert identity not in run.stderr + run.stdout and "Traceback" not in run.stderr
+    assert project.snapshot() == {}

@@ -7,6 +7,8 @@ temporary key file and ``HOME`` at a temporary folder, so the real ~/.config is 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.config.references import resolve_reference
 from reconciler.model import Grant, Secret
 from reconciler.vault import keys, sops, sopsconfig
 from reconciler.vault.errors import VaultError
@@ -34,6 +37,8 @@ from reconciler.vault.store import (
     write_grant,
 )
 from reconciler.vault.syntax import compose_documents, scalar_value
+from tests.conftest import new_identity
+from tests.identities import post_quantum_identity_line
 
 SOPS = shutil.which("sops")
 AGE = shutil.which("age")
@@ -215,6 +220,71 @@ def test_sops_set_then_we_read(world):
     assert back.expires_at == datetime(2027, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 
+def changed_lines(before: bytes, after: bytes) -> list[str]:
+    """The lines of ``after`` that a line diff against ``before`` marks as new."""
+    diff = difflib.ndiff(before.decode().splitlines(), after.decode().splitlines())
+    return [line[2:] for line in diff if line.startswith("+ ")]
+
+
+def data_key_of(text: bytes, key: Key) -> bytes:
+    """The data key of a file, opened with ``key`` straight from its first age entry."""
+    return pyrage.decrypt(yaml.safe_load(text)["sops"]["age"][0]["enc"].encode(), [key.identity])
+
+
+def changed_keys(lines: list[str]) -> set[str]:
+    """The keys of changed ``key: value`` lines."""
+    return {line.strip().split(":")[0] for line in lines}
+
+
+def test_sops_set_on_our_file_is_a_small_diff(world):
+    path = store_file(world)
+    write_grant(path, grant(), [world.keys[0].recipient, world.keys[1].recipient])
+    ours = path.read_bytes()
+    world.sops("set", str(path), '["status_reason"]', '"rotated"')
+    changed = changed_lines(ours, path.read_bytes())
+    # sops keeps the data key and re-emits the age entries: same text, same indentation.
+    assert changed[0] == "status_reason: rotated"
+    assert changed_keys(changed[1:]) <= {"lastmodified", "mac"}
+
+
+def test_our_rewrite_keeps_the_data_key_while_the_recipients_stay(world):
+    path = store_file(world)
+    both = [world.keys[0].recipient, world.keys[1].recipient]
+    write_grant(path, grant(), both)
+    first = path.read_bytes()
+    linked = read_grant(path, [world.keys[0].identity])
+    rotated = dataclasses.replace(linked, refresh_token=Secret("ghr_rotated"))
+    write_grant(path, rotated, both)
+    second = path.read_bytes()
+    changed = changed_lines(first, second)
+    # Like `sops set`: the data key, its age entries and the unchanged access token stay.
+    assert changed[0].startswith("refresh_token: ENC[")
+    assert changed_keys(changed[1:]) <= {"lastmodified", "mac"}, changed
+    read_grant(path, [world.keys[1].identity])
+    write_grant(path, dataclasses.replace(rotated, status="needs-relink"), both)
+    changed = changed_lines(second, path.read_bytes())
+    assert changed[0] == "status: needs-relink"
+    assert changed_keys(changed[1:]) <= {"lastmodified", "mac"}, changed
+    assert world.sops("-d", "--extract", '["refresh_token"]', str(path)).stdout == "ghr_rotated"
+    assert data_key_of(path.read_bytes(), world.keys[0]) == data_key_of(first, world.keys[0])
+    # Fewer recipients: a new data key, so the removed one cannot read what comes next.
+    read_grant(path, [world.keys[0].identity])
+    write_grant(path, linked, [world.keys[0].recipient])
+    assert data_key_of(path.read_bytes(), world.keys[0]) != data_key_of(first, world.keys[0])
+
+
+def test_a_shamir_grant_file_is_not_rewritten_to_one_group(world):
+    (world.work / ".sops.yaml").write_text(shamir_rules([k.recipient for k in world.keys]))
+    path = store_file(world)
+    path.write_text(PLAIN_GRANT)
+    world.sops("-e", "-i", str(path))
+    before = path.read_bytes()
+    back = read_grant(path, [k.identity for k in world.keys[:2]])
+    with pytest.raises(VaultError, match="Shamir"):
+        write_grant(path, back, [k.recipient for k in world.keys])
+    assert path.read_bytes() == before
+
+
 def test_sops_edit_with_an_editor_then_we_read(world):
     path = store_file(world)
     write_grant(path, grant(), [world.keys[0].recipient])
@@ -330,6 +400,21 @@ def test_we_read_a_grant_encrypted_by_sops(world):
         read_grant(path, [world.keys[0].identity])
 
 
+def test_a_grant_file_whose_mac_skips_plaintext_is_refused(world):
+    plain = world.work / "plain.yaml"
+    plain.write_text(PLAIN_GRANT)
+    recipient = world.keys[0].recipient
+    out = world.sops(
+        "-e", "--mac-only-encrypted", "--encrypted-regex", REGEX, "--age", recipient, str(plain)
+    )
+    path = store_file(world)
+    path.write_text(out.stdout.replace("    - repo\n", "    - repo\n    - admin\n", 1))
+    assert "admin" in world.sops("-d", str(path)).stdout  # sops does not notice the change
+    for identities in (None, [world.keys[0].identity]):
+        with pytest.raises(VaultError, match="mac_only_encrypted"):
+            read_grant(path, identities)
+
+
 def test_we_read_a_sops_yaml_key_groups_file(world):
     (world.work / ".sops.yaml").write_text(
         "creation_rules:\n"
@@ -344,6 +429,55 @@ def test_we_read_a_sops_yaml_key_groups_file(world):
     back = read_grant(path, [world.keys[1].identity])
     assert back.refresh_token.reveal() == "ghr_refresh"
     assert sopsconfig.rule_recipients(path) == (world.keys[0].recipient, world.keys[1].recipient)
+
+
+def shamir_rules(recipients: list[str], threshold: int = 2) -> str:
+    """A .sops.yaml splitting the data key among one key group per recipient."""
+    groups = "".join(f"      - age: ['{r}']\n" for r in recipients)
+    return (
+        "creation_rules:\n"
+        "  - path_regex: \\.sops\\.yaml$\n"
+        f"    encrypted_regex: '{REGEX}'\n"
+        f"    shamir_threshold: {threshold}\n"
+        f"    key_groups:\n{groups}"
+    )
+
+
+def test_we_read_a_shamir_file_with_enough_key_groups(world):
+    (world.work / ".sops.yaml").write_text(shamir_rules([k.recipient for k in world.keys]))
+    path = store_file(world)
+    path.write_text(PLAIN_GRANT)
+    world.sops("-e", "-i", str(path))
+    assert "shamir_threshold: 2" in path.read_text()
+    plain = read_grant(path, None)  # plan and status: no key needed
+    assert plain.scopes == ("repo", "yes") and not plain.decrypted
+    assert plain.recipients == tuple(k.recipient for k in world.keys)
+    for pair in ((0, 1), (0, 2), (1, 2)):
+        back = read_grant(path, [world.keys[i].identity for i in pair])
+        assert back.refresh_token.reveal() == "ghr_refresh"
+    with pytest.raises(DecryptError, match=r"3 key groups .* 2 of them must open it"):
+        read_grant(path, [world.keys[1].identity])
+
+
+def test_a_shamir_grant_is_listed_by_plan_and_status(project):
+    others = [new_identity(project.root.parent / f"group{i}.txt") for i in (1, 2)]
+    (project.root / ".sops.yaml").write_text(shamir_rules([project.recipient, *others]))
+    project.store.mkdir()
+    path = project.store / "openai.sops.yaml"
+    path.write_text("name: openai\nkind: secret\nvalue: sk-1\n")
+    sops = [SOPS, "-e", "-i", str(path)]
+    subprocess.run(sops, cwd=project.root, env=project.env, check=True, capture_output=True)
+    recipients = ", ".join([project.recipient, *others])
+    project.write_config(
+        f"version: 1\nstore:\n  recipients: [{recipients}]\n"
+        "secrets:\n  openai:\n    value: prompt\n"
+    )
+    status = project.reconcile("status", "-o", "json")
+    assert status.code == 0, status.stderr
+    (entry,) = json.loads(status.stdout)["grants"]
+    assert entry["name"] == "openai" and entry["status"] == "ok"
+    plan = project.reconcile("plan", "--exit-code", env={"SOPS_AGE_KEY_FILE": "/nonexistent"})
+    assert plan.code == 0, plan.stderr + plan.stdout
 
 
 GENERIC = """\
@@ -389,6 +523,57 @@ def test_decrypt_file_reads_a_default_sops_file(world):
         "list": ["a", {"k": "v", "n": 1}, [1, 2.5, False]],
         "public_unencrypted": "visible",
     }
+
+
+def test_a_keys_file_with_a_post_quantum_identity_works_for_sops_and_us(world):
+    path = store_file(world)
+    write_grant(path, grant(), [world.keys[0].recipient])
+    key_file = world.root / "mixed-keys.txt"
+    key_file.write_text(
+        f"# post-quantum\n{post_quantum_identity_line()}\n{world.keys[0].file.read_text()}"
+    )
+    mixed = Key(key_file, None, "")
+    assert world.sops("-d", "--extract", '["name"]', str(path), key=mixed).stdout == "github"
+    identities = keys.load_identities({"SOPS_AGE_KEY_FILE": str(key_file)}, required=True)
+    assert read_grant(path, identities).access_token.reveal() == "gho_access"
+
+
+COMMENTS_LIST = """\
+lorem: ipsum
+dolor:
+    - sit
+    # this is a comment
+    - amet
+nested:
+    - a
+    # two
+    # comments
+    - - b
+      # inner
+      - c
+"""
+
+
+def test_comments_inside_lists_are_not_elements(world):
+    plain = world.work / "comments_list.yaml"
+    plain.write_text(COMMENTS_LIST)
+    path = world.work / "comments_list.sops.yaml"
+    path.write_text(world.sops("-e", "--age", world.keys[0].recipient, str(plain)).stdout)
+    assert "type:comment" in path.read_text()  # sops keeps them as encrypted list items
+    shown = yaml.safe_load(world.sops("-d", str(path)).stdout)
+    assert shown["dolor"] == ["sit", "amet"]
+    assert decrypt_file(path, [world.keys[0].identity]) == shown
+    # Without a key (plan, status) the lists have their real length too.
+    assert sops.load_document(path.read_bytes(), None, path).data["dolor"][1].startswith("ENC[")
+    assert len(sops.load_document(path.read_bytes(), None, path).data["dolor"]) == 2
+    value = resolve_reference(
+        f"sops:{path}#dolor.1",
+        base_dir=world.work,
+        owner="secret `x`",
+        environ={},
+        identities=[world.keys[0].identity],
+    )
+    assert value.reveal() == "amet"
 
 
 # ---------------------------------------------------------------------------------------

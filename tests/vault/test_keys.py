@@ -23,6 +23,7 @@ from reconciler.vault.keys import (
     split_recipients,
 )
 from reconciler.vault.sopsconfig import creation_rule_for, find_sops_config, rule_recipients
+from tests.identities import bech32_line, post_quantum_identity_line
 
 
 def new_key() -> tuple[str, str]:
@@ -73,6 +74,23 @@ def test_parse_identities_errors_never_echo_the_key():
     assert "line 2" in str(caught.value) and broken not in str(caught.value)
     with pytest.raises(ValueError, match="not an age identity"):
         parse_identities("hello\n")
+
+
+def test_identities_of_other_kinds_are_skipped_and_the_rest_used(env, tmp_path):
+    key, recipient = new_key()
+    pq = post_quantum_identity_line()
+    plugin = bech32_line("AGE-PLUGIN-YUBIKEY-", os.urandom(16))
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"# post-quantum\n{pq}\n{plugin}\n{key}\n")
+    report = find_identities({**env, "SOPS_AGE_KEY_FILE": str(key_file)})
+    assert publics(report.identities) == [recipient]
+    assert report.errors == []
+    assert any("line 2" in note and "post-quantum" in note for note in report.skipped)
+    assert any("line 3" in note and "plugin" in note for note in report.skipped)
+    assert pq not in report.describe() and plugin not in report.describe()
+    # Lines that are no identity at all are still refused, as sops refuses them.
+    with pytest.raises(ValueError, match="line 1 is not an age identity"):
+        parse_identities(f"AGE-SECRET-KEY-PQ-not bech32\n{key}\n")
 
 
 def test_lookup_order_env_then_file_then_keys_txt(env, tmp_path):
@@ -321,11 +339,30 @@ def test_broken_configs_are_reported(repo):
     assert rule_recipients(repo / "a.sops.yaml") is None
 
 
-def test_rule_reports_other_key_types(repo):
+def test_rule_keeps_its_encrypted_regex(repo):
     _, r = new_key()
     (repo / ".sops.yaml").write_text(
-        f"creation_rules:\n  - pgp: ABCDEF\n    age: {r}\n    encrypted_regex: ^value$\n"
+        f"creation_rules:\n  - age: {r}\n    encrypted_regex: ^value$\n"
     )
     rule = creation_rule_for(repo / "a.sops.yaml")
-    assert rule.recipients == (r,) and rule.other_keys == ("pgp",)
-    assert rule.encrypted_regex == "^value$"
+    assert rule.recipients == (r,) and rule.encrypted_regex == "^value$"
+
+
+@pytest.mark.parametrize(
+    ("rule", "named"),
+    [
+        ("  - pgp: ABCDEF\n    age: {r}\n", "pgp keys"),
+        ("  - kms: arn:aws:kms:eu-west-1:1:key/x\n    age: {r}\n", "kms keys"),
+        ("  - key_groups:\n      - age: [{r}]\n        pgp: [ABCDEF]\n", "pgp keys"),
+        ("  - age: {r}\n    mac_only_encrypted: true\n", "mac_only_encrypted"),
+    ],
+)
+def test_rules_that_would_not_be_honoured_are_refused(repo, rule, named):
+    _, r = new_key()
+    config = repo / ".sops.yaml"
+    config.write_text("creation_rules:\n" + rule.format(r=r))
+    with pytest.raises(MalformedError) as caught:
+        rule_recipients(repo / "secrets" / "a.sops.yaml")
+    message = str(caught.value)
+    assert str(config) in message and "creation_rules[0]" in message and named in message
+    assert "store.recipients" in message

@@ -279,7 +279,7 @@ def test_structural_problems_are_malformed(identity, recipient):
     cases = {
         "duplicate": good.replace("name: x\n", "name: x\nname: y\n"),
         "int key": good.replace("name: x\n", "name: x\n1: y\n"),
-        "shamir": good.replace(
+        "empty key groups": good.replace(
             "sops:\n", "sops:\n    key_groups:\n        - age: []\n        - age: []\n"
         ).replace("    age:\n", "    agex:\n"),
         "two rules": good.replace("    version:", "    unencrypted_suffix: _x\n    version:"),
