@@ -257,8 +257,9 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     ask = _ask_secret if sys.stdin.isatty() and not out.json else None
     outcomes = []
     browser = _browser(args)
+    link = not args.no_link and not _nobody_to_link(args, out)
     run = run_apply(
-        state, plan, now, link=not args.no_link, ask_secret=ask, browser=browser, device=args.device
+        state, plan, now, link=link, ask_secret=ask, browser=browser, device=args.device
     )
     for outcome in run:
         outcomes.append(outcome)
@@ -312,11 +313,30 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
         args.file,
         report,
         prune=args.prune,
-        link=not args.no_link,
+        link=not args.no_link and not _nobody_to_link(args, out),
         browser=browser,
         device=args.device,
     )
     return watcher.run()
+
+
+def _nobody_to_link(args: argparse.Namespace, out: Output) -> bool:
+    """No terminal on stdin and no browser (as Python's ``webbrowser`` finds them), and no
+    `--device` or `--no-browser` saying that someone reads the output: a link flow here would
+    wait for nobody (cron, CI), so link flows are left pending as with `--no-link`."""
+    if args.device or args.no_browser or sys.stdin.isatty():
+        return False
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        out.progress(
+            "note: no terminal and no browser here, so link flows are left pending; run "
+            "`reconcile link NAME` where someone can sign in, or pass --device to print a code"
+        )
+        return True
+    return False
 
 
 def _json_line(document: object) -> str:

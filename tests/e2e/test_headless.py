@@ -55,3 +55,31 @@ def test_device_flow_without_a_browser_shows_the_code_and_a_countdown(headless, 
     assert ran.code == 0, ran
     assert "Traceback" not in ran.stderr and "RuntimeError" not in ran.stderr
     assert e2e.sops_decrypt("tv")["refresh_token"] == e2e.latest(client).refresh_token
+
+
+def test_apply_with_no_terminal_and_no_browser_leaves_link_flows_pending(headless):
+    """`reconcile apply </dev/null` in cron or CI: link flows (browser or device) are pending at
+    once, exit 2 as with `--no-link`; client credentials and secrets are still written."""
+    e2e = headless
+    auth = e2e.auth
+    e2e.declare("web", auth.add_client("web-app", "web-secret"))
+    e2e.declare("tv", auth.add_client("tv-app"), flow="device_code")
+    e2e.declare("robot", auth.add_client("robot-app", "robot-secret"), flow="client_credentials")
+    e2e.config["secrets"] = {"api": {"value": "env:HEADLESS_API_KEY"}}
+    e2e.env["HEADLESS_API_KEY"] = "key-0123456789abcdef"
+    e2e.write_config()
+
+    started = time.monotonic()
+    ran = e2e.run("apply", timeout=30)
+    assert time.monotonic() - started < 20, "a link flow waited for nobody"
+    assert ran.code == 2, ran
+    assert "no terminal and no browser" in ran.stderr
+    for name in ("web", "tv"):
+        assert f"{name}: link: pending" in ran.stderr, ran
+        assert not e2e.grant_file(name).exists()
+    assert "robot: link: done" in ran.stderr and "api: write-secret: done" in ran.stderr
+    assert e2e.grant_file("robot").exists() and e2e.grant_file("api").exists()
+    assert [
+        r.path for r in auth.requests if r.path in ("/authorize", "/device_authorization")
+    ] == []
+    assert ran.stdout == "Apply: 2 done, 0 failed, 2 pending.\n"
