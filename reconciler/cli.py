@@ -9,7 +9,18 @@ if TYPE_CHECKING:  # and the parser is built only when a command needs it
     import argparse
     from collections.abc import Sequence
 
-EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Options of `apply` that the bare command takes too, and the commands that accept each.
+_APPLY_OPTIONS = {
+    "prune": ("apply", "plan"),
+    "no_link": ("apply",),
+    "watch": ("apply",),
+    "device": ("apply", "link"),
+    "no_browser": ("apply", "link"),
+    "link_timeout": ("apply", "link"),
+}
+_APPLY_DEFAULTS = {"link_timeout": 300.0}
 
 _SYMBOLS = {"link": "+", "prune": "-"}
 
@@ -44,12 +55,22 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # exit 1, not argparse's 2: 2 means "changes pending"
+            self.print_usage(sys.stderr)
+            self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+    parser = Parser(
         prog="reconcile",
-        description="Reconcile declared OAuth grants and API keys into SOPS/age-encrypted files.",
+        description="Reconcile declared OAuth grants and API keys into SOPS/age-encrypted files. "
+        "With no COMMAND, `reconcile` is `reconcile apply` and takes its options.",
     )
     _global_options(parser, suppress=False)
-    _watch_option(parser, suppress=False)
+    parser.add_argument(
+        "--version", action=_version_action(), nargs=0, default=argparse.SUPPRESS,
+        help="show the version and exit",
+    )  # fmt: skip
+    _apply_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -57,19 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(sub, suppress=True)
         return sub
 
-    apply = command("apply", "plan, then carry the plan out (the default command)")
-    apply.add_argument("--prune", action="store_true", help="revoke and delete undeclared grants")
-    apply.add_argument(
-        "--no-link", action="store_true",
-        help="do not start link flows; exit 2 if any are pending",
-    )  # fmt: skip
-    _link_options(apply)
-    _watch_option(apply, suppress=True)
+    _apply_options(command("apply", "plan, then carry the plan out (the default command)"))
     plan = command("plan", "show what apply would do, change nothing")
     plan.add_argument(
         "--exit-code", action="store_true", help="exit 2 when changes are pending, 0 when none"
     )
-    plan.add_argument("--prune", action="store_true", help="include undeclared grants to prune")
+    plan.add_argument(
+        "--prune", action="store_true", default=argparse.SUPPRESS,
+        help="include undeclared grants to prune",
+    )  # fmt: skip
     command("status", "show every grant: status, scopes, expiry, last refresh")
     command("validate", "check the config and its references, change nothing")
     command("init", "create an age identity, .sops.yaml, a starter providers.yaml, .gitignore")
@@ -103,27 +120,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _apply_options(parser: argparse.ArgumentParser) -> None:
+    """`apply`'s options, on `apply` and on the bare command alike. They default to SUPPRESS
+    everywhere (``main`` fills the defaults), so a value given before the command is kept."""
+    import argparse
+
+    parser.add_argument(
+        "--prune", action="store_true", default=argparse.SUPPRESS,
+        help="revoke and delete undeclared grants",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-link", action="store_true", default=argparse.SUPPRESS,
+        help="do not start link flows; exit 2 if any are pending",
+    )  # fmt: skip
+    _link_options(parser)
+    parser.add_argument(
+        "--watch", action="store_true", default=argparse.SUPPRESS,
+        help="apply, then apply again on every change to the config, .sops.yaml, referenced "
+        "files or grant files, and on refresh deadlines, until Ctrl-C",
+    )  # fmt: skip
+
+
 def _link_options(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
     parser.add_argument(
-        "--device", action="store_true", help="use the device flow (headless machines)"
-    )
+        "--device", action="store_true", default=argparse.SUPPRESS,
+        help="use the device flow (headless machines)",
+    )  # fmt: skip
     parser.add_argument(
-        "--no-browser", action="store_true", help="print the URL instead of opening a browser"
-    )
+        "--no-browser", action="store_true", default=argparse.SUPPRESS,
+        help="print the URL instead of opening a browser",
+    )  # fmt: skip
     parser.add_argument(
-        "--link-timeout", type=float, default=300.0, metavar="SECONDS",
+        "--link-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
         help="how long to wait for the browser (default: 300)",
     )  # fmt: skip
 
 
-def _watch_option(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def _version_action() -> type[argparse.Action]:
     import argparse
 
-    parser.add_argument(
-        "--watch", action="store_true", default=argparse.SUPPRESS if suppress else False,
-        help="apply, then apply again on every change to the config, .sops.yaml, referenced "
-        "files or grant files, and on refresh deadlines, until Ctrl-C",
-    )  # fmt: skip
+    class Version(argparse.Action):
+        """``--version``: the installed package's version, looked up only when asked for."""
+
+        def __call__(self, parser, namespace, values, option_string=None) -> None:
+            print(f"reconcile {_version()}")
+            parser.exit()
+
+    return Version
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("oauth-reconciler")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,18 +185,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command = args.command or "apply"
-    if args.watch and args.command != "apply":
-        parser.error(f"--watch goes with apply, not {args.command}")
-    args.prune = getattr(args, "prune", False)
-    args.no_link = getattr(args, "no_link", False)
-    for option, default in (("device", False), ("no_browser", False), ("link_timeout", 300.0)):
-        setattr(args, option, getattr(args, option, default))
+    for option, commands in _APPLY_OPTIONS.items():
+        if hasattr(args, option) and args.command not in commands:
+            flag = "--" + option.replace("_", "-")
+            parser.error(f"{flag} goes with {' or '.join(commands)}, not {args.command}")
+        setattr(args, option, getattr(args, option, _APPLY_DEFAULTS.get(option, False)))
     out = Output(args)
     try:
         return _COMMANDS[args.command](args, out)
     except KeyboardInterrupt:
         out.error("interrupted")
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): ``entry`` ends quietly
     except Exception as error:
         if args.verbose:
             import traceback
