@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("status", "show every grant: status, scopes, expiry, last refresh")
     command("validate", "check the config and its references, change nothing")
     command("init", "create an age identity, .sops.yaml, a starter providers.yaml, .gitignore")
+    command("presets", "list the built-in provider presets: name, title, flows, notes")
     token = command("token", "print a valid access token or secret value, for scripts")
     token.add_argument("name", help="the grant or secret name")
     link = command("link", "run one link flow now")
@@ -493,6 +494,35 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_presets(args: argparse.Namespace, out: Output) -> int:
+    from .catalog import summaries
+
+    presets = summaries()
+    out.result(_presets_text(presets), {"presets": presets})
+    return EXIT_OK
+
+
+def _presets_text(presets: list[dict]) -> str:
+    """A table of name, title and flows; each preset's notes and URL variables under it."""
+    import textwrap
+
+    name_width = max(len("NAME"), *(len(p["name"]) for p in presets))
+    title_width = max(len("TITLE"), *(len(p["title"]) for p in presets))
+    indent = " " * (name_width + 2)
+    lines = [f"{'NAME':<{name_width}}  {'TITLE':<{title_width}}  FLOWS"]
+    for preset in presets:
+        flows = ", ".join(preset["flows"])
+        lines.append(f"{preset['name']:<{name_width}}  {preset['title']:<{title_width}}  {flows}")
+        details = [preset["notes"]] if preset["notes"] else []
+        if preset["vars"]:
+            details.append(
+                "vars: " + ", ".join(f"{k} (default {v})" for k, v in preset["vars"].items())
+            )
+        for text in details:
+            lines += textwrap.wrap(text, 96, initial_indent=indent, subsequent_indent=indent)
+    return "\n".join(lines)
+
+
 def cmd_token(args: argparse.Namespace, out: Output) -> int:
     from .operations import read_token
 
@@ -568,6 +598,7 @@ _COMMANDS = {
     "status": cmd_status,
     "validate": cmd_validate,
     "init": cmd_init,
+    "presets": cmd_presets,
     "token": cmd_token,
     "link": cmd_link,
     "revoke": cmd_revoke,

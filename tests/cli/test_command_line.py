@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +63,25 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(ready):
         os.close(write)
     assert done.stderr == ""
     assert done.returncode == 141  # 128 + SIGPIPE, as a shell reports a command SIGPIPE ended
+
+
+def test_presets_lists_the_catalog_without_a_config(project):
+    from reconciler.catalog import load_preset, preset_names
+
+    as_json = project.reconcile("presets", "-o", "json")
+    assert as_json.code == 0, as_json.stderr
+    presets = {p["name"]: p for p in json.loads(as_json.stdout)["presets"]}
+    assert sorted(presets) == preset_names()
+    github = presets["github"]
+    assert github["title"] == load_preset("github")["title"] == "GitHub"
+    assert github["flows"] == ["authorization_code", "device_code"]
+    assert "device flow must be enabled" in github["notes"]
+    assert presets["asana"]["flows"] == ["authorization_code"]
+    assert presets["microsoft"]["vars"] == {"tenant": "common"}
+
+    text = project.reconcile("presets")
+    assert text.code == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TITLE", "FLOWS"]
+    assert any(line.startswith("github ") and "device_code" in line for line in lines)
+    assert "device flow must be enabled" in " ".join(text.stdout.split())
