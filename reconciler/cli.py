@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true",
         help="delete the file even when the provider has no revocation endpoint",
     )  # fmt: skip
+    revoke.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask for confirmation on a terminal"
+    )
     run = command("exec", "run a command with credentials in its environment only")
     run.add_argument(
         "--env", action="append", default=[], metavar="VARIABLE=NAME",
@@ -554,6 +557,17 @@ def cmd_link(args: argparse.Namespace, out: Output) -> int:
 def cmd_revoke(args: argparse.Namespace, out: Output) -> int:
     from .operations import revoke
 
+    if sys.stdin.isatty() and not args.yes:
+        print(
+            f"Revoke {args.name!r} at the provider and delete its grant file? "
+            "This cannot be undone. [y/N] ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            out.error(f"{args.name}: not revoked; nothing was changed (`--yes` skips the question)")
+            return EXIT_ERROR
     message = revoke(args.file, args.name, force=args.force)
     out.result(f"{args.name}: {message}", {"name": args.name, "result": message})
     return EXIT_OK

@@ -18,3 +18,29 @@ def config(recipients: list[str], *, extra: str = "") -> str:
         "  local:\n"
         "    value: file:local.key\n" + extra
     )
+
+
+def on_a_terminal(project, *args: str, typed: str) -> tuple[int, str]:
+    """Run `reconcile ARGS` with a terminal on stdin, where ``typed`` is typed; the exit code
+    and stderr (stdout is captured too, and dropped)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, typed.encode())
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=project.root,
+            env=project.env,
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return done.returncode, done.stderr

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from importlib.metadata import version
 
-from .support import config
+from .support import config, on_a_terminal
 
 GITHUB = "providers:\n  github:\n    preset: github\n    client_id: Iv1.abc\n    scopes: [repo]\n"
 
@@ -85,3 +85,23 @@ def test_presets_lists_the_catalog_without_a_config(project):
     assert lines[0].split() == ["NAME", "TITLE", "FLOWS"]
     assert any(line.startswith("github ") and "device_code" in line for line in lines)
     assert "device flow must be enabled" in " ".join(text.stdout.split())
+
+
+def test_revoke_asks_on_a_terminal_unless_yes(ready):
+    assert ready.reconcile("apply").code == 0
+    grant = ready.store / "openai.sops.yaml"
+
+    code, stderr = on_a_terminal(ready, "revoke", "openai", typed="n\n")
+    assert code == 1
+    assert "Revoke 'openai' at the provider and delete its grant file?" in stderr
+    assert "openai: not revoked; nothing was changed" in stderr
+    assert grant.exists()
+
+    code, stderr = on_a_terminal(ready, "revoke", "openai", typed="y\n")
+    assert code == 0, stderr
+    assert not grant.exists()
+
+    code, stderr = on_a_terminal(ready, "revoke", "local", "--yes", typed="")
+    assert code == 0, stderr
+    assert "[y/N]" not in stderr
+    assert ready.snapshot() == {}
