@@ -448,7 +448,7 @@ def _status_table(rows) -> str:
     notes = []
     for row in rows:
         document = row.to_json()
-        scopes = " ".join(row.granted_scopes or row.scopes) or "-"
+        scopes = _scopes_cell(row)
         table.append(
             (
                 row.name + ("" if row.declared else " (undeclared)"),
@@ -461,6 +461,11 @@ def _status_table(rows) -> str:
         )
         if row.reason:
             notes.append(f"  {row.name}: {row.reason}")
+        if row.missing_scopes:
+            notes.append(
+                f"  {row.name}: declared but not granted: {' '.join(row.missing_scopes)}; "
+                "`reconcile apply` links it again"
+            )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
@@ -469,6 +474,17 @@ def _status_table(rows) -> str:
         for line in table
     ]
     return "\n".join([*lines, *notes])
+
+
+def _scopes_cell(row) -> str:
+    """The granted scopes, and the declared ones where they differ (an under-scoped grant)."""
+    declared = " ".join(row.scopes) or "-"
+    if row.kind != "oauth2" or row.status == "missing":
+        return declared
+    granted = " ".join(row.granted_scopes) or "-"
+    if set(row.scopes) == set(row.granted_scopes) or not row.declared:
+        return granted
+    return f"{granted} (declared: {declared})"
 
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .model import Actual, Desired
+from .plan import missing_scopes
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,13 @@ class GrantReport:
     declared: bool
     reason: str | None = None
 
+    @property
+    def missing_scopes(self) -> tuple[str, ...]:
+        """Declared scopes the stored grant was not given (empty when there is no grant)."""
+        if self.kind != "oauth2" or not self.declared or self.status in ("missing", "invalid"):
+            return ()
+        return tuple(missing_scopes(self.scopes, self.granted_scopes))
+
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -28,6 +36,7 @@ class GrantReport:
             "status": self.status,
             "scopes": list(self.scopes),
             "granted_scopes": list(self.granted_scopes),
+            "missing_scopes": list(self.missing_scopes),
             "expires_at": _rfc3339(self.expires_at),
             "last_refresh": _rfc3339(self.obtained_at),
             "declared": self.declared,
@@ -65,7 +74,8 @@ def report(desired: Desired, actual: Actual, now: datetime) -> list[GrantReport]
                 status = "expiring"
         rows.append(
             GrantReport(
-                name, grant.kind, status, grant.scopes or scopes, grant.granted_scopes,
+                name, grant.kind, status, scopes if provider else grant.scopes,
+                grant.granted_scopes,
                 grant.expires_at, grant.obtained_at, declared, reason,
             )
         )  # fmt: skip
