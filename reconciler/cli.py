@@ -240,6 +240,9 @@ class Output:
     def error(self, message: str) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
+    def warning(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
     def result(self, text: str, document: object) -> None:
         if self.json:
             import json
@@ -250,11 +253,22 @@ class Output:
             print(text)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, out: Output):
     from .operations import load_state, unreadable_error
 
     state = load_state(args.file)
+    _warn_exposed(state.desired, out)
     return state, unreadable_error(state.actual, state.desired.store_dir)
+
+
+def _warn_exposed(desired, out: Output) -> list[str]:
+    """Warn about `file:` references whose plaintext git would commit; return the warnings."""
+    from .exposure import warnings
+
+    found = warnings(desired)
+    for warning in found:
+        out.warning(warning)
+    return found
 
 
 def _plan_document(plan) -> dict:
@@ -294,7 +308,7 @@ def _plan_text(plan, state) -> str:
 def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     from .operations import make_plan, utcnow
 
-    state, unreadable = _load(args)
+    state, unreadable = _load(args, out)
     plan = make_plan(state, utcnow(), prune=args.prune)
     out.result(_plan_text(plan, state), _plan_document(plan))
     if unreadable:
@@ -308,7 +322,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
     if args.watch:
         return cmd_watch(args, out)
-    state, unreadable = _load(args)
+    state, unreadable = _load(args, out)
     now = utcnow()
     plan = make_plan(state, now, prune=args.prune)
     for note in plan.notes:
@@ -491,11 +505,12 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     from .operations import validate
 
     desired = validate(args.file)
+    exposed = _warn_exposed(desired, out)
     count = len(desired.providers) + len(desired.secrets)
     out.result(
         f"{args.file} is valid: {len(desired.providers)} provider(s), "
         f"{len(desired.secrets)} secret(s); every reference resolves.",
-        {"valid": True, "file": str(args.file), "grants": count},
+        {"valid": True, "file": str(args.file), "grants": count, "warnings": exposed},
     )
     return EXIT_OK
 
@@ -503,13 +518,16 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
     from .operations import init_project
 
-    report = init_project(args.file)
-    for path, what in report.items():
+    done = init_project(args.file)
+    for path, what in done.files.items():
         out.progress(f"{what}: {path}")
-    out.result(
-        f"Ready. Edit {args.file}, then run `reconcile plan`.",
-        {"files": {str(path): what for path, what in report.items()}},
-    )
+    document = {"files": {str(path): what for path, what in done.files.items()}}
+    if done.todo:
+        out.result("", {**document, "todo": done.todo})
+        for item in done.todo:
+            out.error(item)
+        return EXIT_ERROR
+    out.result(f"Ready. Edit {args.file}, then run `reconcile plan`.", document)
     return EXIT_OK
 
 
