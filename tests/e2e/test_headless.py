@@ -5,6 +5,7 @@ removed, so Python's ``webbrowser`` finds no browser at all."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -83,3 +84,22 @@ def test_apply_with_no_terminal_and_no_browser_leaves_link_flows_pending(headles
         r.path for r in auth.requests if r.path in ("/authorize", "/device_authorization")
     ] == []
     assert ran.stdout == "Apply: 2 done, 0 failed, 2 pending.\n"
+
+
+def test_watch_with_no_terminal_and_no_browser_leaves_link_flows_pending(headless):
+    """`reconcile --watch` as a service: no link flow blocks the loop waiting for nobody."""
+    e2e = headless
+    auth = e2e.auth
+    e2e.declare("web", auth.add_client("web-app", "web-secret"))
+    e2e.declare("robot", auth.add_client("robot-app", "robot-secret"), flow="client_credentials")
+    e2e.write_config()
+
+    watching = e2e.watch("--watch", "--link-timeout", "300")
+    watching.expect("no terminal and no browser")
+    watching.expect(r"web.*pending", timeout=20)
+    watching.expect(r"robot.*done", timeout=20)
+    watching.process.send_signal(signal.SIGINT)
+    ran = watching.finish(timeout=20)
+    assert ran.code == 0, ran
+    assert not e2e.grant_file("web").exists() and e2e.grant_file("robot").exists()
+    assert [r.path for r in auth.requests if r.path == "/authorize"] == []
