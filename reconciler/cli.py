@@ -9,7 +9,18 @@ if TYPE_CHECKING:  # and the parser is built only when a command needs it
     import argparse
     from collections.abc import Sequence
 
-EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: Options of `apply` that the bare command takes too, and the commands that accept each.
+_APPLY_OPTIONS = {
+    "prune": ("apply", "plan"),
+    "no_link": ("apply",),
+    "watch": ("apply",),
+    "device": ("apply", "link"),
+    "no_browser": ("apply", "link"),
+    "link_timeout": ("apply", "link"),
+}
+_APPLY_DEFAULTS = {"link_timeout": 300.0}
 
 _SYMBOLS = {"link": "+", "prune": "-"}
 
@@ -44,12 +55,22 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str):  # exit 1, not argparse's 2: 2 means "changes pending"
+            self.print_usage(sys.stderr)
+            self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+    parser = Parser(
         prog="reconcile",
-        description="Reconcile declared OAuth grants and API keys into SOPS/age-encrypted files.",
+        description="Reconcile declared OAuth grants and API keys into SOPS/age-encrypted files. "
+        "With no COMMAND, `reconcile` is `reconcile apply` and takes its options.",
     )
     _global_options(parser, suppress=False)
-    _watch_option(parser, suppress=False)
+    parser.add_argument(
+        "--version", action=_version_action(), nargs=0, default=argparse.SUPPRESS,
+        help="show the version and exit",
+    )  # fmt: skip
+    _apply_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -57,22 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(sub, suppress=True)
         return sub
 
-    apply = command("apply", "plan, then carry the plan out (the default command)")
-    apply.add_argument("--prune", action="store_true", help="revoke and delete undeclared grants")
-    apply.add_argument(
-        "--no-link", action="store_true",
-        help="do not start link flows; exit 2 if any are pending",
-    )  # fmt: skip
-    _link_options(apply)
-    _watch_option(apply, suppress=True)
+    _apply_options(command("apply", "plan, then carry the plan out (the default command)"))
     plan = command("plan", "show what apply would do, change nothing")
     plan.add_argument(
         "--exit-code", action="store_true", help="exit 2 when changes are pending, 0 when none"
     )
-    plan.add_argument("--prune", action="store_true", help="include undeclared grants to prune")
+    plan.add_argument(
+        "--prune", action="store_true", default=argparse.SUPPRESS,
+        help="include undeclared grants to prune",
+    )  # fmt: skip
     command("status", "show every grant: status, scopes, expiry, last refresh")
     command("validate", "check the config and its references, change nothing")
     command("init", "create an age identity, .sops.yaml, a starter providers.yaml, .gitignore")
+    command("presets", "list the built-in provider presets: name, title, flows, notes")
     token = command("token", "print a valid access token or secret value, for scripts")
     token.add_argument("name", help="the grant or secret name")
     link = command("link", "run one link flow now")
@@ -84,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true",
         help="delete the file even when the provider has no revocation endpoint",
     )  # fmt: skip
+    revoke.add_argument(
+        "-y", "--yes", action="store_true", help="do not ask for confirmation on a terminal"
+    )
     run = command("exec", "run a command with credentials in its environment only")
     run.add_argument(
         "--env", action="append", default=[], metavar="VARIABLE=NAME",
@@ -103,27 +124,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _apply_options(parser: argparse.ArgumentParser) -> None:
+    """`apply`'s options, on `apply` and on the bare command alike. They default to SUPPRESS
+    everywhere (``main`` fills the defaults), so a value given before the command is kept."""
+    import argparse
+
+    parser.add_argument(
+        "--prune", action="store_true", default=argparse.SUPPRESS,
+        help="revoke and delete undeclared grants",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-link", action="store_true", default=argparse.SUPPRESS,
+        help="do not start link flows; exit 2 if any are pending",
+    )  # fmt: skip
+    _link_options(parser)
+    parser.add_argument(
+        "--watch", action="store_true", default=argparse.SUPPRESS,
+        help="apply, then apply again on every change to the config, .sops.yaml, referenced "
+        "files or grant files, and on refresh deadlines, until Ctrl-C",
+    )  # fmt: skip
+
+
 def _link_options(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
     parser.add_argument(
-        "--device", action="store_true", help="use the device flow (headless machines)"
-    )
+        "--device", action="store_true", default=argparse.SUPPRESS,
+        help="use the device flow (headless machines)",
+    )  # fmt: skip
     parser.add_argument(
-        "--no-browser", action="store_true", help="print the URL instead of opening a browser"
-    )
+        "--no-browser", action="store_true", default=argparse.SUPPRESS,
+        help="print the URL instead of opening a browser",
+    )  # fmt: skip
     parser.add_argument(
-        "--link-timeout", type=float, default=300.0, metavar="SECONDS",
+        "--link-timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
         help="how long to wait for the browser (default: 300)",
     )  # fmt: skip
 
 
-def _watch_option(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def _version_action() -> type[argparse.Action]:
     import argparse
 
-    parser.add_argument(
-        "--watch", action="store_true", default=argparse.SUPPRESS if suppress else False,
-        help="apply, then apply again on every change to the config, .sops.yaml, referenced "
-        "files or grant files, and on refresh deadlines, until Ctrl-C",
-    )  # fmt: skip
+    class Version(argparse.Action):
+        """``--version``: the installed package's version, looked up only when asked for."""
+
+        def __call__(self, parser, namespace, values, option_string=None) -> None:
+            print(f"reconcile {_version()}")
+            parser.exit()
+
+    return Version
+
+
+def _version() -> str:
+    """The installed version, from the name of the package's ``.dist-info`` folder
+    (``{name}-{version}.dist-info``), found first on ``sys.path`` as ``importlib.metadata``
+    finds it, without that module's ~100 ms of imports and scanning."""
+    import os
+
+    prefix, suffix = "oauth_reconciler-", ".dist-info"
+    for folder in sys.path:
+        try:
+            names = os.listdir(folder or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefix) and name.endswith(suffix):
+                return name[len(prefix) : -len(suffix)]
+    return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,18 +198,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command = args.command or "apply"
-    if args.watch and args.command != "apply":
-        parser.error(f"--watch goes with apply, not {args.command}")
-    args.prune = getattr(args, "prune", False)
-    args.no_link = getattr(args, "no_link", False)
-    for option, default in (("device", False), ("no_browser", False), ("link_timeout", 300.0)):
-        setattr(args, option, getattr(args, option, default))
+    for option, commands in _APPLY_OPTIONS.items():
+        if hasattr(args, option) and args.command not in commands:
+            flag = "--" + option.replace("_", "-")
+            parser.error(f"{flag} goes with {' or '.join(commands)}, not {args.command}")
+        setattr(args, option, getattr(args, option, _APPLY_DEFAULTS.get(option, False)))
     out = Output(args)
     try:
         return _COMMANDS[args.command](args, out)
     except KeyboardInterrupt:
         out.error("interrupted")
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): ``entry`` ends quietly
     except Exception as error:
         if args.verbose:
             import traceback
@@ -183,6 +251,9 @@ class Output:
             error = {"message": message, **({"hint": hint} if hint else {})}
             self.result("", {"error": error})
 
+    def warning(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
     def result(self, text: str, document: object) -> None:
         if self.json:
             import json
@@ -193,10 +264,11 @@ class Output:
             print(text)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, out: Output):
     from .operations import load_state, unreadable_error
 
     state = load_state(args.file)
+    _warn_exposed(state.desired, out)
     return state, unreadable_error(state.actual, state.desired.store_dir)
 
 
@@ -204,6 +276,16 @@ def _unresolved(state) -> Exception | None:
     from .operations import unresolved_error
 
     return unresolved_error(state.desired)
+
+
+def _warn_exposed(desired, out: Output) -> list[str]:
+    """Warn about `file:` references whose plaintext git would commit; return the warnings."""
+    from .exposure import warnings
+
+    found = warnings(desired)
+    for warning in found:
+        out.warning(warning)
+    return found
 
 
 def _plan_document(plan) -> dict:
@@ -243,7 +325,7 @@ def _plan_text(plan, state) -> str:
 def cmd_plan(args: argparse.Namespace, out: Output) -> int:
     from .operations import make_plan, utcnow
 
-    state, unreadable = _load(args)
+    state, unreadable = _load(args, out)
     plan = make_plan(state, utcnow(), prune=args.prune)
     out.result(_plan_text(plan, state), _plan_document(plan))
     problems = [error for error in (_unresolved(state), unreadable) if error is not None]
@@ -259,7 +341,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
     if args.watch:
         return cmd_watch(args, out)
-    state, unreadable = _load(args)
+    state, unreadable = _load(args, out)
     now = utcnow()
     plan = make_plan(state, now, prune=args.prune)
     for note in plan.notes:
@@ -267,11 +349,13 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     ask = _ask_secret if sys.stdin.isatty() and not out.json else None
     outcomes = []
     browser = _browser(args)
+    links = any(action.action in ("link", "relink") for action in plan.actions)
+    link = not args.no_link and not (links and _nobody_to_link(args, out))
     run = run_apply(
         state,
         plan,
         now,
-        link=not args.no_link,
+        link=link,
         ask_secret=ask,
         browser=browser,
         device=args.device,
@@ -329,11 +413,30 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
         args.file,
         report,
         prune=args.prune,
-        link=not args.no_link,
+        link=not args.no_link and not _nobody_to_link(args, out),
         browser=browser,
         device=args.device,
     )
     return watcher.run()
+
+
+def _nobody_to_link(args: argparse.Namespace, out: Output) -> bool:
+    """No terminal on stdin and no browser (as Python's ``webbrowser`` finds them), and no
+    `--device` or `--no-browser` saying that someone reads the output: a link flow here would
+    wait for nobody (cron, CI), so link flows are left pending as with `--no-link`."""
+    if args.device or args.no_browser or sys.stdin.isatty():
+        return False
+    import webbrowser
+
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        out.progress(
+            "note: no terminal and no browser here, so link flows are left pending; run "
+            "`reconcile link NAME` where someone can sign in, or pass --device to print a code"
+        )
+        return True
+    return False
 
 
 def _json_line(document: object) -> str:
@@ -386,7 +489,7 @@ def _status_table(rows) -> str:
     notes = []
     for row in rows:
         document = row.to_json()
-        scopes = " ".join(row.granted_scopes or row.scopes) or "-"
+        scopes = _scopes_cell(row)
         table.append(
             (
                 row.name + ("" if row.declared else " (undeclared)"),
@@ -399,6 +502,11 @@ def _status_table(rows) -> str:
         )
         if row.reason:
             notes.append(f"  {row.name}: {row.reason}")
+        if row.missing_scopes:
+            notes.append(
+                f"  {row.name}: declared but not granted: {' '.join(row.missing_scopes)}; "
+                "`reconcile apply` links it again"
+            )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
@@ -409,15 +517,27 @@ def _status_table(rows) -> str:
     return "\n".join([*lines, *notes])
 
 
+def _scopes_cell(row) -> str:
+    """The granted scopes, and the declared ones where they differ (an under-scoped grant)."""
+    declared = " ".join(row.scopes) or "-"
+    if row.kind != "oauth2" or row.status == "missing":
+        return declared
+    granted = " ".join(row.granted_scopes) or "-"
+    if set(row.scopes) == set(row.granted_scopes) or not row.declared:
+        return granted
+    return f"{granted} (declared: {declared})"
+
+
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
     from .operations import validate
 
     desired = validate(args.file)
+    exposed = _warn_exposed(desired, out)
     count = len(desired.providers) + len(desired.secrets)
     out.result(
         f"{args.file} is valid: {len(desired.providers)} provider(s), "
         f"{len(desired.secrets)} secret(s); every reference resolves.",
-        {"valid": True, "file": str(args.file), "grants": count},
+        {"valid": True, "file": str(args.file), "grants": count, "warnings": exposed},
     )
     return EXIT_OK
 
@@ -425,14 +545,46 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
     from .operations import init_project
 
-    report = init_project(args.file)
-    for path, what in report.items():
+    done = init_project(args.file)
+    for path, what in done.files.items():
         out.progress(f"{what}: {path}")
-    out.result(
-        f"Ready. Edit {args.file}, then run `reconcile plan`.",
-        {"files": {str(path): what for path, what in report.items()}},
-    )
+    document = {"files": {str(path): what for path, what in done.files.items()}}
+    if done.todo:
+        out.result("", {**document, "todo": done.todo})
+        for item in done.todo:
+            out.error(item)
+        return EXIT_ERROR
+    out.result(f"Ready. Edit {args.file}, then run `reconcile plan`.", document)
     return EXIT_OK
+
+
+def cmd_presets(args: argparse.Namespace, out: Output) -> int:
+    from .catalog import summaries
+
+    presets = summaries()
+    out.result(_presets_text(presets), {"presets": presets})
+    return EXIT_OK
+
+
+def _presets_text(presets: list[dict]) -> str:
+    """A table of name, title and flows; each preset's notes and URL variables under it."""
+    import textwrap
+
+    name_width = max(len("NAME"), *(len(p["name"]) for p in presets))
+    title_width = max(len("TITLE"), *(len(p["title"]) for p in presets))
+    indent = " " * (name_width + 2)
+    lines = [f"{'NAME':<{name_width}}  {'TITLE':<{title_width}}  FLOWS"]
+    for preset in presets:
+        flows = ", ".join(preset["flows"])
+        lines.append(f"{preset['name']:<{name_width}}  {preset['title']:<{title_width}}  {flows}")
+        details = [preset["notes"]] if preset["notes"] else []
+        if preset["vars"]:
+            details.append(
+                "vars: " + ", ".join(f"{k} (default {v})" for k, v in preset["vars"].items())
+            )
+        for text in details:
+            lines += textwrap.wrap(text, 96, initial_indent=indent, subsequent_indent=indent)
+    return "\n".join(lines)
 
 
 def cmd_token(args: argparse.Namespace, out: Output) -> int:
@@ -466,6 +618,17 @@ def cmd_link(args: argparse.Namespace, out: Output) -> int:
 def cmd_revoke(args: argparse.Namespace, out: Output) -> int:
     from .operations import revoke
 
+    if sys.stdin.isatty() and not args.yes:
+        print(
+            f"Revoke {args.name!r} at the provider and delete its grant file? "
+            "This cannot be undone. [y/N] ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            out.error(f"{args.name}: not revoked; nothing was changed (`--yes` skips the question)")
+            return EXIT_ERROR
     message = revoke(args.file, args.name, force=args.force)
     out.result(f"{args.name}: {message}", {"name": args.name, "result": message})
     return EXIT_OK
@@ -510,6 +673,7 @@ _COMMANDS = {
     "status": cmd_status,
     "validate": cmd_validate,
     "init": cmd_init,
+    "presets": cmd_presets,
     "token": cmd_token,
     "link": cmd_link,
     "revoke": cmd_revoke,

@@ -15,8 +15,30 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
+#: 128 + the signal's number, as a shell reports a command the signal ended.
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run the command; Ctrl-C exits 130 and a reader that went away (`| head`) ends it
+    quietly with 141, as SIGINT and SIGPIPE end other commands."""
+    try:
+        code = _run(sys.argv[1:] if argv is None else list(argv))
+        sys.stdout.flush()  # here, not at exit, where a broken pipe would print a warning
+        return code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(devnull, stream.fileno())  # what is still buffered goes nowhere
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str]) -> int:
     token = cached_token(argv)
     if token is not None:
         sys.stdout.write(token + "\n")

@@ -98,18 +98,13 @@ def link(
 
         result = client_credentials(provider, secret, now=now, scopes=scopes)
     elif flow == "device_code":
+        from .announce import DevicePrompt
         from .oauth.device import run_device_flow
 
-        def announce(authorization) -> None:
-            url = authorization.verification_uri_complete or authorization.verification_uri
-            browser.show(
-                f"{name}: open {authorization.verification_uri} and enter the code "
-                f"{authorization.user_code}"
-            )
-            if browser.open is not None:
-                browser.open(url)
-
-        result = run_device_flow(provider, secret, scopes, announce=announce, now=now)
+        prompt = DevicePrompt(name, browser.show, browser.open)
+        result = run_device_flow(
+            provider, secret, scopes, announce=prompt.announce, waiting=prompt.waiting, now=now
+        )
     else:
         from .oauth.authorize import run_loopback_flow
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import ENCRYPTED_FIELDS
@@ -11,7 +13,8 @@ from .model import ENCRYPTED_FIELDS
 STARTER_CONFIG = """\
 # Desired state for oauth-reconciler: the OAuth grants and API keys your scripts need.
 # Run `reconcile plan` to see what would change and `reconcile apply` to make it so.
-# Reference: the README and schemas/providers.schema.json of oauth-reconciler.
+# Reference: the README and schemas/providers.schema.json of oauth-reconciler;
+# `reconcile presets` lists the built-in providers.
 version: 1
 store:
   dir: {store_dir}
@@ -20,37 +23,48 @@ store:
 defaults:
   refresh_before: 5m
   keepalive: 7d
-providers: {{}}
-#  github:
-#    preset: github
-#    client_id: Iv1.0123456789abcdef
-#    client_secret: env:GITHUB_CLIENT_SECRET
-#    scopes: [repo, read:user]
-#    flow: device_code
-secrets: {{}}
-#  openai:
-#    value: env:OPENAI_API_KEY
-#  anthropic:
-#    value: prompt
+# Uncomment these examples (remove the leading "# ") and edit them:
+# providers:
+#   github:
+#     preset: github
+#     client_id: Iv1.0123456789abcdef  # your OAuth app's client ID
+#     scopes: [repo, read:user]
+#     flow: device_code                # a code to enter at github.com/login/device
+# secrets:
+#   openai:
+#     value: prompt                    # asked for by `reconcile apply`; or env:OPENAI_API_KEY
 """
 
-SOPS_CONFIG = """\
-creation_rules:
-  - path_regex: {path_regex}
-    encrypted_regex: {encrypted_regex}
-    age: {recipient}
+#: One creation rule, as a list item; SOPS_CONFIG indents it under ``creation_rules``.
+SOPS_RULE = """\
+- path_regex: {path_regex}
+  encrypted_regex: {encrypted_regex}
+  age: {recipient}
 """
+SOPS_CONFIG = "creation_rules:\n" + textwrap.indent(SOPS_RULE, "  ")
 
 GITIGNORE_HEADER = "# oauth-reconciler: lock and temporary files beside the grant files"
 
 
-def initialise(config_path: Path, environ: Mapping[str, str], store_dir: str = "secrets") -> dict:
-    """Create the missing pieces of a project around ``config_path``; never overwrite."""
+@dataclass
+class Initialised:
+    """What `reconcile init` did, file by file, and what it left for the user to do."""
+
+    files: dict[Path, str] = field(default_factory=dict)
+    todo: list[str] = field(default_factory=list)
+
+
+def initialise(
+    config_path: Path, environ: Mapping[str, str], store_dir: str = "secrets"
+) -> Initialised:
+    """Create the missing pieces of a project around ``config_path``; never overwrite, but add
+    a creation rule for the grant files to an existing ``.sops.yaml`` that has none."""
     from .vault.files import atomic_write
     from .vault.keys import generate_identity, load_identities
 
     folder = config_path.parent
-    created: dict[Path, str] = {}
+    done = Initialised()
+    created = done.files
     identities = load_identities(environ)
     if identities:
         recipient = str(identities[0].to_public())
@@ -61,15 +75,10 @@ def initialise(config_path: Path, environ: Mapping[str, str], store_dir: str = "
 
     sops_yaml = folder / ".sops.yaml"
     if sops_yaml.exists():
-        created[sops_yaml] = "kept existing"
+        created[sops_yaml], todo = _ensure_rule(sops_yaml, store_dir, recipient)
+        done.todo += todo
     else:
-        encrypted_regex = "^(" + "|".join(ENCRYPTED_FIELDS) + ")$"
-        text = SOPS_CONFIG.format(
-            path_regex=f"{store_dir}/.*\\.sops\\.yaml$",
-            encrypted_regex=f"'{encrypted_regex}'",
-            recipient=recipient,
-        )
-        atomic_write(sops_yaml, text.encode())
+        atomic_write(sops_yaml, SOPS_CONFIG.format(**_rule_fields(store_dir, recipient)).encode())
         created[sops_yaml] = f"created, encrypting to {recipient}"
 
     if config_path.exists():
@@ -86,7 +95,72 @@ def initialise(config_path: Path, environ: Mapping[str, str], store_dir: str = "
         text = "\n".join([*existing, *header, *missing]) + "\n"
         atomic_write(gitignore, text.encode())
         created[gitignore] = "updated" if existing else "created"
-    return created
+    return done
+
+
+def _rule_fields(store_dir: str, recipient: str) -> dict[str, str]:
+    """SOPS_RULE's fields, as YAML scalars."""
+    return {
+        "path_regex": f"{store_dir}/.*\\.sops\\.yaml$",
+        "encrypted_regex": "'^(" + "|".join(ENCRYPTED_FIELDS) + ")$'",
+        "recipient": recipient,
+    }
+
+
+def _ensure_rule(sops_yaml: Path, store_dir: str, recipient: str) -> tuple[str, list[str]]:
+    """Keep an existing ``.sops.yaml``; when none of its creation rules covers the grant files,
+    append one, provided the result parses to exactly the old rules plus the new one. Else
+    (an unusual layout) leave the file alone and say which lines to add."""
+    import yaml
+
+    from .vault.files import atomic_write
+    from .vault.sopsconfig import creation_rule_for
+
+    probe = sops_yaml.parent / store_dir / "grant.sops.yaml"
+    rule = creation_rule_for(probe, sops_yaml)
+    if rule is not None:
+        return f"kept existing (creation rule {rule.index + 1} covers {store_dir}/)", []
+    fields = _rule_fields(store_dir, recipient)
+    new_rule = yaml.safe_load(SOPS_RULE.format(**fields))
+    text = sops_yaml.read_text()
+    loaded = yaml.safe_load(text) or {}
+    if isinstance(loaded, dict):
+        rules = loaded.get("creation_rules")
+        if "creation_rules" not in loaded:
+            addition = SOPS_CONFIG.format(**fields)
+        else:
+            addition = textwrap.indent(SOPS_RULE.format(**fields), _item_indent(text))
+        updated = text + ("" if text.endswith("\n") or not text else "\n") + addition
+        expected = {**loaded, "creation_rules": [*(rules or []), *new_rule]}
+        if _parses_to(updated, expected):
+            atomic_write(sops_yaml, updated.encode())
+            return f"added a creation rule for {store_dir}/, encrypting to {recipient}", []
+    lines = textwrap.indent(SOPS_RULE.format(**fields), "  ")
+    return "kept existing, unchanged", [
+        f"{sops_yaml} has no creation rule for the grant files in {store_dir}/, and its layout "
+        f"is not one reconcile edits. Add these lines under `creation_rules:`, first or last:\n"
+        f"{lines}"
+    ]
+
+
+def _item_indent(text: str) -> str:
+    """The indentation of the list items under a block ``creation_rules:``."""
+    lines = text.splitlines()
+    for at, line in enumerate(lines):
+        if line.startswith("creation_rules:"):
+            for item in lines[at + 1 :]:
+                if item.lstrip().startswith("- "):
+                    return item[: len(item) - len(item.lstrip())]
+    return "  "
+
+
+def _parses_to(text: str, expected: object) -> bool:
+    import yaml
+
+    try:
+        return yaml.safe_load(text) == expected
+    except yaml.YAMLError:
+        return False
 
 
 def ignored_patterns(store_dir: str) -> list[str]:

@@ -390,7 +390,7 @@ def validate(config_path: Path, environ: Mapping[str, str] | None = None) -> Des
     return desired
 
 
-def init_project(config_path: Path, environ: Mapping[str, str] | None = None) -> dict[Path, str]:
+def init_project(config_path: Path, environ: Mapping[str, str] | None = None):
     """Create what a new project needs, keeping whatever already exists."""
     from .init import initialise
 

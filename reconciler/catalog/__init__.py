@@ -11,7 +11,7 @@ import re
 from functools import cache, lru_cache
 from importlib import resources
 
-__all__ = ["UnknownPreset", "load_preset", "preset_names"]
+__all__ = ["UnknownPreset", "load_preset", "preset_names", "summaries"]
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
@@ -75,3 +75,30 @@ def load_preset(name: str) -> dict:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name not in known:
         raise UnknownPreset(str(name), known)
     return copy.deepcopy(_load(name))
+
+
+#: The flows a preset's endpoints make possible, by the endpoint each needs.
+_FLOW_ENDPOINTS = (
+    ("authorization_code", "authorization_endpoint"),
+    ("device_code", "device_authorization_endpoint"),
+)
+
+
+def summaries() -> list[dict]:
+    """One entry per preset, for `reconcile presets`: ``name``, ``title``, ``flows`` (those its
+    endpoints support), ``notes``, ``docs`` (where to register a client) and ``vars`` (the
+    placeholders its URLs take, with their defaults)."""
+    found = []
+    for name in _names():
+        data = _load(name)
+        found.append(
+            {
+                "name": name,
+                "title": data.get("title", name),
+                "flows": [flow for flow, key in _FLOW_ENDPOINTS if data.get(key)],
+                "notes": " ".join(str(data.get("notes") or "").split()) or None,
+                "docs": data.get("docs"),
+                "vars": dict(data.get("vars") or {}),
+            }
+        )
+    return found

@@ -211,15 +211,17 @@ def run_device_flow(
     scopes: Sequence[str] | None = None,
     *,
     announce: Callable[[DeviceAuthorization], None],
+    waiting: Callable[[float], None] | None = None,
     now: Now = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> TokenResult:
     """Run the device flow to completion and return the tokens.
 
-    ``announce`` shows the user code and verification URI. Polls every ``interval`` seconds,
-    adding 5 s for good on each ``slow_down``; transient errors back off (doubling, at most
-    60 s, at least the provider's ``Retry-After``) until the device code expires.
+    ``announce`` shows the user code and verification URI; ``waiting`` (optional) is told the
+    seconds left before the code expires ahead of every wait, for a countdown. Polls every
+    ``interval`` seconds, adding 5 s for good on each ``slow_down``; transient errors back off
+    (doubling, at most 60 s, at least the provider's ``Retry-After``) until the code expires.
     Raises ``AccessDenied`` on refusal and ``LinkTimeout`` when the code expires.
     """
     name = provider.name
@@ -237,6 +239,8 @@ def run_device_flow(
                 error="expired_token",
                 provider=name,
             )
+        if waiting is not None:
+            waiting(deadline - clock())
         sleep(wait)
         poll = poll_once(provider, client_secret, authorization.device_code, now=now)
         if poll.status == "completed" and poll.token is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from ..model import Action, Actual, Desired, Grant, Plan, Provider, SecretSpec
@@ -79,10 +80,15 @@ def _relink_reason(provider: Provider, grant: Grant) -> str | None:
         return f"flow changed from {grant.flow} to {provider.flow}"
     if grant.client_id is not None and grant.client_id != provider.client_id:
         return "client_id changed"
-    missing = [scope for scope in provider.scopes if scope not in grant.granted_scopes]
+    missing = missing_scopes(provider.scopes, grant.granted_scopes)
     if missing:
         return "scopes not granted: " + ", ".join(missing)
     return None
+
+
+def missing_scopes(declared: Sequence[str], granted: Sequence[str]) -> list[str]:
+    """The declared scopes a grant lacks: an under-scoped grant, which apply relinks."""
+    return [scope for scope in declared if scope not in granted]
 
 
 def _secret_actions(spec: SecretSpec, grant: Grant | None, decrypted: bool) -> list[Action]:

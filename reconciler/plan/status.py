@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..model import Actual, Desired
+from .actions import missing_scopes
 from .schedule import access_deadline
 
 
@@ -22,6 +23,13 @@ class GrantReport:
     declared: bool
     reason: str | None = None
 
+    @property
+    def missing_scopes(self) -> tuple[str, ...]:
+        """Declared scopes the stored grant was not given (empty when there is no grant)."""
+        if self.kind != "oauth2" or not self.declared or self.status in ("missing", "invalid"):
+            return ()
+        return tuple(missing_scopes(self.scopes, self.granted_scopes))
+
     def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -29,6 +37,7 @@ class GrantReport:
             "status": self.status,
             "scopes": list(self.scopes),
             "granted_scopes": list(self.granted_scopes),
+            "missing_scopes": list(self.missing_scopes),
             "expires_at": _rfc3339(self.expires_at),
             "last_refresh": _rfc3339(self.obtained_at),
             "declared": self.declared,
@@ -67,7 +76,8 @@ def report(desired: Desired, actual: Actual, now: datetime) -> list[GrantReport]
                 status = "expiring"
         rows.append(
             GrantReport(
-                name, grant.kind, status, grant.scopes or scopes, grant.granted_scopes,
+                name, grant.kind, status, scopes if provider else grant.scopes,
+                grant.granted_scopes,
                 grant.expires_at, grant.obtained_at, declared, reason,
             )
         )  # fmt: skip
