@@ -1,0 +1,210 @@
+"""Grant state in the SOPS grant files, serialised by ``flock`` (one machine).
+
+What is durable lives in ``<store.dir>/<name>.sops.yaml``: the refresh token, the status, a
+link's scopes. An access token obtained by a refresh that kept the refresh token lives in
+this machine's age-encrypted token cache instead (SPEC §2, the churn rule), so that git sees
+no change; ``Held.grant`` is the file's grant with that fresher token laid over it.
+
+The basis of a commit is the grant file's fingerprint (``vault.fingerprint``) taken *before*
+the read it vouches for: every writer replaces the file by an atomic rename under the lock,
+so an unchanged fingerprint means the file still holds what was read. A fingerprint taken
+after the read could vouch for a newer file than the grant held, and refreshing with a
+superseded refresh token loses the grant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..model import Actual, Desired, Grant
+from ..plan.schedule import access_deadline
+from ..vault import cache
+from ..vault.fingerprint import Fingerprint, of_file, of_stat
+from ..vault.store import SUFFIX, delete_grant, grant_path, read_grant, scan, write_grant
+from .protocol import Held, StaleState
+
+
+@dataclass(frozen=True)
+class _Basis:
+    #: The grant file's fingerprint, taken before ``stored`` was read; None: no file.
+    fingerprint: Fingerprint | None
+    #: The grant as the file holds it (no cached token laid over it).
+    stored: Grant | None
+
+
+class FileCustody:
+    """``custody.Custody`` over the grant files of ``desired.store_dir``."""
+
+    kind = "files"
+
+    def __init__(
+        self, desired: Desired, identities: list | None, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.desired = desired
+        self.identities = identities
+        self.environ = os.environ if environ is None else environ
+
+    def path(self, name: str) -> Path:
+        return grant_path(self.desired.store_dir, name)
+
+    # ------------------------------------------------------------------------- reading
+
+    def read(self, name: str) -> Held:
+        path = self.path(name)
+        fingerprint = of_file(path)
+        stored = read_grant(path, self.identities) if fingerprint is not None else None
+        return self._held(name, _Basis(fingerprint, stored))
+
+    def scan(self) -> tuple[Actual, dict[str, Held]]:
+        """Every grant file (``Actual``), with the access tokens of this machine's cache laid
+        over, and each readable grant as ``Held`` (to pass as ``known``)."""
+        fingerprints = self._fingerprints()  # before the scan reads the files
+        actual = scan(self.desired.store_dir, self.identities)
+        held = {
+            name: self._held(name, _Basis(fingerprints.get(name), grant))
+            for name, grant in actual.grants.items()
+        }
+        grants = {name: h.grant for name, h in held.items() if h.grant is not None}
+        return replace(actual, grants=grants), held
+
+    def _fingerprints(self) -> dict[str, Fingerprint]:
+        found: dict[str, Fingerprint] = {}
+        try:
+            entries = os.scandir(self.desired.store_dir)
+        except FileNotFoundError:
+            return found
+        with entries:
+            for entry in entries:
+                if entry.name.endswith(SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        found[entry.name[: -len(SUFFIX)]] = of_stat(entry.stat())
+        return found
+
+    def _held(self, name: str, basis: _Basis) -> Held:
+        stored = basis.stored
+        cached = self._cached(name) if stored is not None and stored.kind == "oauth2" else None
+        if cached is None:
+            return Held(name, stored, basis)
+        grant = replace(
+            stored,
+            access_token=cached.access_token,
+            token_type=cached.token_type or stored.token_type,
+            expires_at=cached.expires_at,
+            obtained_at=cached.obtained_at,
+        )
+        return Held(name, grant, basis, retry_at=cached.retry_at, recorded=True)
+
+    def _cached(self, name: str) -> cache.CachedToken | None:
+        """This machine's cache entry for ``name``, if it belongs to the grant file in use."""
+        if not self.identities:
+            return None
+        entry = cache.read(
+            self.desired.path, name, self.identities, self.environ, config_unchanged=False
+        )
+        if entry is None or entry.grant_path != str(self.path(name)):
+            return None  # none, or written for a file the config no longer points at
+        return entry
+
+    # --------------------------------------------------------------------- single flight
+
+    @contextlib.contextmanager
+    def single_flight(
+        self, name: str, known: Held | None = None, timeout: float | None = None
+    ) -> Iterator[Held]:
+        """The grant's lock, then its state: ``known``'s file content when its fingerprint
+        shows the file unchanged (and it was decrypted), else the file read again. The cache
+        is always read again: another process may have refreshed without touching the file."""
+        from ..vault.files import file_lock
+
+        path = self.path(name)
+        with file_lock(path, timeout=timeout):
+            basis = known.basis if known is not None else None
+            if not (
+                isinstance(basis, _Basis)
+                and basis.stored is not None
+                and basis.stored.decrypted
+                and basis.fingerprint is not None
+                and of_file(path) == basis.fingerprint
+            ):
+                fingerprint = of_file(path)
+                stored = read_grant(path, self.identities) if fingerprint is not None else None
+                basis = _Basis(fingerprint, stored)
+            yield self._held(name, basis)
+
+    # -------------------------------------------------------------------------- writing
+
+    def commit(
+        self,
+        held: Held,
+        grant: Grant,
+        *,
+        durable: bool,
+        recipients: tuple[str, ...] | None = None,
+        retry_at: datetime | None = None,
+    ) -> Held:
+        """Write ``grant`` if the file is still the one ``held`` read. ``durable``: the grant
+        file (then the cache follows it); otherwise only this machine's token cache."""
+        path = self.path(held.name)
+        basis = held.basis
+        if not isinstance(basis, _Basis) or of_file(path) != basis.fingerprint:
+            raise StaleState(
+                f"{path}: changed since it was read (another process wrote it); nothing was "
+                "written, run the command again"
+            )
+        if durable:
+            to = recipients or self.desired.recipients.get(held.name) or grant.recipients
+            write_grant(path, grant, to)
+            stored = replace(grant, recipients=tuple(to))
+            basis = _Basis(of_file(path), stored)
+        if grant.kind == "oauth2" and grant.status == "ok" and grant.access_token is not None:
+            self._record(held.name, path, grant, retry_at)
+            return Held(held.name, grant, basis, retry_at=retry_at, recorded=True)
+        cache.drop(self.desired.path, held.name, self.environ)
+        return Held(held.name, grant, basis)
+
+    def _record(self, name: str, path: Path, grant: Grant, retry_at: datetime | None) -> None:
+        assert grant.access_token is not None
+        if not self.identities or grant.obtained_at is None:
+            return
+        entry = cache.CachedToken(
+            access_token=grant.access_token,
+            token_type=grant.token_type,
+            expires_at=grant.expires_at,
+            obtained_at=grant.obtained_at,
+            refresh_at=access_deadline(
+                grant.expires_at, grant.obtained_at, self.desired.refresh_before
+            ),
+            retry_at=retry_at,
+        )
+        cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
+
+    def delete(self, name: str) -> None:
+        delete_grant(self.path(name))
+        cache.drop(self.desired.path, name, self.environ)
+
+    # ------------------------------------------------------------------------- watching
+
+    def changes(self, stop: Any) -> Iterator[str]:
+        """Names whose grant file or cache entry changed, until ``stop`` (an Event) is set."""
+        import watchfiles
+
+        names = self.desired.names()
+        entries = {cache.entry_path(self.desired.path, name, self.environ): name for name in names}
+        store = str(self.desired.store_dir)
+        folders = [store, cache.cache_dir(self.environ)]
+        for folder in folders:
+            os.makedirs(folder, exist_ok=True)
+        for batch in watchfiles.watch(*folders, stop_event=stop, debounce=10, step=10):
+            changed: set[str] = set()
+            for _, changed_path in batch:
+                if changed_path in entries:
+                    changed.add(entries[changed_path])
+                elif changed_path.endswith(SUFFIX) and os.path.dirname(changed_path) == store:
+                    changed.add(os.path.basename(changed_path)[: -len(SUFFIX)])
+            yield from sorted(changed)
