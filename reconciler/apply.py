@@ -20,7 +20,7 @@ from .grants import Browser
 from .model import Action, Actual, Desired, Grant, Plan, Secret
 
 if TYPE_CHECKING:
-    from .vault.fingerprint import Fingerprint
+    from .custody import Custody, Held
 
 Result = Literal["done", "failed", "pending"]
 
@@ -61,11 +61,10 @@ class Context:
     #: Use the device flow for every link (headless machines).
     device: bool = False
     environ: Mapping[str, str] | None = None
-    #: Per grant name, the fingerprint of its file (``vault.fingerprint``) taken *before*
-    #: the read that produced ``actual.grants[name]``. A refresh then skips re-reading a file
-    #: that is still the one read. None, or a missing name: the file is read again under the
-    #: lock. Never fill it from a stat taken after the read (see ``grants.refresh``).
-    fingerprints: Mapping[str, Fingerprint] | None = None
+    #: Per grant name, the grant as the scan read it with its custody basis
+    #: (``custody.Held``): a refresh then skips re-reading what is provably unchanged. None,
+    #: or a missing name: the grant is read again under the lock.
+    known: Mapping[str, Held] | None = None
 
 
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
@@ -202,12 +201,6 @@ def _carry_out(action: Action, context: Context) -> Outcome:
     return Outcome(action, "done", message)
 
 
-def _grant_path(context: Context, name: str):
-    from .vault.store import grant_path
-
-    return grant_path(context.desired.store_dir, name)
-
-
 def _recipients(context: Context, name: str) -> tuple[str, ...]:
     recipients = context.desired.recipients.get(name, ())
     if not recipients:
@@ -219,8 +212,6 @@ def _recipients(context: Context, name: str) -> tuple[str, ...]:
 
 
 def _write_secret(action: Action, context: Context) -> str:
-    from .vault.store import write_grant
-
     spec = context.desired.secrets[action.name]
     value = spec.value
     if value is None:
@@ -234,45 +225,53 @@ def _write_secret(action: Action, context: Context) -> str:
         if not value:
             raise ApplyError(f"secret {action.name!r}: an empty value was given; nothing written")
     grant = Grant(name=action.name, kind="secret", value=value, obtained_at=context.now)
-    write_grant(_grant_path(context, action.name), grant, _recipients(context, action.name))
+    recipients = _recipients(context, action.name)
+    custody = _custody(context)
+    with custody.single_flight(action.name, replacing=True) as held:
+        custody.commit(held, grant, durable=True, recipients=recipients)
     return "written"
 
 
 def _rekey(action: Action, context: Context) -> str:
-    from .vault.files import file_lock
-    from .vault.store import read_grant, write_grant
-
     if context.identities is None:
         raise ApplyError(
             _needs_identity(action.name, "changing recipients") + ", or run `sops updatekeys`"
         )
-    path = _grant_path(context, action.name)
     recipients = _recipients(context, action.name)
-    # Under the grant's lock, as a refresh writes: one in another process cannot rotate the
-    # refresh token between this read and this write.
-    with file_lock(path):
-        write_grant(path, read_grant(path, context.identities), recipients)
+    custody = _custody(context)
+    # Single-flight, as a refresh writes: one in another process cannot rotate the refresh
+    # token between this read and this write.
+    with custody.single_flight(action.name) as held:
+        if held.grant is None:
+            raise ApplyError(f"{action.name}: the grant is gone; run `reconcile apply` again")
+        custody.commit(held, held.grant, durable=True, recipients=recipients)
     return "re-encrypted to " + ", ".join(recipients)
 
 
-def _prune(action: Action, context: Context) -> str:
-    from .vault.store import delete_grant, read_grant
+def _custody(context: Context) -> Custody:
+    from .custody import open_custody
 
+    return open_custody(context.desired, context.identities, context.environ)
+
+
+def _prune(action: Action, context: Context) -> str:
     grant = context.actual.grants[action.name]
     if grant.kind == "oauth2":
         from . import grants
 
         if context.identities is None:
             raise ApplyError(_needs_identity(action.name, "revoking the grant"))
-        grant = read_grant(_grant_path(context, action.name), context.identities)
+        held = _custody(context).read(action.name)
+        if held.grant is None:
+            return "already gone"
         return grants.revoke(
             context.desired,
             action.name,
-            grant,
+            held.grant,
             environ=context.environ,
             identities=context.identities,
         )
-    delete_grant(_grant_path(context, action.name))
+    _custody(context).delete(action.name)
     return "deleted"
 
 
@@ -306,15 +305,14 @@ def _refresh(action: Action, context: Context) -> str:
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "refreshing"))
     before = context.actual.grants.get(action.name)
-    fingerprint = (context.fingerprints or {}).get(action.name)
+
     grant = grants.refresh(
         context.desired,
         action.name,
         context.now,
         context.identities,
         environ=context.environ,
-        known=before if fingerprint is not None else None,
-        fingerprint=fingerprint,
+        known=(context.known or {}).get(action.name),
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
     kept = before is not None and grant.access_token == before.access_token

@@ -1,11 +1,11 @@
-"""The lifecycle of one OAuth grant: link, refresh, revoke. Speaks through `oauth`, writes
-through `vault`. Every face (apply, `reconcile token`, the runtime, the server) calls these.
+"""The lifecycle of one OAuth grant: link, refresh, revoke. Speaks through `oauth`, keeps
+state through `custody`. Every face (apply, `reconcile token`, the runtime, the server) calls
+these, through `operations`.
 
-Refresh is single-flight across threads and processes: a lock on the grant file, then a
-re-read of the grant (another process may have refreshed it meanwhile; skipped when the caller
-already holds the grant and the file's fingerprint shows it unchanged), then at most one call
-to the token endpoint. A rotated refresh token is written durably before the new access token
-is handed out; a refresh that keeps the refresh token writes only the token cache.
+Refresh is single-flight across threads and processes (``custody.single_flight``: the grant's
+lock, then its state re-read), then at most one call to the token endpoint. A rotated refresh
+token is committed durably before the new access token is handed out; a refresh that keeps
+the refresh token records only the new access token (the churn rule).
 """
 
 from __future__ import annotations
@@ -14,19 +14,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
+from .custody import Custody, Held, open_custody
 from .errors import NeedsRelink, ReconcilerError
-from .model import Actual, Desired, Grant, Provider, Secret
-from .plan.schedule import access_deadline, is_due
-from .vault.fingerprint import Fingerprint, of_file
+from .model import Desired, Grant, Provider, Secret
+from .plan.schedule import is_due
 
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
-
-# A grant file's fingerprint (``vault.fingerprint``): every writer replaces a grant file by an
-# atomic rename (or rewrites it, moving its mtime and ctime), so a file whose fingerprint is
-# unchanged still holds what was read when it was taken.
 
 
 class GrantError(ReconcilerError):
@@ -133,21 +128,20 @@ def store_link(
     client_secret: Secret | None = None,
     environ: Mapping[str, str] | None = None,
     lock_timeout: float | None = None,
+    identities: list | None = None,
 ) -> Grant:
     """Write the grant a finished link flow produced (``result``: an ``oauth.TokenResult``),
     under the grant's lock so that it cannot interleave with a refresh. The CLI flows and the
-    HTTP callback both end here."""
+    HTTP callback both end here. With ``identities``, the new access token is also recorded
+    for fast reads."""
     from .oauth.tokens import grant_from_result
-    from .vault.files import file_lock
-    from .vault.store import grant_path, write_grant
 
     grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
     grant = replace(grant, client_secret=client_secret, extra=_durable_extra(provider, grant))
-    path = grant_path(desired.store_dir, provider.name)
-    with file_lock(path, timeout=lock_timeout):
-        was = _status_on_disk(path) if desired.notify is not None else None
-        write_grant(path, grant, desired.recipients[provider.name])
-        _drop_cache(desired, provider.name, environ)
+    custody = open_custody(desired, identities, environ)
+    with custody.single_flight(provider.name, timeout=lock_timeout, replacing=True) as held:
+        was = held.grant.status if held.grant is not None else None
+        custody.commit(held, grant, durable=True, recipients=desired.recipients[provider.name])
     event = "recovered" if was == "needs-relink" else "linked"
     _notify(desired, event, provider.name, environ=environ)
     return grant
@@ -181,79 +175,34 @@ def refresh(
     force: bool = False,
     rejected: Secret | None = None,
     environ: Mapping[str, str] | None = None,
-    known: Grant | None = None,
-    fingerprint: Fingerprint | None = None,
+    known: Held | None = None,
 ) -> Grant:
-    """Refresh ``name`` if it is (still) due, under the grant's lock; return the usable grant.
+    """Refresh ``name`` if it is (still) due, single-flight under the grant's lock (see
+    ``custody``); return the usable grant.
 
     ``force`` refreshes even when the access token looks valid (an API answered 401). With
     ``rejected`` (the token that got the 401), a grant whose token another thread or process
     has already replaced is returned as it is: N callers rejected at once make one refresh.
-
-    ``known`` is the grant as the caller already read and decrypted it, with ``fingerprint``
-    (see ``vault.fingerprint``) taken *before* that read: under the lock the file is then read
-    again only if its fingerprint changed. A fingerprint taken after the read could vouch for a
-    newer file than the grant held, and refreshing with a superseded refresh token loses the
-    grant. The token cache is always re-read under the lock (another process may have
-    refreshed without touching the grant file); its entry wins over ``known``'s access token.
+    ``known`` is the grant as the caller already read it (``custody.scan``); under the lock it
+    is used only while custody shows it is still current.
     """
-    from .vault.files import file_lock
-    from .vault.store import grant_path, read_grant
-
-    path = grant_path(desired.store_dir, name)
-    with file_lock(path):
-        cached = _cached_token(desired, name, identities, environ)
-        if _still_current(path, known, fingerprint):
-            assert known is not None
-            grant = _overlay(known, cached)
-        else:
-            grant = _overlay(read_grant(path, identities), cached)
+    custody = open_custody(desired, identities, environ)
+    with custody.single_flight(name, known) as held:
+        grant = held.grant
+        if grant is None:
+            raise NeedsRelink(f"{name}: there is no grant yet; run `reconcile link {name}`")
         if grant.status == "needs-relink":
             raise NeedsRelink(_relink_message(grant))
         if rejected is not None and grant.access_token != rejected:
             return grant
-        if not force and cached is not None and cached.backing_off(now) and _valid(grant, now):
+        if not force and held.backing_off(now) and _valid(grant, now):
             return grant  # the provider failed transiently a moment ago: keep the token
         if not force and not is_due(grant, desired.refresh_before, desired.keepalive, now):
-            if cached is None and grant.access_token is not None:
-                # Seed this machine's cache so that the next read skips YAML and AES.
-                _write_cache(desired, name, path, grant, identities, environ)
+            if not held.recorded and grant.access_token is not None:
+                # Record it for fast reads, so that the next one skips YAML and AES.
+                custody.commit(held, grant, durable=False)
             return grant
-        return _refresh_locked(desired, name, grant, now, identities, environ)
-
-
-def file_fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
-    """The fingerprint of every grant file in ``store_dir``, by grant name. Taken before
-    ``vault.store.scan`` reads the files, they can go to ``apply.Context.fingerprints``."""
-    from .vault.fingerprint import of_stat
-    from .vault.store import SUFFIX
-
-    found: dict[str, Fingerprint] = {}
-    try:
-        entries = os.scandir(store_dir)
-    except FileNotFoundError:
-        return found
-    with entries:
-        for entry in entries:
-            if not entry.name.endswith(SUFFIX):
-                continue
-            try:
-                info = entry.stat()
-            except FileNotFoundError:
-                continue
-            found[entry.name[: -len(SUFFIX)]] = of_stat(info)
-    return found
-
-
-def _still_current(path: Path, known: Grant | None, fingerprint: Fingerprint | None) -> bool:
-    """``known`` is what the file at ``path`` holds: it was read (decrypted) from the version
-    of the file that ``fingerprint`` names, and that version is still in place."""
-    return (
-        known is not None
-        and known.decrypted
-        and fingerprint is not None
-        and of_file(path) == tuple(fingerprint)
-    )
+        return _refresh_held(desired, custody, held, grant, now, environ)
 
 
 def _valid(grant: Grant, now: datetime) -> bool:
@@ -261,68 +210,20 @@ def _valid(grant: Grant, now: datetime) -> bool:
     return grant.access_token is not None and (grant.expires_at is None or grant.expires_at > now)
 
 
-def current(
-    desired: Desired, name: str, identities: list, environ: Mapping[str, str] | None = None
-) -> Grant:
-    """The grant file, with the fresher access token from the cache when there is one."""
-    from .vault.store import grant_path, read_grant
-
-    grant = read_grant(grant_path(desired.store_dir, name), identities)
-    return _overlay(grant, _cached_token(desired, name, identities, environ))
-
-
-def with_cached_tokens(
-    desired: Desired, actual: Actual, identities: list, environ: Mapping[str, str] | None = None
-) -> Actual:
-    """``actual`` with each OAuth grant's access token and expiry taken from the token cache
-    where it is fresher than the committed file (refreshes that rewrote nothing in git)."""
-    grants = {
-        name: _overlay(grant, _cached_token(desired, name, identities, environ))
-        if grant.kind == "oauth2" and name in desired.providers
-        else grant
-        for name, grant in actual.grants.items()
-    }
-    return replace(actual, grants=grants)
-
-
-def _cached_token(desired: Desired, name: str, identities: list, environ: Mapping[str, str] | None):
-    """This machine's cache entry for ``name``, if it belongs to the grant file in use."""
-    from .vault import cache
-    from .vault.store import grant_path
-
-    cached = cache.read(desired.path, name, identities, _environ(environ), config_unchanged=False)
-    if cached is None or cached.grant_path != str(grant_path(desired.store_dir, name)):
-        return None  # no entry, or one written for a file the config no longer points at
-    return cached
-
-
-def _overlay(grant: Grant, cached) -> Grant:
-    if cached is None:
-        return grant
-    return replace(
-        grant,
-        access_token=cached.access_token,
-        token_type=cached.token_type or grant.token_type,
-        expires_at=cached.expires_at,
-        obtained_at=cached.obtained_at,
-    )
-
-
-def _refresh_locked(
+def _refresh_held(
     desired: Desired,
-    name: str,
+    custody: Custody,
+    held: Held,
     grant: Grant,
     now: datetime,
-    identities: list,
     environ: Mapping[str, str] | None,
 ) -> Grant:
     from .oauth import tokens
     from .oauth.errors import InvalidGrant, TransientError
-    from .vault.store import grant_path, write_grant
 
+    name = held.name
     provider = endpoints(desired.providers[name])
     secret = client_secret(desired, provider, environ) or grant.client_secret
-    path = grant_path(desired.store_dir, name)
     try:
         if provider.flow == "client_credentials" or grant.refresh_token is None:
             if provider.flow != "client_credentials":
@@ -338,62 +239,22 @@ def _refresh_locked(
             raise
         # Keep the current token, and leave the provider alone for a while.
         wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
-        _write_cache(desired, name, path, grant, identities, environ, retry_at=now + wait)
+        custody.commit(held, grant, durable=False, retry_at=now + wait)
         return grant
     except InvalidGrant as error:
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
-        write_grant(path, marked, desired.recipients.get(name) or grant.recipients)
-        _drop_cache(desired, name, environ)
+        custody.commit(held, marked, durable=True)
         _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
     fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
     fresh = replace(fresh, flow=grant.flow or provider.flow)
-    if fresh.refresh_token != grant.refresh_token or grant.refresh_token is None:
-        # Rotation (or a durable access token): the grant file is the only safe home.
-        write_grant(path, fresh, desired.recipients.get(name) or grant.recipients)
-    _write_cache(desired, name, path, fresh, identities, environ)
+    # Rotation (or a durable access token): the durable record is the only safe home.
+    durable = fresh.refresh_token != grant.refresh_token or grant.refresh_token is None
+    # A refresh keeps the recipients the grant has: changing them is a rekey, which apply
+    # alone does (and checks).
+    custody.commit(held, fresh, durable=durable, recipients=grant.recipients or None)
     return fresh
-
-
-def _write_cache(
-    desired: Desired,
-    name: str,
-    path: Path,
-    grant: Grant,
-    identities: list,
-    environ: Mapping[str, str] | None,
-    *,
-    retry_at: datetime | None = None,
-) -> None:
-    from .vault import cache
-
-    assert grant.access_token is not None and grant.obtained_at is not None
-    entry = cache.CachedToken(
-        access_token=grant.access_token,
-        token_type=grant.token_type,
-        expires_at=grant.expires_at,
-        obtained_at=grant.obtained_at,
-        refresh_at=access_deadline(grant.expires_at, grant.obtained_at, desired.refresh_before),
-        retry_at=retry_at,
-    )
-    cache.write(desired.path, name, path, entry, identities, _environ(environ))
-
-
-def _drop_cache(desired: Desired, name: str, environ: Mapping[str, str] | None) -> None:
-    from .vault import cache
-
-    cache.drop(desired.path, name, _environ(environ))
-
-
-def _status_on_disk(path: Path) -> str | None:
-    """The status recorded in a grant file's plaintext (no key needed), None if unreadable."""
-    from .vault.store import VaultError, read_grant
-
-    try:
-        return read_grant(path, None).status
-    except VaultError:
-        return None
 
 
 def _notify(
@@ -428,29 +289,24 @@ def revoke(
     identities: list | None = None,
 ) -> str:
     """Revoke ``grant`` at the provider (refresh token, then access tokens; RFC 7009) and
-    delete its file. Without a revocation endpoint, only ``force`` deletes.
+    delete it. Without a revocation endpoint, only ``force`` deletes.
 
-    With ``identities``, the access token in this machine's cache (a refresh that kept the
-    refresh token left the file's one stale) is revoked too: it is the one scripts were given.
+    With ``identities``, the access token a refresh recorded for fast reads (the file's one
+    is then stale) is revoked too: it is the one scripts were given.
     """
     from .oauth import tokens
     from .oauth.errors import OAuthError
-    from .vault import cache
-    from .vault.store import delete_grant, grant_path
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
     provider = endpoints(provider) if provider.issuer else provider
     secret = (
         client_secret(desired, provider, environ) if name in desired.providers else None
     ) or grant.client_secret
+    custody = open_custody(desired, identities, environ)
     access_tokens = [grant.access_token] if grant.access_token is not None else []
-    cached = (
-        cache.read(desired.path, name, identities, _environ(environ), config_unchanged=False)
-        if identities
-        else None
-    )
-    if cached is not None and cached.access_token not in access_tokens:
-        access_tokens.insert(0, cached.access_token)
+    current = custody.read(name).grant if identities else None
+    if current is not None and current.access_token not in (None, *access_tokens):
+        access_tokens.insert(0, current.access_token)
     revoked = False
     try:
         if grant.refresh_token is not None:
@@ -470,8 +326,7 @@ def revoke(
         if not (force and unsupported):
             hint = "; `--force` deletes the file anyway" if unsupported else ""
             raise GrantError(f"{error} Nothing was deleted{hint}.") from None
-    delete_grant(grant_path(desired.store_dir, name))
-    _drop_cache(desired, name, environ)
+    custody.delete(name)
     return "revoked and deleted" if revoked else "deleted; not revoked at the provider"
 
 

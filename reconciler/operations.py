@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .custody import Held
 from .errors import ConflictError, UndeclaredError, UserError
 from .model import Actual, Desired, Grant, Plan, Secret
 
@@ -22,8 +23,9 @@ class State:
     actual: Actual
     #: age identities found the way sops finds them, or None when there are none.
     identities: list | None
-    #: Fingerprints of the grant files, taken before the scan read them.
-    fingerprints: Mapping | None = None
+    #: Each grant as the scan read it, with its custody basis (``custody.Held``), for the
+    #: single-flight re-read to skip what is provably unchanged.
+    known: Mapping[str, Held] | None = None
 
 
 def utcnow() -> datetime:
@@ -45,7 +47,7 @@ def load_state(
     secret references are resolved and grant values decrypted so that they can be compared;
     otherwise only plaintext metadata is read (enough for CI or a reviewer's machine)."""
     from . import config
-    from .vault.store import scan
+    from .custody import open_custody
 
     environ = os.environ if environ is None else environ
     identities = find_identities(environ)
@@ -55,15 +57,8 @@ def load_state(
         resolve_values=decrypt and identities is not None,
         identities=identities,
     )
-    from .grants import file_fingerprints
-
-    fingerprints = file_fingerprints(desired.store_dir)  # before the scan reads the files
-    actual = scan(desired.store_dir, identities if decrypt else None)
-    if identities is not None:  # this machine's fresher access tokens, for expiry
-        from .grants import with_cached_tokens
-
-        actual = with_cached_tokens(desired, actual, identities, environ)
-    return State(desired, actual, identities, fingerprints if decrypt else None)
+    actual, held = open_custody(desired, identities, environ).scan(decrypt=decrypt)
+    return State(desired, actual, identities, held if decrypt else None)
 
 
 def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:
@@ -118,7 +113,7 @@ def run_apply(
         browser=browser,
         device=device,
         environ=environ,
-        fingerprints=state.fingerprints,
+        known=state.known,
     )
     if not report_unresolved:
         return apply(plan, context)
@@ -285,14 +280,12 @@ def link(
 ) -> Grant:
     """Run one link flow now, whatever the plan says (`reconcile link NAME`)."""
     from . import grants
-    from .vault.store import grant_path, read_grant
 
     state = load_state(config_path, environ=environ)
     if name not in state.desired.providers:
         raise UserError(_not_a_provider(state.desired, name))
-    previous = None
-    if name in state.actual.grants and state.identities is not None:
-        previous = read_grant(grant_path(state.desired.store_dir, name), state.identities)
+    known = (state.known or {}).get(name)
+    previous = known.grant if known is not None and state.identities is not None else None
     return grants.link(
         state.desired, name, utcnow(), browser, device=device, previous=previous, environ=environ
     )
@@ -303,7 +296,8 @@ def revoke(
 ) -> str:
     """Revoke ``name`` at the provider and delete its file (`reconcile revoke NAME`)."""
     from . import grants
-    from .vault.store import delete_grant, grant_path, read_grant
+    from .custody import open_custody
+    from .vault.store import grant_path
 
     state = load_state(config_path, environ=environ)
     path = grant_path(state.desired.store_dir, name)
@@ -311,9 +305,12 @@ def revoke(
         raise UserError(f"{name}: there is no grant file at {path}; nothing to revoke")
     if state.identities is None:
         raise UserError(f"{name}: revoking needs an age identity that can decrypt {path}")
-    grant = read_grant(path, state.identities)
+    custody = open_custody(state.desired, state.identities, environ)
+    grant = custody.read(name).grant
+    if grant is None:
+        raise UserError(f"{name}: there is no grant file at {path}; nothing to revoke")
     if grant.kind == "secret":
-        delete_grant(path)
+        custody.delete(name)
         return "deleted (a static secret has nothing to revoke)"
     return grants.revoke(
         state.desired, name, grant, force=force, environ=environ, identities=state.identities
@@ -324,7 +321,7 @@ def put_secret(
     config_path: Path, name: str, value: Secret, environ: Mapping[str, str] | None = None
 ) -> None:
     """Write a `prompt` secret's value (HTTP `PUT /v1/secrets/{name}`)."""
-    from .vault.store import grant_path, write_grant
+    from .custody import open_custody
 
     desired = _desired_without_values(config_path, environ)
     if name not in desired.secrets:
@@ -338,21 +335,19 @@ def put_secret(
     if not value:
         raise UserError(f"secret {name!r}: an empty value was given; nothing written")
     grant = Grant(name=name, kind="secret", value=value, obtained_at=utcnow())
-    write_grant(grant_path(desired.store_dir, name), grant, desired.recipients[name])
+    custody = open_custody(desired, None, environ)
+    with custody.single_flight(name, replacing=True) as held:
+        custody.commit(held, grant, durable=True, recipients=desired.recipients[name])
 
 
 def delete_secret(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> bool:
     """Delete a declared secret's file; False when there was none."""
-    from .vault.store import delete_grant, grant_path
+    from .custody import open_custody
 
     desired = _desired_without_values(config_path, environ)
     if name not in desired.secrets:
         raise UndeclaredError(f"{name!r} is not a secret declared in {desired.path}")
-    path = grant_path(desired.store_dir, name)
-    if not path.exists():
-        return False
-    delete_grant(path)
-    return True
+    return open_custody(desired, None, environ).delete(name)
 
 
 def _desired_without_values(config_path: Path, environ: Mapping[str, str] | None) -> Desired:

@@ -53,13 +53,14 @@ class Project:
         return Run(completed.returncode, completed.stdout, completed.stderr)
 
     def snapshot(self) -> dict[str, bytes]:
-        """Every file under the store folder, by relative path, with its bytes."""
+        """Every file under the store folder, by relative path, with its bytes; the empty
+        lock sidecars (``*.lock``, git-ignored) are no part of the store's content."""
         if not self.store.exists():
             return {}
         return {
             str(p.relative_to(self.store)): p.read_bytes()
             for p in sorted(self.store.rglob("*"))
-            if p.is_file()
+            if p.is_file() and p.suffix != ".lock"
         }
 
 

@@ -24,9 +24,8 @@ from typing import Any
 
 from ..model import Actual, Desired, Grant
 from ..plan.schedule import access_deadline
-from ..vault import cache
+from ..vault import cache, store
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
-from ..vault.store import SUFFIX, delete_grant, grant_path, read_grant, scan, write_grant
 from .protocol import Held, StaleState
 
 
@@ -51,21 +50,22 @@ class FileCustody:
         self.environ = os.environ if environ is None else environ
 
     def path(self, name: str) -> Path:
-        return grant_path(self.desired.store_dir, name)
+        return store.grant_path(self.desired.store_dir, name)
 
     # ------------------------------------------------------------------------- reading
 
     def read(self, name: str) -> Held:
         path = self.path(name)
         fingerprint = of_file(path)
-        stored = read_grant(path, self.identities) if fingerprint is not None else None
+        stored = store.read_grant(path, self.identities) if fingerprint is not None else None
         return self._held(name, _Basis(fingerprint, stored))
 
-    def scan(self) -> tuple[Actual, dict[str, Held]]:
+    def scan(self, *, decrypt: bool = True) -> tuple[Actual, Mapping[str, Held]]:
         """Every grant file (``Actual``), with the access tokens of this machine's cache laid
-        over, and each readable grant as ``Held`` (to pass as ``known``)."""
+        over, and each readable grant as ``Held`` (to pass as ``known``). Without ``decrypt``
+        only the files' plaintext is read."""
         fingerprints = self._fingerprints()  # before the scan reads the files
-        actual = scan(self.desired.store_dir, self.identities)
+        actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
         held = {
             name: self._held(name, _Basis(fingerprints.get(name), grant))
             for name, grant in actual.grants.items()
@@ -81,9 +81,9 @@ class FileCustody:
             return found
         with entries:
             for entry in entries:
-                if entry.name.endswith(SUFFIX):
+                if entry.name.endswith(store.SUFFIX):
                     with contextlib.suppress(FileNotFoundError):
-                        found[entry.name[: -len(SUFFIX)]] = of_stat(entry.stat())
+                        found[entry.name[: -len(store.SUFFIX)]] = of_stat(entry.stat())
         return found
 
     def _held(self, name: str, basis: _Basis) -> Held:
@@ -115,15 +115,32 @@ class FileCustody:
 
     @contextlib.contextmanager
     def single_flight(
-        self, name: str, known: Held | None = None, timeout: float | None = None
+        self,
+        name: str,
+        known: Held | None = None,
+        timeout: float | None = None,
+        *,
+        replacing: bool = False,
     ) -> Iterator[Held]:
         """The grant's lock, then its state: ``known``'s file content when its fingerprint
         shows the file unchanged (and it was decrypted), else the file read again. The cache
-        is always read again: another process may have refreshed without touching the file."""
+        is always read again: another process may have refreshed without touching the file.
+
+        ``replacing``: the caller writes a new grant whatever the old one holds (a link), so
+        only its plaintext is read, and a file that cannot be read at all reads as none."""
+        from ..vault.errors import VaultError
         from ..vault.files import file_lock
 
         path = self.path(name)
         with file_lock(path, timeout=timeout):
+            if replacing:
+                fingerprint = of_file(path)
+                try:
+                    stored = store.read_grant(path, None) if fingerprint is not None else None
+                except VaultError:
+                    stored = None
+                yield Held(name, stored, _Basis(fingerprint, stored))
+                return
             basis = known.basis if known is not None else None
             if not (
                 isinstance(basis, _Basis)
@@ -133,7 +150,9 @@ class FileCustody:
                 and of_file(path) == basis.fingerprint
             ):
                 fingerprint = of_file(path)
-                stored = read_grant(path, self.identities) if fingerprint is not None else None
+                stored = (
+                    store.read_grant(path, self.identities) if fingerprint is not None else None
+                )
                 basis = _Basis(fingerprint, stored)
             yield self._held(name, basis)
 
@@ -159,19 +178,27 @@ class FileCustody:
             )
         if durable:
             to = recipients or self.desired.recipients.get(held.name) or grant.recipients
-            write_grant(path, grant, to)
+            store.write_grant(path, grant, to)
             stored = replace(grant, recipients=tuple(to))
             basis = _Basis(of_file(path), stored)
-        if grant.kind == "oauth2" and grant.status == "ok" and grant.access_token is not None:
+        if self._recordable(grant):
             self._record(held.name, path, grant, retry_at)
             return Held(held.name, grant, basis, retry_at=retry_at, recorded=True)
         cache.drop(self.desired.path, held.name, self.environ)
         return Held(held.name, grant, basis)
 
+    def _recordable(self, grant: Grant) -> bool:
+        """An access token that fast reads may hand out, and an identity to encrypt it to."""
+        return (
+            grant.kind == "oauth2"
+            and grant.status == "ok"
+            and grant.access_token is not None
+            and grant.obtained_at is not None
+            and bool(self.identities)
+        )
+
     def _record(self, name: str, path: Path, grant: Grant, retry_at: datetime | None) -> None:
-        assert grant.access_token is not None
-        if not self.identities or grant.obtained_at is None:
-            return
+        assert grant.access_token is not None and grant.obtained_at is not None
         entry = cache.CachedToken(
             access_token=grant.access_token,
             token_type=grant.token_type,
@@ -184,9 +211,12 @@ class FileCustody:
         )
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
 
-    def delete(self, name: str) -> None:
-        delete_grant(self.path(name))
+    def delete(self, name: str) -> bool:
+        path = self.path(name)
+        existed = path.exists()
+        store.delete_grant(path)
         cache.drop(self.desired.path, name, self.environ)
+        return existed
 
     # ------------------------------------------------------------------------- watching
 
@@ -196,8 +226,8 @@ class FileCustody:
 
         names = self.desired.names()
         entries = {cache.entry_path(self.desired.path, name, self.environ): name for name in names}
-        store = str(self.desired.store_dir)
-        folders = [store, cache.cache_dir(self.environ)]
+        grants_folder = str(self.desired.store_dir)
+        folders = [grants_folder, cache.cache_dir(self.environ)]
         for folder in folders:
             os.makedirs(folder, exist_ok=True)
         for batch in watchfiles.watch(*folders, stop_event=stop, debounce=10, step=10):
@@ -205,6 +235,9 @@ class FileCustody:
             for _, changed_path in batch:
                 if changed_path in entries:
                     changed.add(entries[changed_path])
-                elif changed_path.endswith(SUFFIX) and os.path.dirname(changed_path) == store:
-                    changed.add(os.path.basename(changed_path)[: -len(SUFFIX)])
+                elif (
+                    changed_path.endswith(store.SUFFIX)
+                    and os.path.dirname(changed_path) == grants_folder
+                ):
+                    changed.add(os.path.basename(changed_path)[: -len(store.SUFFIX)])
             yield from sorted(changed)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from ..errors import ReconcilerError
-from ..model import Grant
+from ..model import Actual, Grant
 
 
 class StaleState(ReconcilerError):
@@ -41,8 +41,15 @@ class Custody(Protocol):
 
     def read(self, name: str) -> Held: ...
 
+    def scan(self, *, decrypt: bool = True) -> tuple[Actual, Mapping[str, Held]]: ...
+
     def single_flight(
-        self, name: str, known: Held | None = None, timeout: float | None = None
+        self,
+        name: str,
+        known: Held | None = None,
+        timeout: float | None = None,
+        *,
+        replacing: bool = False,
     ) -> AbstractContextManager[Held]: ...
 
     def commit(
@@ -55,6 +62,8 @@ class Custody(Protocol):
         retry_at: datetime | None = None,
     ) -> Held: ...
 
-    def delete(self, name: str) -> None: ...
+    def delete(self, name: str) -> bool:
+        """Remove the grant; False when there was none."""
+        ...
 
     def changes(self, stop: Any) -> Iterator[str]: ...

@@ -17,10 +17,11 @@ from urllib.parse import parse_qs
 import pytest
 
 from reconciler import apply, config, grants, operations
+from reconciler.custody import Held
+from reconciler.custody.files import FileCustody
 from reconciler.model import Grant, Secret
 from reconciler.plan import plan as make_plan
 from reconciler.vault import cache, store
-from reconciler.vault.fingerprint import of_file
 from reconciler.vault.keys import load_identities
 from reconciler.vault.store import grant_path, read_grant, write_grant
 from tests.conftest import new_identity
@@ -167,11 +168,10 @@ def reads(monkeypatch) -> list[Path]:
     return seen
 
 
-def scanned(project: Project, name: str) -> tuple[Grant, grants.Fingerprint]:
-    """What a scan leaves: the fingerprint first, then the decrypted grant."""
-    path = grant_path(project.store, name)
-    fingerprint = of_file(path)
-    return read_grant(path, project.identities), fingerprint
+def scanned(project: Project, name: str) -> Held:
+    """What a scan leaves: the decrypted grant with its basis (the file's fingerprint, taken
+    before the read)."""
+    return FileCustody(project.desired(), project.identities, project.environ).read(name)
 
 
 # --- grants.refresh ------------------------------------------------------------------------------
@@ -180,9 +180,10 @@ def scanned(project: Project, name: str) -> tuple[Grant, grants.Fingerprint]:
 def test_a_known_grant_is_not_read_again_while_its_file_is_unchanged(project, reads):
     project.declare(["api"])
     project.link("api")
-    known, fingerprint = scanned(project, "api")
+    known = scanned(project, "api")
+    reads.clear()  # the scan's own read
 
-    fresh = project.refresh("api", known=known, fingerprint=fingerprint)
+    fresh = project.refresh("api", known=known)
 
     assert reads == []
     assert project.provider.presented == [("api", "rt-api-linked")]
@@ -196,14 +197,15 @@ def test_a_grant_file_replaced_since_it_was_read_is_read_again(project, reads):
     hold would be `invalid_grant` (and mark the grant needs-relink)."""
     project.declare(["api"])
     path = project.link("api")
-    known, fingerprint = scanned(project, "api")
+    known = scanned(project, "api")
+    reads.clear()  # the scan's own read
     elsewhere = read_grant(path, project.identities)
     project.provider.current["api"] = "rt-api-elsewhere"
     write_grant(
         path, _with(elsewhere, refresh_token=Secret("rt-api-elsewhere")), [project.recipient]
     )
 
-    fresh = project.refresh("api", known=known, fingerprint=fingerprint)
+    fresh = project.refresh("api", known=known)
 
     assert reads == [path]
     assert project.provider.presented == [("api", "rt-api-elsewhere")]
@@ -214,7 +216,8 @@ def test_the_token_cache_is_looked_at_again_under_the_lock(project, reads):
     """Another process refreshed without a new refresh token: only the cache changed."""
     project.declare(["api"])
     path = project.link("api")
-    known, fingerprint = scanned(project, "api")
+    known = scanned(project, "api")
+    reads.clear()  # the scan's own read
     now = operations.utcnow()
     entry = cache.CachedToken(
         Secret("at-from-another-process"),
@@ -225,7 +228,7 @@ def test_the_token_cache_is_looked_at_again_under_the_lock(project, reads):
     )
     cache.write(project.config, "api", path, entry, project.identities, project.environ)
 
-    fresh = project.refresh("api", known=known, fingerprint=fingerprint)
+    fresh = project.refresh("api", known=known)
 
     assert fresh.access_token == Secret("at-from-another-process")
     assert project.provider.presented == []  # not due any more: no refresh
@@ -235,13 +238,15 @@ def test_the_token_cache_is_looked_at_again_under_the_lock(project, reads):
 def test_without_a_known_grant_the_file_is_read_under_the_lock(project, reads):
     project.declare(["api"])
     path = project.link("api")
-    known, _ = scanned(project, "api")
+    known = scanned(project, "api")
+    reads.clear()  # the scan's own read
 
     project.refresh("api")  # the callers other than apply: unchanged
     assert reads == [path]
     reads.clear()
-    project.refresh("api", known=known, fingerprint=None, force=True)
-    assert reads == [path]  # a grant without a fingerprint vouching for it is not trusted
+    unvouched = Held("api", known.grant, basis=None)
+    project.refresh("api", known=unvouched, force=True)
+    assert reads == [path]  # a grant without a basis vouching for it is not trusted
 
 
 def _with(grant: Grant, **changes) -> Grant:
@@ -253,10 +258,10 @@ def _with(grant: Grant, **changes) -> Grant:
 # --- apply ---------------------------------------------------------------------------------------
 
 
-def context_for(project: Project, *, fingerprints: bool = True):
+def context_for(project: Project, *, known_grants: bool = True):
     desired = project.desired()
-    taken = grants.file_fingerprints(project.store) if fingerprints else None
-    actual = store.scan(project.store, project.identities)  # after the fingerprints
+    custody = FileCustody(desired, project.identities, project.environ)
+    actual, known = custody.scan()
     now = operations.utcnow()
     context = apply.Context(
         desired,
@@ -264,7 +269,7 @@ def context_for(project: Project, *, fingerprints: bool = True):
         project.identities,
         now,
         environ=project.environ,
-        fingerprints=taken,
+        known=known if known_grants else None,
     )
     return make_plan(desired, actual, now), context
 
