@@ -153,12 +153,11 @@ def fallback_lock_path(path: Path) -> Path:
     ``$XDG_RUNTIME_DIR/oauth-reconciler/locks/`` (else the same under ``$XDG_CACHE_HOME`` or
     ``~/.cache``), named by a hash of the resolved path so that every process finds the same
     file for the same grant."""
-    environ = os.environ
-    base = environ.get("XDG_RUNTIME_DIR", "")
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
     if not os.path.isabs(base):
-        base = environ.get("XDG_CACHE_HOME", "")
+        base = os.environ.get("XDG_CACHE_HOME", "")
         if not os.path.isabs(base):
-            base = os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".cache")
+            base = os.path.join(os.environ.get("HOME") or os.path.expanduser("~"), ".cache")
     resolved = os.path.realpath(path).encode("utf-8", "surrogateescape")
     digest = hashlib.sha256(resolved).hexdigest()[:32]
     return Path(base) / "oauth-reconciler" / "locks" / f"{digest}{LOCK_SUFFIX}"
@@ -170,7 +169,7 @@ class LockTimeout(TimeoutError):
 
 #: Errors that mean "this folder cannot take a new file" (read-only mount, no permission).
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
-_OPEN_FLAGS = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 def _open_lock(lock: Path) -> int:
@@ -190,9 +189,9 @@ def _open_lock(lock: Path) -> int:
 
 
 def _open_lock_for(path: Path) -> tuple[int, Path]:
-    """The sidecar of ``path``, or the fallback lock file when the folder is read-only and
-    holds no sidecar yet (an existing one stays the lock: a writable sidecar opens even in a
-    read-only folder, so every process of the user agrees on it)."""
+    """The sidecar of ``path`` if it can be opened for writing (an existing one can, in a
+    folder that only refuses new entries), else the fallback lock file. Processes of one user
+    looking at the same folder make the same choice, so they share one lock."""
     lock = lock_path_for(path)
     try:
         return _open_lock(lock), lock
