@@ -210,6 +210,20 @@ def test_rekey_when_recipients_differ():
     assert "-age1aaaaaaaa" in removed.actions[0].reason
 
 
+def test_removing_a_recipient_alone_plans_a_rekey():
+    """Taking a key out of the declared set is how access is withdrawn: the file must be
+    re-encrypted without it, although nobody was added."""
+    spec = SecretSpec("openai", "env:X", Secret("sk-1"))
+    shared = secret_grant(recipients=(ALICE, BOB))
+    result = plan(desired(secrets=[spec], recipients=(ALICE,)), actual(shared), NOW)
+    assert kinds(result) == [("openai", "rekey")]
+    assert result.actions[0].reason == "recipients changed: -age1bbbbbbbb…bbbb"
+    grant = oauth_grant(recipients=(ALICE, BOB))
+    assert kinds(plan(desired([github()], recipients=(ALICE,)), actual(grant), NOW)) == [
+        ("github", "rekey")
+    ]
+
+
 def test_recipient_order_does_not_matter():
     spec = SecretSpec("openai", "env:X", Secret("sk-1"))
     grant = secret_grant(recipients=(BOB, ALICE))

@@ -6,7 +6,9 @@
 - ``run_loopback_flow``: the whole flow for the CLI: a one-shot HTTP server on the loopback
   interface receives the redirect (RFC 8252 §7.3), the system browser is opened without blocking
   it, ``state`` (CSRF) and ``iss`` (RFC 9207 mix-up defence) are checked, the code is exchanged,
-  and the browser gets a small result page.
+  and the browser gets a small result page. A request that does not carry the attempt's
+  ``state`` is not the answer (a stray tab, a forged link): it gets an error page and the flow
+  keeps waiting for the real one.
 - ``finish_from_redirect_url``: the paste fallback for a browser that cannot reach the loopback
   server (another machine, a sandbox): the user pastes the URL the browser ended on.
 """
@@ -20,6 +22,7 @@ import queue
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +60,10 @@ PROTECTED_PARAMS = frozenset(
 #: How long the browser's callback request waits for the code exchange before showing a page.
 PAGE_WAIT = 60.0
 PAGE_SENT_WAIT = 5.0
+STRAY_CALLBACK = (
+    "This answer does not belong to the link attempt in progress (its state does not match), "
+    "so it was ignored. Finish the sign-in in the tab the reconciler opened."
+)
 
 
 # --- PKCE and state --------------------------------------------------------------------------
@@ -269,6 +276,14 @@ def validate_callback(params: Mapping[str, Any], pending: PendingLink) -> str:
     return code
 
 
+def _carries_state(params: Mapping[str, list[str]], pending: PendingLink) -> bool:
+    """Whether callback ``params`` carry exactly this attempt's ``state``."""
+    values = params.get("state") or []
+    return len(values) == 1 and hmac.compare_digest(
+        values[0].encode("utf-8", "surrogateescape"), pending.state.encode()
+    )
+
+
 def finish_link(pending: PendingLink, params: Mapping[str, Any], *, now: Now = None) -> TokenResult:
     """Validate the callback parameters and exchange the code."""
     code = validate_callback(params, pending)
@@ -325,6 +340,8 @@ class _Callback:
     sent: threading.Event = field(default_factory=threading.Event)
     ok: bool = False
     message: str = ""
+    #: Pasted by the user (a wrong state then fails the link) rather than sent by a browser.
+    pasted: bool = False
 
     def reply(self, ok: bool, message: str) -> None:
         self.ok, self.message = ok, message
@@ -531,22 +548,28 @@ def run_loopback_flow(
                     except OAuthError as exc:
                         fallback(str(exc))
                         continue
-                    pasted = _Callback(params)
+                    pasted = _Callback(params, pasted=True)
                     pasted.sent.set()  # no browser waits for a page
                     server.callbacks.put(pasted)
                     return
 
             threading.Thread(target=paste, name=f"paste-{name}", daemon=True).start()
-        try:
-            callback = server.callbacks.get(timeout=timeout)
-        except queue.Empty:
-            raise LinkTimeout(
-                f"{name}: no answer from the browser within {timeout:g} s, so the link was "
-                "abandoned and nothing was stored. Run it again and finish the sign-in sooner, "
-                "or use the device flow (`--device`).",
-                error="timeout",
-                provider=name,
-            ) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                callback = server.callbacks.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise LinkTimeout(
+                    f"{name}: no answer from the browser within {timeout:g} s, so the link was "
+                    "abandoned and nothing was stored. Run it again and finish the sign-in "
+                    "sooner, or use the device flow (`--device`).",
+                    error="timeout",
+                    provider=name,
+                ) from None
+            if callback.pasted or _carries_state(callback.params, pending):
+                break
+            log.warning("%s: ignored a browser request with a wrong state; still waiting", name)
+            callback.reply(False, STRAY_CALLBACK)
         ok, message = False, "The link failed; see the terminal for details."
         try:
             result = finish_link(pending, callback.params, now=now)

@@ -155,6 +155,8 @@ async def _read_json(request, max_body: int) -> dict[str, Any]:
         document = json.loads(bytes(body).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise Problem(400, "invalid_json", "the body is not valid JSON") from None
+    except RecursionError:
+        raise Problem(400, "invalid_json", "the body's JSON is nested too deeply") from None
     if not isinstance(document, dict):
         raise Problem(400, "invalid_json", "the body must be a JSON object")
     return document

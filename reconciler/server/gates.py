@@ -6,7 +6,7 @@
   local secret.
 - The **control-plane gate** guards ``/internal/*``: header ``x-control-plane-secret`` must
   carry ``$RECONCILER_CONTROL_PLANE_SECRET``. Without that variable (or with one shorter than
-  32 characters) the routes are not mounted at all.
+  32 characters, or made of fewer than 8 different characters) the routes are not mounted.
 
 Secrets are compared in constant time and never appear in a message.
 """
@@ -29,6 +29,8 @@ LOCAL_SECRET_ENV = "RECONCILER_SERVE_TOKEN"
 CONTROL_PLANE_ENV = "RECONCILER_CONTROL_PLANE_SECRET"
 CONTROL_PLANE_HEADER = b"x-control-plane-secret"
 MIN_CONTROL_PLANE_LENGTH = 32
+#: A control-plane secret needs this many different characters (``"x" * 40`` is no secret).
+MIN_CONTROL_PLANE_DISTINCT = 8
 #: A local secret given in the environment must be at least this long (a generated one is 43).
 MIN_LOCAL_SECRET_LENGTH = 16
 TOKEN_FILE = Path("oauth-reconciler") / "serve.token"
@@ -121,7 +123,8 @@ def _read_token_file(path: Path) -> Secret:
 
 
 def control_plane_secret(environ: Mapping[str, str]) -> tuple[Secret | None, str | None]:
-    """The control-plane secret, or None with a warning when it is set but too short."""
+    """The control-plane secret, or None with a warning when it is set but too short or
+    too repetitive to be a random value."""
     value = environ.get(CONTROL_PLANE_ENV, "")
     if not value:
         return None, None
@@ -129,6 +132,12 @@ def control_plane_secret(environ: Mapping[str, str]) -> tuple[Secret | None, str
         return None, (
             f"${CONTROL_PLANE_ENV} is shorter than {MIN_CONTROL_PLANE_LENGTH} characters, so the "
             "/internal/* routes are not mounted"
+        )
+    if len(set(value)) < MIN_CONTROL_PLANE_DISTINCT:
+        return None, (
+            f"${CONTROL_PLANE_ENV} has fewer than {MIN_CONTROL_PLANE_DISTINCT} different "
+            "characters, so it is not a random secret and the /internal/* routes are not "
+            "mounted; set it to a random value (e.g. the output of `openssl rand -hex 32`)"
         )
     return Secret(value), None
 

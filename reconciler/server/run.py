@@ -3,8 +3,9 @@
 
 ``prepare`` does everything that can fail and returns what the CLI prints (it prints nothing
 itself); ``Prepared.run`` blocks until the server is stopped (Ctrl-C, SIGTERM). Uvicorn runs
-without an access log (a callback's query string holds the authorization code) and without
-trusting proxy headers (the local gate needs the real peer address).
+without an access log (a callback's query string holds the authorization code), without
+trusting proxy headers (the local gate needs the real peer address), and with a deadline for
+request heads (``protocol.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from ..operations import UserError, utcnow
 from . import gates, origins
 from .pending import LINK_TTL
+from .protocol import HEADER_TIMEOUT
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Prepared:
     internal_mounted: bool
     allowed_origins: tuple[str, ...]
     warnings: list[str] = field(default_factory=list)
+    header_timeout: float = HEADER_TIMEOUT
     server: object | None = None
 
     def run(self) -> None:
@@ -47,8 +50,11 @@ class Prepared:
     def _run(self) -> None:
         import uvicorn
 
+        from .protocol import with_header_deadline
+
         config = uvicorn.Config(
             self.app,
+            http=with_header_deadline(self.header_timeout),
             log_level="warning",
             access_log=False,
             proxy_headers=False,
@@ -86,6 +92,7 @@ def prepare(
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = utcnow,
     link_ttl: timedelta = LINK_TTL,
+    header_timeout: float = HEADER_TIMEOUT,
 ) -> Prepared:
     from .. import config
     from .app import Settings, create_app
@@ -167,4 +174,5 @@ def prepare(
         internal_mounted=control is not None,
         allowed_origins=tuple(extra),
         warnings=warnings,
+        header_timeout=header_timeout,
     )

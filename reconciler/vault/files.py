@@ -3,14 +3,20 @@
 ``atomic_write`` puts bytes that are already final (for grant files: already encrypted) in a
 temporary file in the same folder, fsyncs it, renames it over the target and fsyncs the
 folder. A failure at any step removes the temporary file and leaves the old file as it was.
+
+``file_lock`` serialises writers of one file across threads and processes with ``flock`` on
+a ``<file>.lock`` sidecar; where the file's folder cannot hold one (a read-only store), the lock
+lives under the user's runtime folder instead, keyed by the file's resolved path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +61,9 @@ def atomic_write(
     folder = path.parent if str(path.parent) else Path(".")
     if mode is None:
         with contextlib.suppress(FileNotFoundError):
-            mode = path.stat().st_mode & 0o7777
+            info = path.lstat()  # a symlink's target lends no mode to the file replacing it
+            if not stat.S_ISLNK(info.st_mode):
+                mode = info.st_mode & 0o7777
     temp = temp_path_for(path)
     # Created 0o600 at first (so nothing is ever readable by others while being written),
     # then set to the final mode.
@@ -140,29 +148,77 @@ def lock_path_for(path: Path) -> Path:
     return path.with_name(path.name + LOCK_SUFFIX)
 
 
+def fallback_lock_path(path: Path) -> Path:
+    """Where the lock of ``path`` lives when its folder is read-only:
+    ``$XDG_RUNTIME_DIR/oauth-reconciler/locks/`` (else the same under ``$XDG_CACHE_HOME`` or
+    ``~/.cache``), named by a hash of the resolved path so that every process finds the same
+    file for the same grant."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(base):
+        base = os.environ.get("XDG_CACHE_HOME", "")
+        if not os.path.isabs(base):
+            base = os.path.join(os.environ.get("HOME") or os.path.expanduser("~"), ".cache")
+    resolved = os.path.realpath(path).encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(resolved).hexdigest()[:32]
+    return Path(base) / "oauth-reconciler" / "locks" / f"{digest}{LOCK_SUFFIX}"
+
+
 class LockTimeout(TimeoutError):
     """The lock was still held by someone else when the timeout ran out."""
+
+
+#: Errors that mean "this folder cannot take a new file" (read-only mount, no permission).
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+_OPEN_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _open_lock(lock: Path) -> int:
+    """A descriptor of ``lock`` (created 0600 if need be), never through a symlink."""
+    flags = os.O_RDWR | os.O_CREAT | _OPEN_FLAGS
+    try:
+        return os.open(lock, flags, 0o600)
+    except FileNotFoundError:  # no folder yet (a first link): mkdir only then
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock, flags, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(
+                errno.ELOOP, "is a symbolic link; lock files are never followed, remove it", lock
+            ) from None
+        raise
+
+
+def _open_lock_for(path: Path) -> tuple[int, Path]:
+    """The sidecar of ``path`` if it can be opened for writing (an existing one can, in a
+    folder that only refuses new entries), else the fallback lock file. Processes of one user
+    looking at the same folder make the same choice, so they share one lock."""
+    lock = lock_path_for(path)
+    try:
+        return _open_lock(lock), lock
+    except OSError as error:
+        if error.errno not in _READ_ONLY:
+            raise
+    lock = fallback_lock_path(path)
+    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _open_lock(lock), lock
 
 
 @contextlib.contextmanager
 def file_lock(
     path: Path, *, timeout: float | None = None, shared: bool = False, poll: float = 0.05
 ) -> Iterator[Path]:
-    """Hold an exclusive (or shared) ``flock`` on ``<path>.lock`` for the ``with`` block.
+    """Hold an exclusive (or shared) ``flock`` on the lock file of ``path`` for the ``with``
+    block, and yield that lock file's path.
 
-    Works across threads (each call opens its own descriptor) and processes. The lock file
-    is left in place (removing it would race with other waiters). ``timeout=None`` waits
-    for ever; otherwise LockTimeout is raised.
+    The lock file is ``<path>.lock``, opened without following a symlink (ELOOP); when the
+    folder of ``path`` is read-only, ``fallback_lock_path(path)``. Works across threads (each
+    call opens its own descriptor) and processes. The lock file is left in place (removing it
+    would race with other waiters). ``timeout=None`` waits for ever; otherwise LockTimeout is
+    raised.
     """
     import fcntl
 
-    lock = lock_path_for(path)
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(lock, flags, 0o600)
-    except FileNotFoundError:  # no folder yet (a first link): mkdir only then
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, flags, 0o600)
+    fd, lock = _open_lock_for(Path(path))
     try:
         operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if timeout is None:
@@ -190,6 +246,7 @@ __all__ = [
     "LockTimeout",
     "atomic_write",
     "durable_delete",
+    "fallback_lock_path",
     "file_lock",
     "fsync_dir",
     "lock_path_for",

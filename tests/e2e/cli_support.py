@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import sops_binary
+
 from .authserver import AuthServer, Client
 from .browser import http_client
 
@@ -245,11 +247,8 @@ class E2E:
 
     def sops_decrypt(self, name: str) -> dict[str, Any]:
         """The grant file decrypted by the real `sops` binary."""
-        sops = shutil.which("sops")
-        if sops is None:
-            pytest.skip("sops is not installed")
         done = subprocess.run(
-            [sops, "-d", str(self.grant_file(name))],
+            [sops_binary(), "-d", str(self.grant_file(name))],
             env={**self.project.env, "SOPS_AGE_KEY_FILE": str(self.project.key_file)},
             capture_output=True,
             text=True,

@@ -45,15 +45,26 @@ class InFlight:
         self.now = 0
         self.most = 0
         self.handling = 0
-        #: Seconds each token request is held before it is answered.
-        self.hold = HOLD
         #: The processes token requests came from (client port -> pid).
         self.senders: dict[int, int | None] = {}
+        #: Token requests after the ``gate_after``-th wait until ``open_gate()``.
+        self.gate_after: int | None = None
+        self.gate = threading.Event()
+        self.received = 0
+        self.at_gate = 0
 
-    def wait_held(self, timeout: float = 10.0) -> None:
-        """Wait until the server holds a token request (its answer not sent yet)."""
+    def gate_after_next(self, count: int) -> None:
+        """Answer the next ``count`` token requests; hold later ones at the gate."""
         with self.lock:
-            assert self.lock.wait_for(lambda: self.now > 0, timeout), "no request held"
+            self.gate_after = self.received + count
+
+    def wait_at_gate(self, timeout: float = 10.0) -> None:
+        """Wait until a token request is stopped at the gate."""
+        with self.lock:
+            assert self.lock.wait_for(lambda: self.at_gate > 0, timeout), "nothing at the gate"
+
+    def open_gate(self) -> None:
+        self.gate.set()
 
     def settle(self, timeout: float = 10.0) -> None:
         """Wait until the server has answered every request it received (a client that went
@@ -80,9 +91,14 @@ def in_flight(monkeypatch):
             # before it sends the next request never has two requests held at once.
             gauge.now += 1
             gauge.most = max(gauge.most, gauge.now)
+            gauge.received += 1
+            gated = gauge.gate_after is not None and gauge.received > gauge.gate_after
+            gauge.at_gate += gated
             gauge.lock.notify_all()
         try:
-            time.sleep(gauge.hold)
+            if gated:
+                gauge.gate.wait(60)
+            time.sleep(HOLD)
             with gauge.lock:
                 gauge.now -= 1
                 gauge.lock.notify_all()
@@ -93,7 +109,8 @@ def in_flight(monkeypatch):
                 gauge.lock.notify_all()
 
     monkeypatch.setattr(authserver._Handler, "_dispatch", counted)
-    return gauge
+    yield gauge
+    gauge.open_gate()  # never leave the server's handler threads waiting
 
 
 def _process_of_port(port: int) -> int | None:
@@ -277,16 +294,24 @@ def test_one_refresh_failing_stops_none_of_the_others(e2e, in_flight):
 def test_interrupted_apply_starts_no_more_refreshes_and_loses_no_grant(e2e, in_flight, count):
     """Ctrl-C while refreshes run: the process ends promptly, the refreshes not yet started
     are not started, and every grant file still holds a refresh token the server accepts (a
-    refresh under way when the interrupt came still wrote its rotated token)."""
+    refresh under way when the interrupt came still wrote its rotated token).
+
+    The server answers two token requests and holds every later one until the process has
+    taken the interrupt, so no refresh can finish (and let another start) in between,
+    however slowly this machine runs."""
     names = [f"g{index:02d}" for index in range(count)]
     clients = link_all(e2e, names)
     e2e.auth.requests.clear()
-    in_flight.hold = 0.3  # slower refreshes: the interrupt comes while several are held
+    in_flight.gate_after_next(2)
     watched = e2e.watch("apply")
     watched.expect(r": refresh: done: ")
-    in_flight.wait_held()  # the interrupt comes while a refresh waits for its answer
+    in_flight.wait_at_gate()  # the interrupt comes while refreshes wait for their answers
     watched.process.send_signal(signal.SIGINT)
     interrupted = time.monotonic()
+    try:
+        watched.expect(r"interrupted")  # no further refresh is handed out from here on
+    finally:
+        in_flight.open_gate()
     ran = watched.finish(timeout=30)
     stopped = time.monotonic() - interrupted
     in_flight.settle()

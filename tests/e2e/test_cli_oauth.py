@@ -13,6 +13,9 @@ import time
 
 import pytest
 
+from reconciler.vault.files import lock_path_for
+from tests.conftest import read_only_folder
+
 from . import cli_support
 
 e2e = cli_support.e2e  # the fixture
@@ -417,6 +420,34 @@ def test_token_after_expiry_keeps_the_file_when_the_refresh_token_is_kept(
     assert revoked.code == 0, revoked
     assert fresh.access_revoked and linked.refresh_revoked
     assert cache_entries(e2e) == []
+
+
+def test_token_refreshes_in_a_read_only_store(e2e, keeping_refresh_tokens):
+    """A checkout the user cannot write (no lock sidecar, as after a fresh clone): the lock
+    moves to the runtime folder and the refreshed token goes to the cache."""
+    client = e2e.auth.add_client("ro-app")
+    link_expiring(e2e, "ro", client)
+    lock_path_for(e2e.grant_file("ro")).unlink()
+    with read_only_folder(e2e.store):
+        ran = e2e.run("token", "ro")
+    assert ran.code == 0, ran
+    assert ran.stdout == e2e.latest(client).access_token + "\n"
+    assert e2e.token_calls("refresh_token") == 1
+    assert [p.name for p in e2e.store.iterdir()] == ["ro.sops.yaml"]
+
+
+def test_a_grant_that_cannot_be_written_names_the_read_only_folder(e2e):
+    client = e2e.auth.add_client("rorot-app", "rorot-secret")
+    link_expiring(e2e, "rorot", client)
+    lock_path_for(e2e.grant_file("rorot")).unlink()
+    before = e2e.grant_file("rorot").read_bytes()
+    with read_only_folder(e2e.store):
+        ran = e2e.run("token", "rorot")
+    assert ran.code == 1, ran
+    assert f"{e2e.grant_file('rorot')}: cannot be written" in ran.stderr
+    assert "read-only" in ran.stderr and "Traceback" not in ran.stderr
+    assert e2e.grant_file("rorot").read_bytes() == before
+    assert [p.name for p in e2e.store.iterdir()] == ["rorot.sops.yaml"]
 
 
 def test_apply_plans_and_performs_refresh_for_due_grants(e2e):

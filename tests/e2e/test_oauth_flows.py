@@ -127,14 +127,25 @@ def test_fixed_loopback_redirect_uri(auth_server, confidential_client, browser):
     assert authz.query["redirect_uri"] == [fixed]
 
 
-def test_state_mismatch_is_rejected(auth_server, confidential_client):
-    browser = ScriptedBrowser(tamper=forge("state", "forged-state"))
-    with pytest.raises(OAuthError) as info:
-        link(auth_server.provider(confidential_client), CONF_SECRET, browser)
-    assert info.value.error == "state_mismatch"
-    assert auth_server.token_calls["authorization_code"] == 0
+def test_a_wrong_state_is_ignored_and_the_link_waits(auth_server, confidential_client):
+    """A request to the loopback callback with another state (a forged link, a stale tab)
+    gets an error page; the real redirect that follows still finishes the link."""
+    stray_pages = []
+
+    def send_a_forgery_first(url: str) -> str:
+        if urlsplit(url).path == authorize.CALLBACK_PATH:
+            with http_client() as client:
+                stray_pages.append(client.get(replace_param(url, "state", "forged-state")))
+        return url
+
+    browser = ScriptedBrowser(tamper=send_a_forgery_first)
+    result = link(auth_server.provider(confidential_client), CONF_SECRET, browser)
+    assert api_status(auth_server, result.access_token) == 200
+    (stray,) = stray_pages
+    assert stray.status_code == 400 and "does not belong" in stray.text
+    assert auth_server.token_calls["authorization_code"] == 1
     assert browser.done.wait(5)
-    assert browser.final.status_code == 400 and "failed" in browser.final.text
+    assert browser.final.status_code == 200 and "Linked test" in browser.final.text
 
 
 def test_iss_mismatch_is_rejected(auth_server, confidential_client):

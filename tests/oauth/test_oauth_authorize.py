@@ -239,9 +239,12 @@ class FakeAuthorizationServer:
     """Plays both the authorization server's redirect and the browser, without an AS: reads
     the authorization URL and requests the callback the way the redirect would."""
 
-    def __init__(self, extra: dict | None = None, first: str | None = None) -> None:
+    def __init__(
+        self, extra: dict | None = None, first: str | None = None, stray: dict | None = None
+    ) -> None:
         self.extra = extra or {}
         self.first = first
+        self.stray = stray  # a query sent to the callback before the real answer
         self.responses: list[httpx2.Response] = []
         self.done = threading.Event()
 
@@ -254,6 +257,8 @@ class FakeAuthorizationServer:
                     self.responses.append(
                         client.get(urlsplit(redirect)._replace(path=self.first).geturl())
                     )
+                if self.stray is not None:
+                    self.responses.append(client.get(f"{redirect}?{urlencode(self.stray)}"))
                 answer = {"code": "the-code", "state": params["state"], **self.extra}
                 self.responses.append(client.get(f"{redirect}?{urlencode(answer)}"))
         finally:
@@ -288,6 +293,24 @@ def test_loopback_flow_failure_page_and_error(stub, make_provider):
     (page,) = browser.responses
     assert page.status_code == 400 and "failed" in page.text
     assert stub.hits("/token") == []
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [{"code": "forged-code", "state": "forged"}, {"error": "access_denied"}, {"code": "c"}],
+    ids=["wrong state", "error without state", "code without state"],
+)
+def test_loopback_flow_ignores_a_wrong_state_and_waits(stub, make_provider, stray):
+    stub.reply("POST", "/token", body={"access_token": "at"})
+    browser = FakeAuthorizationServer(stray=stray)
+    result = run_loopback_flow(make_provider(), Secret("sec"), open_browser=browser, timeout=10)
+    assert result.access_token.reveal() == "at"
+    assert browser.done.wait(5)
+    ignored, page = browser.responses
+    assert ignored.status_code == 400 and "does not belong" in ignored.text
+    assert page.status_code == 200 and "Linked acme" in page.text
+    (request,) = stub.hits("/token")
+    assert request.form["code"] == "the-code"
 
 
 def test_loopback_flow_with_a_fixed_redirect_uri(stub, make_provider):

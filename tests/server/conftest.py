@@ -311,14 +311,18 @@ class ThreadedServe:
 
 
 @pytest.fixture
-def threaded_serve(harness, monkeypatch):
-    """The app factory the CLI uses, run by uvicorn in a thread, with a fake clock."""
+def threaded_serve(harness, monkeypatch, request):
+    """The app factory the CLI uses, run by uvicorn in a thread, with a fake clock. Indirect
+    parametrization passes more keyword arguments to ``prepare``."""
     from reconciler.server.run import prepare
 
     for key, value in harness.project.env.items():
         monkeypatch.setenv(key, value)
     clock = FakeClock()
-    prepared = prepare(harness.project.config, port=0, environ=dict(os.environ), clock=clock)
+    options = getattr(request, "param", {})
+    prepared = prepare(
+        harness.project.config, port=0, environ=dict(os.environ), clock=clock, **options
+    )
     thread = threading.Thread(target=prepared.run, daemon=True)
     thread.start()
     client = Client(prepared.url, harness.watch, harness.local_secret())

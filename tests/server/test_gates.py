@@ -168,8 +168,12 @@ INTERNAL = [
 ]
 
 
-@pytest.mark.parametrize("secret", [None, "", "x" * 31], ids=["unset", "empty", "31 chars"])
-def test_internal_routes_are_not_mounted_without_a_long_secret(harness, secret):
+@pytest.mark.parametrize(
+    "secret",
+    [None, "", "x" * 31, "z" * 40, "abcdefg" * 6],
+    ids=["unset", "empty", "31 chars", "one repeated char", "7 distinct chars"],
+)
+def test_internal_routes_are_not_mounted_without_a_long_random_secret(harness, secret):
     env = {} if secret is None else {"RECONCILER_CONTROL_PLANE_SECRET": secret}
     server = harness.start(env=env)
     client = server.client(harness.local_secret())
@@ -178,8 +182,11 @@ def test_internal_routes_are_not_mounted_without_a_long_secret(harness, secret):
         response = client.post(path, json={"key": "openai"}, headers=headers)
         assert response.status_code == 404, path
         assert response.json()["error"] == "not_found"
-    if secret:
+    if secret and len(secret) < 32:
         assert "shorter than 32" in server.output
+    elif secret:
+        assert "fewer than 8 different characters" in server.output
+        assert secret not in server.output
 
 
 def test_internal_routes_need_the_control_plane_secret(internal):
@@ -198,7 +205,7 @@ def test_internal_routes_need_the_control_plane_secret(internal):
 
 
 def test_exactly_32_characters_mounts_the_routes(harness):
-    secret = "z" * 32
+    secret = "0123abcd" * 4
     server = harness.start(env={"RECONCILER_CONTROL_PLANE_SECRET": secret})
     client = server.client(None)
     response = client.post(

@@ -12,7 +12,7 @@ from reconciler.vault.store import grant_path, read_grant
 from tests.e2e.authserver import replace_param
 from tests.e2e.browser import ScriptedBrowser, http_client
 
-from .conftest import CLIENT_SECRET
+from .conftest import CLIENT_SECRET, CONTROL_SECRET
 
 CALLBACK = "/oauth/link/callback"
 
@@ -299,10 +299,10 @@ def test_just_before_expiry_still_links(threaded_serve, harness):
 def test_internal_start_links_and_returns_to_the_composer(harness):
     server = harness.start(
         "--allow-origin", "https://composer.example",
-        env={"RECONCILER_CONTROL_PLANE_SECRET": "c" * 40},
+        env={"RECONCILER_CONTROL_PLANE_SECRET": CONTROL_SECRET},
     )  # fmt: skip
     client = server.client(None)
-    client.http.headers["x-control-plane-secret"] = "c" * 40
+    client.http.headers["x-control-plane-secret"] = CONTROL_SECRET
     response = client.post(
         "/internal/oauth-link/v1/start",
         json={"entry_id": "demo", "return_url": "https://composer.example/outbound?x=1"},

@@ -69,6 +69,23 @@ def test_bad_bodies(serve, harness):
     assert not grant_path(harness.project.store, "openai").exists()
 
 
+def test_deeply_nested_json_is_a_bad_request(internal, harness):
+    server, internal_client = internal
+    client = server.client(harness.local_secret())
+    deep = b'{"value": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"  # under the 64 KiB limit
+    headers = {"Content-Type": "application/json"}
+    for http, method, path in [
+        (client, "PUT", "/v1/secrets/openai"),
+        (client, "POST", "/v1/links"),
+        (internal_client, "POST", "/internal/outbound-secrets/v1/put"),
+    ]:
+        response = http.request(method, path, content=deep, headers=headers)
+        assert response.status_code == 400, path
+        assert response.json()["error"] == "invalid_json"
+    assert client.get("/v1/status").status_code == 200
+    assert "Traceback" not in server.output and "RecursionError" not in server.output
+
+
 def test_status_is_the_cli_document(serve, harness):
     _server, client = serve
     assert client.put("/v1/secrets/openai", json={"value": PUT_VALUE}).status_code == 204

@@ -17,10 +17,12 @@ from reconciler.vault.files import (
     LockTimeout,
     atomic_write,
     durable_delete,
+    fallback_lock_path,
     file_lock,
     lock_path_for,
     replace_cache_file,
 )
+from tests.conftest import read_only_folder
 
 
 def listing(folder: Path) -> list[str]:
@@ -43,6 +45,24 @@ def test_atomic_write_creates_and_replaces(tmp_path):
     atomic_write(path, b"three", mode=0o640)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     assert listing(tmp_path) == ["a.sops.yaml"]
+
+
+def test_a_symlinks_target_lends_no_mode_to_the_new_file(tmp_path):
+    """A grant path that is a symlink (say to a world-readable file) is replaced by a regular
+    file with the default mode, not the target's."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_bytes(b"public")
+    target.chmod(0o644)
+    path = tmp_path / "github.sops.yaml"
+    path.symlink_to(target)
+    old_umask = os.umask(0o077)
+    try:
+        atomic_write(path, b"secret grant")
+    finally:
+        os.umask(old_umask)
+    assert not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert target.read_bytes() == b"public"
 
 
 def test_atomic_write_fsyncs_the_file_then_the_folder(tmp_path, monkeypatch):
@@ -212,3 +232,54 @@ def test_a_failed_cache_write_leaves_no_temp(tmp_path, monkeypatch):
         replace_cache_file(target, b"new")
     assert listing(tmp_path) == ["entry.age"]
     assert target.read_bytes() == b"old"  # the write failed before the old entry was dropped
+
+
+def test_a_symlinked_lock_file_is_not_followed(tmp_path):
+    target = tmp_path / "github.sops.yaml"
+    victim = tmp_path / "outside" / "victim"
+    victim.parent.mkdir()
+    lock_path_for(target).symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link") as info, file_lock(target, timeout=1):
+        pass
+    assert str(lock_path_for(target)) in str(info.value)
+    assert not victim.exists()
+
+
+def test_a_read_only_folder_locks_under_the_runtime_dir(tmp_path, monkeypatch):
+    runtime = tmp_path / "runtime"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    store = tmp_path / "store"
+    store.mkdir()
+    target = store / "github.sops.yaml"
+    target.write_bytes(b"grant")
+    with read_only_folder(store):
+        with file_lock(target, timeout=1) as lock:
+            assert lock == fallback_lock_path(target)
+            assert lock.parent.parent.parent == runtime
+        # Still single-flight across processes: a child holding the lock keeps us out.
+        ctx = multiprocessing.get_context("spawn")
+        ready, release = ctx.Event(), ctx.Event()
+        child = ctx.Process(target=_hold_lock, args=(str(target), ready, release))
+        child.start()
+        try:
+            assert ready.wait(20)
+            with pytest.raises(LockTimeout), file_lock(target, timeout=0.2):
+                pass
+        finally:
+            release.set()
+            child.join(20)
+    assert listing(store) == ["github.sops.yaml"]
+    # The same file through another path (a symlinked folder) shares the lock.
+    (tmp_path / "alias").symlink_to(store)
+    assert fallback_lock_path(tmp_path / "alias" / "github.sops.yaml") == lock
+
+
+def test_a_read_only_folder_uses_an_existing_sidecar(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    target = tmp_path / "store" / "github.sops.yaml"
+    target.parent.mkdir()
+    with file_lock(target):  # creates the sidecar while the folder is writable
+        pass
+    with read_only_folder(target.parent), file_lock(target, timeout=1) as lock:
+        assert lock == lock_path_for(target)
+    assert not (tmp_path / "runtime").exists()

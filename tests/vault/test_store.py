@@ -447,8 +447,9 @@ def test_failed_write_leaves_the_old_file_intact(store_dir, recipient, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", no_space)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(VaultError, match="No space") as raised:
         write_grant(path, oauth_grant(scopes=("other",)), [recipient])
+    assert str(raised.value).startswith(f"{path}: cannot be written")
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(p.name for p in store_dir.iterdir()) == ["github.sops.yaml"]
