@@ -47,6 +47,9 @@ class Provider:
     quirks: tuple[str, ...] = ()
     #: Extra catalog data a quirk hook may read (e.g. a grant-deletion URL).
     extras: Mapping[str, object] = field(default_factory=dict)
+    #: Seconds that one HTTP exchange with the provider may take, body included
+    #: (``defaults.request_deadline``).
+    request_deadline: float = 30.0
 
 
 @dataclass(frozen=True)
