@@ -44,6 +44,11 @@ class InvalidGrant(OAuthError):
     expired or already used. The caller marks the grant ``needs-relink``; retrying cannot help."""
 
 
+class InvalidTokenResponse(OAuthError):
+    """A token response that cannot be stored as it is (a missing or malformed member); nothing
+    was stored, and the grant in place is kept."""
+
+
 class TransientError(OAuthError):
     """A temporary failure (5xx, timeout, network error, 429). Back off and keep the old grant.
     ``retry_after`` is the provider's ``Retry-After`` in seconds, when it sent one."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import OAuthError, scrub
+from .errors import InvalidTokenResponse, OAuthError, scrub
 
 if TYPE_CHECKING:
     from ..model import Provider, Secret
@@ -231,7 +231,7 @@ def _salesforce_token_response(provider: Provider, payload: Payload, extra: Extr
     instance_url = payload.get("instance_url")
     if instance_url is not None:
         if not isinstance(instance_url, str) or not is_secure_url(instance_url):
-            raise OAuthError(
+            raise InvalidTokenResponse(
                 f"{provider.name}: Salesforce returned an instance_url that is not an https URL; "
                 "refusing to store it. Link the grant again, and report it if it persists.",
                 error="invalid_token_response",

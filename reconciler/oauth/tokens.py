@@ -26,6 +26,7 @@ from . import quirks
 from .errors import (
     AccessDenied,
     InvalidGrant,
+    InvalidTokenResponse,
     LinkTimeout,
     OAuthError,
     TransientError,
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+#: The longest lifetime an ``expires_in`` is believed for: larger values (1e15 s has been seen)
+#: are clamped, so that the expiry stays a date that every stage can compute with.
+MAX_LIFETIME = timedelta(days=3650)
 
 #: ``now`` may be a datetime, a clock function (for flows that take a while), or None (wall clock).
 Now = datetime | Callable[[], datetime] | None
@@ -193,7 +198,9 @@ def error_from_payload(
     return OAuthError(f"{name}: the {what} failed ({detail}).", **kwargs)
 
 
-def _seconds(provider: Provider, payload: Mapping[str, Any], key: str) -> float | None:
+def _lifetime(provider: Provider, payload: Mapping[str, Any], key: str) -> timedelta | None:
+    """``payload[key]`` (``expires_in`` and the like: seconds, as a number or a numeric string)
+    as a duration, at most ``MAX_LIFETIME``; None when absent."""
     value = payload.get(key)
     if value is None or value == "":
         return None
@@ -202,13 +209,23 @@ def _seconds(provider: Provider, payload: Mapping[str, Any], key: str) -> float 
     except (TypeError, ValueError):
         seconds = math.nan
     if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise OAuthError(
-            f"{provider.name}: the token response has an invalid `{key}`; nothing was stored. "
-            "Try again; report it to the provider if it persists.",
+        raise InvalidTokenResponse(
+            f"{provider.name}: the token response has an invalid `{key}` "
+            f"({scrub(str(value)[:40])}; a number of seconds is expected); nothing was stored "
+            "and the current grant is kept. Try again; report it to the provider if it persists.",
             error="invalid_token_response",
             provider=provider.name,
         )
-    return seconds
+    if seconds > MAX_LIFETIME.total_seconds():
+        log.warning(
+            "%s: `%s` of %g s in the token response; counting %d days instead",
+            provider.name,
+            key,
+            seconds,
+            MAX_LIFETIME.days,
+        )
+        return MAX_LIFETIME
+    return timedelta(seconds=seconds)
 
 
 def _optional_secret(provider: Provider, payload: Mapping[str, Any], key: str) -> Secret | None:
@@ -216,7 +233,7 @@ def _optional_secret(provider: Provider, payload: Mapping[str, Any], key: str) -
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not value.strip():
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{provider.name}: the token response has an invalid `{key}`; nothing was stored.",
             error="invalid_token_response",
             provider=provider.name,
@@ -232,14 +249,14 @@ def token_result(
     access = payload.get("access_token")
     if not isinstance(access, str) or not access.strip():
         if payload.get("id_token"):
-            raise OAuthError(
+            raise InvalidTokenResponse(
                 f"{name}: the provider returned only an id_token (an OpenID sign-in answer) and "
                 "no access token, so there is nothing to call the API with. Check the preset or "
                 "endpoints of this provider (response_type, token endpoint).",
                 error="invalid_token_response",
                 provider=name,
             )
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token response has no access token; nothing was stored. Check the "
             "token endpoint URL; try again, and report it to the provider if it persists.",
             error="invalid_token_response",
@@ -249,20 +266,20 @@ def token_result(
     if token_type is None or token_type == "":
         token_type = "Bearer"
     elif not isinstance(token_type, str):
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token response has an invalid token_type; nothing was stored.",
             error="invalid_token_response",
             provider=name,
         )
     elif token_type.lower() == "bearer":
         token_type = "Bearer"
-    expires_in = _seconds(provider, payload, "expires_in")
-    expires_at = now + timedelta(seconds=expires_in) if expires_in is not None else None
+    lifetime = _lifetime(provider, payload, "expires_in")
+    expires_at = now + lifetime if lifetime is not None else None
     extra = dict(extra)
-    refresh_expires_in = _seconds(provider, payload, "refresh_token_expires_in")
-    if refresh_expires_in is not None:
+    refresh_lifetime = _lifetime(provider, payload, "refresh_token_expires_in")
+    if refresh_lifetime is not None:
         extra["refresh_token_expires_at"] = (
-            (now + timedelta(seconds=refresh_expires_in)).replace(microsecond=0).isoformat()
+            (now + refresh_lifetime).replace(microsecond=0).isoformat()
         )
     scope = payload.get("scope")
     granted = None if scope is None else split_scopes(provider, scope)
@@ -299,7 +316,7 @@ def token_response(
         raise busy
     payload = parse_body(response, form_ok=quirks.form_encoded_response(provider))
     if payload is None:
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token endpoint answered HTTP {status} with a body that is neither JSON "
             "nor form-encoded; nothing was stored. Check the token endpoint URL.",
             error="invalid_token_response",
@@ -313,7 +330,7 @@ def token_response(
             provider, payload, what=what, status=status, secrets=secrets, response=response
         )
     if not 200 <= status < 300:
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token endpoint answered HTTP {status} to the {what} without an OAuth "
             "error code; nothing was stored. Check the token endpoint URL and client settings.",
             error="invalid_token_response",
