@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import InvalidTokenResponse, OAuthError, scrub
+from .errors import InvalidTokenResponse, OAuthError, client_secrets, scrub
 
 if TYPE_CHECKING:
     from ..model import Provider, Secret
@@ -132,6 +132,7 @@ def _github_delete_grant(
         headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
     )
     status = response.status_code
+    secrets = [token.reveal(), *client_secrets(provider.client_id, client_secret.reveal())]
     if 200 <= status < 300:
         return
     if status in (404, 422):
@@ -143,7 +144,7 @@ def _github_delete_grant(
         response,
         endpoint=f"GitHub API answered HTTP {status} to the grant deletion",
         outcome="the grant is not deleted yet",
-        secrets=[token.reveal(), client_secret.reveal()],
+        secrets=secrets,
     )
     if busy is not None:
         raise busy
@@ -152,7 +153,7 @@ def _github_delete_grant(
         detail = body.get("message") if isinstance(body, dict) else None
     except ValueError:
         detail = None
-    detail = scrub(detail, [token.reveal(), client_secret.reveal()])
+    detail = scrub(detail, secrets)
     raise OAuthError(
         f"{name}: GitHub refused to delete the grant (HTTP {status}"
         f"{': ' + detail if detail else ''}). Check the client ID and secret of {name}, or "

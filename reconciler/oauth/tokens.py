@@ -30,7 +30,9 @@ from .errors import (
     LinkTimeout,
     OAuthError,
     TransientError,
+    client_secrets,
     describe,
+    printable,
     scrub,
 )
 from .transport import parse_body, retry_after, send, unavailable
@@ -84,7 +86,10 @@ def resolve_now(now: Now) -> datetime:
 
 
 def is_secure_url(url: str) -> bool:
-    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3)."""
+    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3); never a URL with a
+    control character (it would be shown in messages)."""
+    if not url.isprintable():
+        return False
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -121,14 +126,15 @@ def endpoint(provider: Provider, attr: str, what: str) -> str:
 
 
 def split_scopes(provider: Provider, value: object) -> tuple[str, ...]:
-    """A ``scope`` value (string in the provider's separator, or a JSON list) as a tuple."""
+    """A ``scope`` value (string in the provider's separator, or a JSON list) as a tuple, with
+    control characters escaped."""
     if isinstance(value, list | tuple):
         items = [str(v).strip() for v in value]
     else:
         text = str(value)
         sep = provider.scope_separator or " "
         items = text.split() if not sep.strip() else [s.strip() for s in text.split(sep)]
-    return tuple(dict.fromkeys(s for s in items if s))
+    return tuple(dict.fromkeys(printable(s) for s in items if s))
 
 
 def join_scopes(provider: Provider, scopes: Sequence[str]) -> str:
@@ -238,6 +244,19 @@ def _optional_secret(provider: Provider, payload: Mapping[str, Any], key: str) -
             error="invalid_token_response",
             provider=provider.name,
         )
+    return _token(provider, key, value)
+
+
+def _token(provider: Provider, key: str, value: str) -> Secret:
+    """``value`` as a Secret, refused when it holds a control (non-printable) character: a
+    token goes into HTTP headers and, from `reconcile token`, to a terminal."""
+    if not value.isprintable():
+        raise InvalidTokenResponse(
+            f"{provider.name}: the token response's `{key}` contains control characters, so it "
+            "was refused and nothing was stored. Report it to the provider.",
+            error="invalid_token_response",
+            provider=provider.name,
+        )
     return Secret(value)
 
 
@@ -273,9 +292,11 @@ def token_result(
         )
     elif token_type.lower() == "bearer":
         token_type = "Bearer"
+    else:
+        token_type = printable(token_type)
     lifetime = _lifetime(provider, payload, "expires_in")
     expires_at = now + lifetime if lifetime is not None else None
-    extra = dict(extra)
+    extra = {key: printable(value) for key, value in extra.items()}
     refresh_lifetime = _lifetime(provider, payload, "refresh_token_expires_in")
     if refresh_lifetime is not None:
         extra["refresh_token_expires_at"] = (
@@ -284,7 +305,7 @@ def token_result(
     scope = payload.get("scope")
     granted = None if scope is None else split_scopes(provider, scope)
     return TokenResult(
-        access_token=Secret(access),
+        access_token=_token(provider, "access_token", access),
         refresh_token=_optional_secret(provider, payload, "refresh_token"),
         id_token=_optional_secret(provider, payload, "id_token"),
         token_type=token_type,
@@ -387,7 +408,7 @@ def request_token(
         k: str(v) for k, v in provider.token_params.items() if k not in params and v is not None
     }
     fields.update({k: v for k, v in params.items() if v})
-    secrets = [*secrets, client_secret.reveal() if client_secret else None]
+    secrets = [*secrets, *client_secrets(provider.client_id, _reveal(client_secret))]
     headers = {"Accept": "application/json"}
     if quirks.json_token_request(provider):
         kwargs: dict[str, Any] = {"json": {"grant_type": grant_type, **fields}}
@@ -511,7 +532,7 @@ def revoke(
         auth = client_auth(provider, client_secret)
     response = send(provider, "POST", url, what="revocation", headers=headers, auth=auth, **kwargs)
     status = response.status_code
-    secrets = [token.reveal(), client_secret.reveal() if client_secret else None]
+    secrets = [token.reveal(), *client_secrets(provider.client_id, _reveal(client_secret))]
     if 200 <= status < 300:
         # RFC 7009 §2.2 ignores the body, but some providers answer 200 with an error in it.
         payload = parse_body(response) or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import threading
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
 
@@ -181,6 +182,25 @@ def make_provider(stub):
 STUB_ACCESS = "at-stale-5f1e2d3c4b5a69"
 STUB_REFRESH = "rt-live+9a8b/7c6d=5e4f"
 STUB_CLIENT_SECRET = 'cs-s3cret+/=&"ü-0042'
+
+
+def echo(request):
+    """A token endpoint that quotes the whole request back in its error description: the form
+    body as sent, the form as JSON, and the Authorization header."""
+    described = (
+        f"bad request {request.body.decode()} as json {json.dumps(request.form)} "
+        f"with {request.headers.get('authorization', 'no authorization')}"
+    )
+    return 400, {}, {"error": "invalid_grant", "error_description": described}
+
+
+def every_form(client_id: str, *secrets: str) -> list[str]:
+    """Each secret raw, form- and URL-encoded, JSON-escaped; the Basic credentials in base64."""
+    forms = []
+    for value in secrets:
+        forms += [value, quote_plus(value), quote(value, safe=""), json.dumps(value)[1:-1]]
+    pair = f"{client_id}:{STUB_CLIENT_SECRET}".encode("latin-1")
+    return [*forms, base64.b64encode(pair).decode()]
 
 
 @pytest.fixture

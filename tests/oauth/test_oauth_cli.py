@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from .conftest import STUB_ACCESS, STUB_REFRESH
+from tests.notify.conftest import KEY, Receiver
+
+from .conftest import STUB_ACCESS, STUB_CLIENT_SECRET, STUB_REFRESH, echo, every_form
 
 
 def test_an_absurd_expires_in_is_clamped_not_a_crash(stub_project, stub, project):
@@ -26,3 +30,43 @@ def test_an_invalid_expires_in_fails_the_refresh_clearly(stub_project, stub, pro
     assert stub_project.read_bytes() == before
     for secret in (STUB_ACCESS, STUB_REFRESH, "at-new-0123456789"):
         assert secret not in ran.stderr
+
+
+def test_echoed_secrets_reach_no_output_file_or_webhook(stub_project, stub, project):
+    """invalid_grant whose description quotes the form-encoded request: the grant is marked
+    needs-relink with the description, but no encoding of the client secret or refresh token
+    is in the committed file, on stderr, in `-o json`, in `status` or in the webhook body."""
+    hook = Receiver()
+    try:
+        project.env["NOTIFY_KEY"] = KEY
+        project.write_config(
+            project.config.read_text()
+            + f"notify:\n  webhook: {hook.url}\n  secret: env:NOTIFY_KEY\n"
+        )
+        stub.route("POST", "/token", echo)
+        ran = project.reconcile("-o", "json", "token", "api")
+        assert ran.code == 1, ran
+        status = project.reconcile("status", "-o", "json")
+        text = project.reconcile("status")
+        (event,) = hook.wait_for(lambda: hook.named("needs-relink"), "the needs-relink event")
+    finally:
+        hook.stop()
+    grant_file = stub_project.read_text()
+    assert "status: needs-relink" in grant_file and "bad request" in grant_file
+    assert "bad request" in event["reason"] and "***" in event["reason"]
+    outputs = [grant_file, ran.stdout, ran.stderr, status.stdout, text.stdout, text.stderr]
+    outputs.append(json.dumps(event))
+    for form in every_form("app-1", STUB_CLIENT_SECRET, STUB_REFRESH):
+        for output in outputs:
+            assert form not in output, (form, output)
+
+
+def test_no_control_character_of_the_provider_reaches_the_terminal(stub_project, stub, project):
+    description = "revoked\x1b[2J\x1b]0;pwned\x07 by admin"
+    stub.reply("POST", "/token", 400, {"error": "invalid_grant", "error_description": description})
+    refused = project.reconcile("token", "api")
+    assert refused.code == 1
+    assert "revoked\\x1b[2J\\x1b]0;pwned\\x07 by admin" in refused.stderr
+    shown = [refused.stderr, *vars(project.reconcile("status")).values()]
+    shown += vars(project.reconcile("plan")).values()
+    assert not any("\x1b" in str(output) or "\x07" in str(output) for output in shown)
