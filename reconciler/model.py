@@ -19,7 +19,14 @@ GrantStatus = Literal["ok", "needs-relink"]
 ActionKind = Literal["link", "relink", "refresh", "write-secret", "rekey", "prune"]
 
 #: Leaves of a grant file that are encrypted; every other leaf is plaintext (MAC-covered).
-ENCRYPTED_FIELDS = ("access_token", "refresh_token", "id_token", "value", "client_secret")
+ENCRYPTED_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "value",
+    "client_secret",
+    "secondary_token",
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,9 @@ class Grant:
     id_token: Secret | None = None
     value: Secret | None = None
     client_secret: Secret | None = None
+    #: A second access token the provider issued with the grant's (Slack: the bot token beside
+    #: the user token, or the other way round); ``extra`` says which and its granted scopes.
+    secondary_token: Secret | None = None
     #: The age recipients the file is encrypted to (from its ``sops`` metadata).
     recipients: tuple[str, ...] = ()
     #: Names of the encrypted leaves present in the file (their keys are plaintext in SOPS).

@@ -16,10 +16,12 @@ Vocabulary (keep in sync with ``reconciler/catalog/*.yaml``):
     GitHub: form-encoded token responses, comma-separated ``scope``, GitHub error codes
     (``bad_verification_code``, ``bad_refresh_token``) mapped to ``invalid_grant``.
 ``slack_authed_user``
-    Slack OAuth v2 user token: the declared scopes are requested as ``user_scope`` (unless
-    ``authorization_params`` sets ``user_scope`` itself); the token lives under
-    ``authed_user``; ``ok: false`` answers and Slack error codes are mapped (also for
-    ``auth.revoke``).
+    Slack OAuth v2: the declared scopes are requested as ``user_scope`` and the grant is the user
+    token (under ``authed_user``), unless ``authorization_params`` sets ``user_scope`` itself:
+    the declared scopes are then bot scopes and the grant is the bot token (top level). The
+    other token, when there is one, is kept as the grant's ``secondary_token``, with
+    ``secondary_token_kind`` (``user`` / ``bot``) and ``secondary_granted_scopes`` in ``extra``.
+    ``ok: false`` answers and Slack error codes are mapped (also for ``auth.revoke``).
 ``json_token_request``
     Notion: token and revocation requests are a JSON body with HTTP Basic client
     authentication.
@@ -48,6 +50,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
+#: The member of a normalized token response that carries a second access token (a ``Secret``
+#: once validated): ``tokens.TokenResult.secondary_token``.
+SECONDARY_TOKEN = "secondary_token"
 Extra = dict[str, str]
 Revoker = Callable[["Provider", "Secret | None", "Secret", "str | None"], None]
 
@@ -205,9 +210,7 @@ def _slack_token_response(provider: Provider, payload: Payload, extra: Extra) ->
     if isinstance(user, dict):
         _keep(extra, "slack_user_id", user.get("id"))
         if user.get("access_token"):
-            # The user token is the grant; the bot token (if any) was not asked for.
-            payload = {k: v for k, v in payload.items() if k not in _TOKEN_KEYS}
-            payload.update({k: user[k] for k in _TOKEN_KEYS if k in user})
+            payload = _slack_pick_token(provider, payload, user, extra)
     team = payload.get("team")
     if isinstance(team, dict):
         _keep(extra, "slack_team_id", team.get("id"))
@@ -218,6 +221,26 @@ def _slack_token_response(provider: Provider, payload: Payload, extra: Extra) ->
     if str(payload.get("token_type", "")).lower() in ("user", "bot"):
         payload["token_type"] = "Bearer"
     _split_commas(payload, "scope")
+    return payload
+
+
+def _slack_pick_token(provider: Provider, payload: Payload, user: dict, extra: Extra) -> Payload:
+    """The grant is the token the declared scopes were asked for (see
+    ``_slack_authorization_params``): the bot token when ``user_scope`` is set explicitly,
+    else the user token. The other one becomes the secondary token."""
+    bot = {k: payload[k] for k in _TOKEN_KEYS if k in payload}
+    person = {k: user[k] for k in _TOKEN_KEYS if k in user}
+    if "user_scope" in provider.authorization_params and bot.get("access_token"):
+        grant, other, kind = bot, person, "user"
+    else:
+        grant, other, kind = person, bot, "bot"
+    payload = {k: v for k, v in payload.items() if k not in _TOKEN_KEYS} | grant
+    if other.get("access_token"):
+        payload[SECONDARY_TOKEN] = other["access_token"]
+        extra["secondary_token_kind"] = kind
+        scopes = other.get("scope")
+        if isinstance(scopes, str):
+            extra["secondary_granted_scopes"] = ",".join(scopes.replace(",", " ").split())
     return payload
 
 

@@ -60,7 +60,8 @@ class TokenResult:
 
     ``granted_scopes`` is None when the response had no ``scope`` member (RFC 6749 §5.1: the
     granted scope is then the requested one); ``grant_from_result`` resolves that.
-    ``extra`` holds plaintext, provider-specific values picked by a quirk (never a token).
+    ``extra`` holds plaintext, provider-specific values picked by a quirk (never a token);
+    ``secondary_token`` a second access token a quirk found in the response.
     """
 
     access_token: Secret
@@ -70,6 +71,7 @@ class TokenResult:
     expires_at: datetime | None = None
     granted_scopes: tuple[str, ...] | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    secondary_token: Secret | None = None
 
 
 # --- small shared helpers (used by authorize, device, discovery, quirks) ---------------------
@@ -312,6 +314,7 @@ def token_result(
         expires_at=expires_at,
         granted_scopes=granted,
         extra=extra,
+        secondary_token=_optional_secret(provider, payload, quirks.SECONDARY_TOKEN),
     )
 
 
@@ -596,7 +599,7 @@ def grant_from_result(
     - ``granted_scopes``: the response's ``scope``; when absent, the requested scopes (RFC 6749
       §5.1), or for a refresh the previously granted ones (§6);
     - a refresh response without a refresh token keeps the old one (§6), and the previous
-      id_token, client secret, recipients and extras carry over.
+      id_token, secondary token, client secret, recipients and extras carry over.
     """
     now = resolve_now(now)
     if requested_scopes is not None:
@@ -631,6 +634,8 @@ def grant_from_result(
         id_token=result.id_token or (previous.id_token if previous is not None else None),
         value=None,
         client_secret=previous.client_secret if previous is not None else None,
+        secondary_token=result.secondary_token
+        or (previous.secondary_token if previous is not None else None),
         recipients=previous.recipients if previous is not None else (),
         decrypted=True,
         extra=extra,
