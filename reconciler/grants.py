@@ -462,7 +462,7 @@ def revoke(
     secret = (
         client_secret(desired, provider, environ) if name in desired.providers else None
     ) or grant.client_secret
-    access_tokens = [grant.access_token] if grant.access_token is not None else []
+    access_tokens = [t for t in (grant.access_token, grant.secondary_token) if t is not None]
     cached = (
         cache.read(desired.path, name, identities, _environ(environ), config_unchanged=False)
         if identities

@@ -103,3 +103,12 @@ def test_a_refresh_keeps_the_secondary_token(slack, project, stub):
     assert again.refresh_token.reveal() == "xoxe-1-bot-2"  # rotated: in the grant file
     assert again.secondary_token.reveal() == USER
     assert yaml.safe_load(slack.read_text())["extra"]["secondary_token_kind"] == "user"
+
+
+def test_revoke_revokes_both_tokens(slack, project, stub):
+    stub.reply("POST", "/revoke", body={"ok": True, "revoked": True})
+    ran = project.reconcile("revoke", "slack")
+    assert ran.code == 0, ran
+    revoked = [request.form["token"] for request in stub.hits("/revoke")]
+    assert revoked == ["xoxe-1-bot", BOT, USER]
+    assert not slack.exists()
