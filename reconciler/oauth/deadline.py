@@ -16,7 +16,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
 
 _local = threading.local()
 
@@ -59,7 +62,12 @@ def wrap_backend(inner: Any) -> Any:
         def close(self) -> None:
             self._stream.close()
 
-        def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> Stream:
+        def start_tls(
+            self,
+            ssl_context: ssl.SSLContext,
+            server_hostname: str | None = None,
+            timeout: float | None = None,
+        ) -> Stream:
             bounded = _bounded(timeout, httpcore2.ConnectTimeout)
             return Stream(self._stream.start_tls(ssl_context, server_hostname, bounded))
 
@@ -67,11 +75,20 @@ def wrap_backend(inner: Any) -> Any:
             return self._stream.get_extra_info(info)
 
     class Backend(httpcore2.NetworkBackend):
-        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Stream:
             bounded = _bounded(timeout, httpcore2.ConnectTimeout)
             return Stream(inner.connect_tcp(host, port, bounded, local_address, socket_options))
 
-        def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        def connect_unix_socket(
+            self, path: str, timeout: float | None = None, socket_options: Any = None
+        ) -> Stream:
             bounded = _bounded(timeout, httpcore2.ConnectTimeout)
             return Stream(inner.connect_unix_socket(path, bounded, socket_options))
 

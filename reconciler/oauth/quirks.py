@@ -50,11 +50,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Payload = dict[str, Any]
+Extra = dict[str, str]
+Revoker = Callable[["Provider", "Secret | None", "Secret", "str | None"], None]
+
 #: The member of a normalized token response that carries a second access token (a ``Secret``
 #: once validated): ``tokens.TokenResult.secondary_token``.
 SECONDARY_TOKEN = "secondary_token"
-Extra = dict[str, str]
-Revoker = Callable[["Provider", "Secret | None", "Secret", "str | None"], None]
 
 
 @dataclass(frozen=True)
