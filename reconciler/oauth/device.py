@@ -45,6 +45,8 @@ DEFAULT_INTERVAL = 5
 SLOW_DOWN_STEP = 5
 #: Ceiling for the back-off after transient errors.
 MAX_BACKOFF = 60
+#: The longest ``expires_in`` or ``interval`` believed (larger ones overflow ``time.sleep``).
+MAX_SECONDS = 86400
 
 PollStatus = Literal["completed", "authorization_pending", "slow_down", "error"]
 
@@ -77,7 +79,11 @@ def _int_field(provider: Provider, payload: dict, key: str, default: int | None)
         number = int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         number = -1
-    if isinstance(value, bool) or number < 0 or (key == "expires_in" and number == 0):
+    if (
+        isinstance(value, bool)
+        or not 0 <= number <= MAX_SECONDS
+        or (key == "expires_in" and number == 0)
+    ):
         raise OAuthError(
             f"{provider.name}: the device authorization response has an invalid `{key}`. "
             "Check `device_authorization_endpoint`; try again.",
