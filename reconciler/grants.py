@@ -303,7 +303,7 @@ def revoke(
         client_secret(desired, provider, environ) if name in desired.providers else None
     ) or grant.client_secret
     custody = open_custody(desired, identities, environ)
-    access_tokens = [grant.access_token] if grant.access_token is not None else []
+    access_tokens = [t for t in (grant.access_token, grant.secondary_token) if t is not None]
     current = custody.read(name).grant if identities else None
     if current is not None and current.access_token not in (None, *access_tokens):
         access_tokens.insert(0, current.access_token)

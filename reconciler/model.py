@@ -20,7 +20,14 @@ GrantStatus = Literal["ok", "needs-relink"]
 ActionKind = Literal["link", "relink", "refresh", "write-secret", "rekey", "prune"]
 
 #: Leaves of a grant file that are encrypted; every other leaf is plaintext (MAC-covered).
-ENCRYPTED_FIELDS = ("access_token", "refresh_token", "id_token", "value", "client_secret")
+ENCRYPTED_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "value",
+    "client_secret",
+    "secondary_token",
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,9 @@ class Provider:
     quirks: tuple[str, ...] = ()
     #: Extra catalog data a quirk hook may read (e.g. a grant-deletion URL).
     extras: Mapping[str, object] = field(default_factory=dict)
+    #: Seconds that one HTTP exchange with the provider may take, body included
+    #: (``defaults.request_deadline``).
+    request_deadline: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,9 @@ class Grant:
     id_token: Secret | None = None
     value: Secret | None = None
     client_secret: Secret | None = None
+    #: A second access token the provider issued with the grant's (Slack: the bot token beside
+    #: the user token, or the other way round); ``extra`` says which and its granted scopes.
+    secondary_token: Secret | None = None
     #: The age recipients the file is encrypted to (from its ``sops`` metadata).
     recipients: tuple[str, ...] = ()
     #: Names of the encrypted leaves present in the file (their keys are plaintext in SOPS).

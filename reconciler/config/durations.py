@@ -12,6 +12,7 @@ from .wording import shown
 
 DEFAULT_REFRESH_BEFORE = timedelta(minutes=5)
 DEFAULT_KEEPALIVE = timedelta(days=7)
+DEFAULT_REQUEST_DEADLINE = timedelta(seconds=30)
 
 _DURATION = re.compile(r"(?:[0-9]+[smhdw])+")
 _DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
@@ -43,6 +44,6 @@ def default_duration(
             )
         )
         return fallback
-    if key == "keepalive" and value <= timedelta(0):
-        issues.append(doc.issue(("defaults", key), "keepalive must be longer than 0s"))
+    if key in ("keepalive", "request_deadline") and value <= timedelta(0):
+        issues.append(doc.issue(("defaults", key), f"{key} must be longer than 0s"))
     return value

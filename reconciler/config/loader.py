@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from ..model import Desired, Notify, Provider, Secret, SecretSpec
 from .document import read_document
-from .durations import DEFAULT_KEEPALIVE, DEFAULT_REFRESH_BEFORE, default_duration
+from .durations import (
+    DEFAULT_KEEPALIVE,
+    DEFAULT_REFRESH_BEFORE,
+    DEFAULT_REQUEST_DEADLINE,
+    default_duration,
+)
 from .errors import ConfigError, Issue, raise_if_any
 from .providers import build_provider
 from .references import parse_reference, resolve_reference
@@ -115,6 +121,10 @@ def load(
         doc, defaults, "refresh_before", DEFAULT_REFRESH_BEFORE, issues
     )
     keepalive = default_duration(doc, defaults, "keepalive", DEFAULT_KEEPALIVE, issues)
+    deadline = default_duration(
+        doc, defaults, "request_deadline", DEFAULT_REQUEST_DEADLINE, issues
+    ).total_seconds()
+    providers = {name: replace(p, request_deadline=deadline) for name, p in providers.items()}
     store_dir = resolve_store_dir(path, store)
     names = sorted({*provider_entries, *secret_entries})
     recipients = resolve_recipients(names, store, store_dir, doc, issues) if not issues else {}

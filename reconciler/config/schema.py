@@ -229,7 +229,7 @@ def _describe(error: Any, doc: Document) -> list[tuple[NodePath, Issue, int, str
         elif schema.get("$ref") == "#/$defs/url" or (hint and "https" in hint):
             message = f"`{shown(instance)}` is not an allowed URL"
             hint = URL_HINT
-        elif path and path[-1] in ("refresh_before", "keepalive"):
+        elif path and path[-1] in ("refresh_before", "keepalive", "request_deadline"):
             message = f"invalid duration `{shown(instance)}`"
             hint = "use a number and a unit s, m, h, d or w, e.g. 30s, 5m, 2h, 7d, 1h30m"
         else:

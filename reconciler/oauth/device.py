@@ -16,7 +16,14 @@ from typing import Literal
 
 from ..model import Provider, Secret
 from . import quirks
-from .errors import AccessDenied, LinkTimeout, OAuthError, TransientError
+from .errors import (
+    AccessDenied,
+    LinkTimeout,
+    OAuthError,
+    TransientError,
+    client_secrets,
+    printable,
+)
 from .tokens import (
     DEVICE_CODE_GRANT_TYPE,
     Now,
@@ -38,6 +45,8 @@ DEFAULT_INTERVAL = 5
 SLOW_DOWN_STEP = 5
 #: Ceiling for the back-off after transient errors.
 MAX_BACKOFF = 60
+#: The longest ``expires_in`` or ``interval`` believed (larger ones overflow ``time.sleep``).
+MAX_SECONDS = 86400
 
 PollStatus = Literal["completed", "authorization_pending", "slow_down", "error"]
 
@@ -70,7 +79,11 @@ def _int_field(provider: Provider, payload: dict, key: str, default: int | None)
         number = int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         number = -1
-    if isinstance(value, bool) or number < 0 or (key == "expires_in" and number == 0):
+    if (
+        isinstance(value, bool)
+        or not 0 <= number <= MAX_SECONDS
+        or (key == "expires_in" and number == 0)
+    ):
         raise OAuthError(
             f"{provider.name}: the device authorization response has an invalid `{key}`. "
             "Check `device_authorization_endpoint`; try again.",
@@ -103,13 +116,13 @@ def start_device_flow(
         auth=client_auth(provider, client_secret),
     )
     status = response.status_code
-    secret = client_secret.reveal() if client_secret else None
+    secrets = client_secrets(provider.client_id, client_secret.reveal() if client_secret else None)
     busy = unavailable(
         provider,
         response,
         endpoint=f"device authorization endpoint answered HTTP {status}",
         outcome="no code was issued",
-        secrets=[secret],
+        secrets=secrets,
     )
     if busy is not None:
         raise busy
@@ -128,7 +141,7 @@ def start_device_flow(
             payload,
             what="device authorization request",
             status=status,
-            secrets=[secret],
+            secrets=secrets,
             response=response,
         )
     if not 200 <= status < 300:
@@ -160,13 +173,15 @@ def start_device_flow(
         if uri is not None and (not isinstance(uri, str) or not is_secure_url(uri)):
             raise OAuthError(
                 f"{name}: the device authorization response points to a verification page that "
-                "is not https; refusing to show it. Check `device_authorization_endpoint`.",
+                "is not an https URL; refusing to show it. Check `device_authorization_endpoint`.",
                 error="invalid_device_response",
                 provider=name,
             )
     return DeviceAuthorization(
         device_code=Secret(device_code),  # type: ignore[arg-type]
-        user_code=user_code,  # type: ignore[arg-type]
+        # Shown to the user: no control character of the provider's reaches a terminal (the
+        # URIs, checked above, have none).
+        user_code=printable(user_code),  # type: ignore[arg-type]
         verification_uri=verification_uri,  # type: ignore[arg-type]
         verification_uri_complete=complete,
         expires_in=_int_field(provider, payload, "expires_in", None),

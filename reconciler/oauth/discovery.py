@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Provider
-from .errors import OAuthError, TransientError
+from .errors import OAuthError, TransientError, printable
 from .tokens import is_secure_url
 from .transport import parse_body, send
 
@@ -83,8 +83,8 @@ def validate_metadata(issuer: str, metadata: dict[str, Any], *, name: str | None
         checked.validate_token_endpoint_auth_methods_supported()
     except ValueError as exc:
         raise OAuthError(
-            f"{label}: the authorization server metadata is invalid ({exc}), so it was not used. "
-            "Set the endpoints explicitly in providers.yaml.",
+            f"{label}: the authorization server metadata is invalid ({printable(str(exc))}), so "
+            "it was not used. Set the endpoints explicitly in providers.yaml.",
             error="invalid_metadata",
             provider=name,
         ) from None

@@ -46,6 +46,11 @@ class InvalidGrant(OAuthError):
     expired or already used. The caller marks the grant ``needs-relink``; retrying cannot help."""
 
 
+class InvalidTokenResponse(OAuthError):
+    """A token response that cannot be stored as it is (a missing or malformed member); nothing
+    was stored, and the grant in place is kept."""
+
+
 class TransientError(OAuthError):
     """A temporary failure (5xx, timeout, network error, 429). Back off and keep the old grant.
     ``retry_after`` is the provider's ``Retry-After`` in seconds, when it sent one."""
@@ -64,19 +69,65 @@ class LinkTimeout(OAuthError):
 
 
 def scrub(text: str | None, secrets: Iterable[str | None] = ()) -> str | None:
-    """Clean a provider-supplied description for use in a message: drop control characters,
-    replace any of ``secrets`` that the provider may have echoed back, and cap the length."""
+    """Clean a provider-supplied description for use in a message: replace any of ``secrets``
+    that the provider may have echoed back, in any of the encodings it was sent or may be
+    shown in (``encodings``), escape control characters (``printable``), and cap the length."""
     if text is None:
         return None
     if not isinstance(text, str):
         text = str(text)
-    for value in secrets:
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+    found = {form for value in secrets if value and len(value) >= 4 for form in encodings(value)}
+    for form in sorted(found, key=len, reverse=True):
+        text = text.replace(form, "***")
+    text = printable(text).strip()
     if len(text) > _MAX_DESCRIPTION:
         text = text[: _MAX_DESCRIPTION - 1] + "…"
     return text or None
+
+
+def encodings(value: str) -> set[str]:
+    """``value`` as it may come back from a provider: raw, form- and URL-encoded (either case of
+    hex digits), JSON-escaped, and base64 (as in HTTP Basic)."""
+    import base64
+    import json
+    import re
+    from urllib.parse import quote, quote_plus
+
+    escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms = {value, *escaped, *(form.replace("/", "\\/") for form in escaped)}
+    for encoded in (quote(value, safe=""), quote_plus(value, safe="")):
+        forms |= {encoded, re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), encoded)}
+    for charset in ("utf-8", "latin-1"):
+        try:
+            raw = value.encode(charset)
+        except UnicodeEncodeError:
+            continue
+        for b64 in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+            forms |= {b64.decode(), b64.decode().rstrip("=")}
+    return {form for form in forms if form}
+
+
+def client_secrets(client_id: str, client_secret: str | None) -> list[str]:
+    """The client secret, and the ``id:secret`` pair that HTTP Basic sends (RFC 6749 §2.3.1,
+    raw as Authlib sends it, or form-encoded first as the RFC says): what ``scrub`` looks for."""
+    if not client_secret:
+        return []
+    from urllib.parse import quote_plus
+
+    return [
+        client_secret,
+        f"{client_id}:{client_secret}",
+        f"{quote_plus(client_id)}:{quote_plus(client_secret)}",
+    ]
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (C0 and C1 controls such as ESC,
+    line breaks, bidirectional overrides) shown as its escape (``\\x1b``, ``\\u202e``), so that
+    no provider-supplied string can drive a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def describe(error: str | None, description: str | None) -> str:

@@ -16,10 +16,12 @@ Vocabulary (keep in sync with ``reconciler/catalog/*.yaml``):
     GitHub: form-encoded token responses, comma-separated ``scope``, GitHub error codes
     (``bad_verification_code``, ``bad_refresh_token``) mapped to ``invalid_grant``.
 ``slack_authed_user``
-    Slack OAuth v2 user token: the declared scopes are requested as ``user_scope`` (unless
-    ``authorization_params`` sets ``user_scope`` itself); the token lives under
-    ``authed_user``; ``ok: false`` answers and Slack error codes are mapped (also for
-    ``auth.revoke``).
+    Slack OAuth v2: the declared scopes are requested as ``user_scope`` and the grant is the user
+    token (under ``authed_user``), unless ``authorization_params`` sets ``user_scope`` itself:
+    the declared scopes are then bot scopes and the grant is the bot token (top level). The
+    other token, when there is one, is kept as the grant's ``secondary_token``, with
+    ``secondary_token_kind`` (``user`` / ``bot``) and ``secondary_granted_scopes`` in ``extra``.
+    ``ok: false`` answers and Slack error codes are mapped (also for ``auth.revoke``).
 ``json_token_request``
     Notion: token and revocation requests are a JSON body with HTTP Basic client
     authentication.
@@ -40,7 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .errors import OAuthError, scrub
+from .errors import InvalidTokenResponse, OAuthError, client_secrets, scrub
 
 if TYPE_CHECKING:
     from ..model import Provider, Secret
@@ -50,6 +52,10 @@ log = logging.getLogger(__name__)
 Payload = dict[str, Any]
 Extra = dict[str, str]
 Revoker = Callable[["Provider", "Secret | None", "Secret", "str | None"], None]
+
+#: The member of a normalized token response that carries a second access token (a ``Secret``
+#: once validated): ``tokens.TokenResult.secondary_token``.
+SECONDARY_TOKEN = "secondary_token"
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ def _github_delete_grant(
         headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
     )
     status = response.status_code
+    secrets = [token.reveal(), *client_secrets(provider.client_id, client_secret.reveal())]
     if 200 <= status < 300:
         return
     if status in (404, 422):
@@ -143,7 +150,7 @@ def _github_delete_grant(
         response,
         endpoint=f"GitHub API answered HTTP {status} to the grant deletion",
         outcome="the grant is not deleted yet",
-        secrets=[token.reveal(), client_secret.reveal()],
+        secrets=secrets,
     )
     if busy is not None:
         raise busy
@@ -152,7 +159,7 @@ def _github_delete_grant(
         detail = body.get("message") if isinstance(body, dict) else None
     except ValueError:
         detail = None
-    detail = scrub(detail, [token.reveal(), client_secret.reveal()])
+    detail = scrub(detail, secrets)
     raise OAuthError(
         f"{name}: GitHub refused to delete the grant (HTTP {status}"
         f"{': ' + detail if detail else ''}). Check the client ID and secret of {name}, or "
@@ -204,9 +211,7 @@ def _slack_token_response(provider: Provider, payload: Payload, extra: Extra) ->
     if isinstance(user, dict):
         _keep(extra, "slack_user_id", user.get("id"))
         if user.get("access_token"):
-            # The user token is the grant; the bot token (if any) was not asked for.
-            payload = {k: v for k, v in payload.items() if k not in _TOKEN_KEYS}
-            payload.update({k: user[k] for k in _TOKEN_KEYS if k in user})
+            payload = _slack_pick_token(provider, payload, user, extra)
     team = payload.get("team")
     if isinstance(team, dict):
         _keep(extra, "slack_team_id", team.get("id"))
@@ -217,6 +222,26 @@ def _slack_token_response(provider: Provider, payload: Payload, extra: Extra) ->
     if str(payload.get("token_type", "")).lower() in ("user", "bot"):
         payload["token_type"] = "Bearer"
     _split_commas(payload, "scope")
+    return payload
+
+
+def _slack_pick_token(provider: Provider, payload: Payload, user: dict, extra: Extra) -> Payload:
+    """The grant is the token the declared scopes were asked for (see
+    ``_slack_authorization_params``): the bot token when ``user_scope`` is set explicitly,
+    else the user token. The other one becomes the secondary token."""
+    bot = {k: payload[k] for k in _TOKEN_KEYS if k in payload}
+    person = {k: user[k] for k in _TOKEN_KEYS if k in user}
+    if "user_scope" in provider.authorization_params and bot.get("access_token"):
+        grant, other, kind = bot, person, "user"
+    else:
+        grant, other, kind = person, bot, "bot"
+    payload = {k: v for k, v in payload.items() if k not in _TOKEN_KEYS} | grant
+    if other.get("access_token"):
+        payload[SECONDARY_TOKEN] = other["access_token"]
+        extra["secondary_token_kind"] = kind
+        scopes = other.get("scope")
+        if isinstance(scopes, str):
+            extra["secondary_granted_scopes"] = ",".join(scopes.replace(",", " ").split())
     return payload
 
 
@@ -231,7 +256,7 @@ def _salesforce_token_response(provider: Provider, payload: Payload, extra: Extr
     instance_url = payload.get("instance_url")
     if instance_url is not None:
         if not isinstance(instance_url, str) or not is_secure_url(instance_url):
-            raise OAuthError(
+            raise InvalidTokenResponse(
                 f"{provider.name}: Salesforce returned an instance_url that is not an https URL; "
                 "refusing to store it. Link the grant again, and report it if it persists.",
                 error="invalid_token_response",

@@ -26,10 +26,13 @@ from . import quirks
 from .errors import (
     AccessDenied,
     InvalidGrant,
+    InvalidTokenResponse,
     LinkTimeout,
     OAuthError,
     TransientError,
+    client_secrets,
     describe,
+    printable,
     scrub,
 )
 from .transport import parse_body, retry_after, send, unavailable
@@ -43,6 +46,10 @@ DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
+#: The longest lifetime an ``expires_in`` is believed for: larger values (1e15 s has been seen)
+#: are clamped, so that the expiry stays a date that every stage can compute with.
+MAX_LIFETIME = timedelta(days=3650)
+
 #: ``now`` may be a datetime, a clock function (for flows that take a while), or None (wall clock).
 Now = datetime | Callable[[], datetime] | None
 
@@ -53,7 +60,8 @@ class TokenResult:
 
     ``granted_scopes`` is None when the response had no ``scope`` member (RFC 6749 §5.1: the
     granted scope is then the requested one); ``grant_from_result`` resolves that.
-    ``extra`` holds plaintext, provider-specific values picked by a quirk (never a token).
+    ``extra`` holds plaintext, provider-specific values picked by a quirk (never a token);
+    ``secondary_token`` a second access token a quirk found in the response.
     """
 
     access_token: Secret
@@ -63,6 +71,7 @@ class TokenResult:
     expires_at: datetime | None = None
     granted_scopes: tuple[str, ...] | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    secondary_token: Secret | None = None
 
 
 # --- small shared helpers (used by authorize, device, discovery, quirks) ---------------------
@@ -79,7 +88,10 @@ def resolve_now(now: Now) -> datetime:
 
 
 def is_secure_url(url: str) -> bool:
-    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3)."""
+    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3); never a URL with a
+    control character (it would be shown in messages)."""
+    if not url.isprintable():
+        return False
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -116,14 +128,15 @@ def endpoint(provider: Provider, attr: str, what: str) -> str:
 
 
 def split_scopes(provider: Provider, value: object) -> tuple[str, ...]:
-    """A ``scope`` value (string in the provider's separator, or a JSON list) as a tuple."""
+    """A ``scope`` value (string in the provider's separator, or a JSON list) as a tuple, with
+    control characters escaped."""
     if isinstance(value, list | tuple):
         items = [str(v).strip() for v in value]
     else:
         text = str(value)
         sep = provider.scope_separator or " "
         items = text.split() if not sep.strip() else [s.strip() for s in text.split(sep)]
-    return tuple(dict.fromkeys(s for s in items if s))
+    return tuple(dict.fromkeys(printable(s) for s in items if s))
 
 
 def join_scopes(provider: Provider, scopes: Sequence[str]) -> str:
@@ -193,7 +206,9 @@ def error_from_payload(
     return OAuthError(f"{name}: the {what} failed ({detail}).", **kwargs)
 
 
-def _seconds(provider: Provider, payload: Mapping[str, Any], key: str) -> float | None:
+def _lifetime(provider: Provider, payload: Mapping[str, Any], key: str) -> timedelta | None:
+    """``payload[key]`` (``expires_in`` and the like: seconds, as a number or a numeric string)
+    as a duration, at most ``MAX_LIFETIME``; None when absent."""
     value = payload.get(key)
     if value is None or value == "":
         return None
@@ -202,13 +217,23 @@ def _seconds(provider: Provider, payload: Mapping[str, Any], key: str) -> float 
     except (TypeError, ValueError):
         seconds = math.nan
     if isinstance(value, bool) or not math.isfinite(seconds) or seconds < 0:
-        raise OAuthError(
-            f"{provider.name}: the token response has an invalid `{key}`; nothing was stored. "
-            "Try again; report it to the provider if it persists.",
+        raise InvalidTokenResponse(
+            f"{provider.name}: the token response has an invalid `{key}` "
+            f"({scrub(str(value)[:40])}; a number of seconds is expected); nothing was stored "
+            "and the current grant is kept. Try again; report it to the provider if it persists.",
             error="invalid_token_response",
             provider=provider.name,
         )
-    return seconds
+    if seconds > MAX_LIFETIME.total_seconds():
+        log.warning(
+            "%s: `%s` of %g s in the token response; counting %d days instead",
+            provider.name,
+            key,
+            seconds,
+            MAX_LIFETIME.days,
+        )
+        return MAX_LIFETIME
+    return timedelta(seconds=seconds)
 
 
 def _optional_secret(provider: Provider, payload: Mapping[str, Any], key: str) -> Secret | None:
@@ -216,8 +241,21 @@ def _optional_secret(provider: Provider, payload: Mapping[str, Any], key: str) -
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not value.strip():
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{provider.name}: the token response has an invalid `{key}`; nothing was stored.",
+            error="invalid_token_response",
+            provider=provider.name,
+        )
+    return _token(provider, key, value)
+
+
+def _token(provider: Provider, key: str, value: str) -> Secret:
+    """``value`` as a Secret, refused when it holds a control (non-printable) character: a
+    token goes into HTTP headers and, from `reconcile token`, to a terminal."""
+    if not value.isprintable():
+        raise InvalidTokenResponse(
+            f"{provider.name}: the token response's `{key}` contains control characters, so it "
+            "was refused and nothing was stored. Report it to the provider.",
             error="invalid_token_response",
             provider=provider.name,
         )
@@ -232,14 +270,14 @@ def token_result(
     access = payload.get("access_token")
     if not isinstance(access, str) or not access.strip():
         if payload.get("id_token"):
-            raise OAuthError(
+            raise InvalidTokenResponse(
                 f"{name}: the provider returned only an id_token (an OpenID sign-in answer) and "
                 "no access token, so there is nothing to call the API with. Check the preset or "
                 "endpoints of this provider (response_type, token endpoint).",
                 error="invalid_token_response",
                 provider=name,
             )
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token response has no access token; nothing was stored. Check the "
             "token endpoint URL; try again, and report it to the provider if it persists.",
             error="invalid_token_response",
@@ -249,31 +287,34 @@ def token_result(
     if token_type is None or token_type == "":
         token_type = "Bearer"
     elif not isinstance(token_type, str):
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token response has an invalid token_type; nothing was stored.",
             error="invalid_token_response",
             provider=name,
         )
     elif token_type.lower() == "bearer":
         token_type = "Bearer"
-    expires_in = _seconds(provider, payload, "expires_in")
-    expires_at = now + timedelta(seconds=expires_in) if expires_in is not None else None
-    extra = dict(extra)
-    refresh_expires_in = _seconds(provider, payload, "refresh_token_expires_in")
-    if refresh_expires_in is not None:
+    else:
+        token_type = printable(token_type)
+    lifetime = _lifetime(provider, payload, "expires_in")
+    expires_at = now + lifetime if lifetime is not None else None
+    extra = {key: printable(value) for key, value in extra.items()}
+    refresh_lifetime = _lifetime(provider, payload, "refresh_token_expires_in")
+    if refresh_lifetime is not None:
         extra["refresh_token_expires_at"] = (
-            (now + timedelta(seconds=refresh_expires_in)).replace(microsecond=0).isoformat()
+            (now + refresh_lifetime).replace(microsecond=0).isoformat()
         )
     scope = payload.get("scope")
     granted = None if scope is None else split_scopes(provider, scope)
     return TokenResult(
-        access_token=Secret(access),
+        access_token=_token(provider, "access_token", access),
         refresh_token=_optional_secret(provider, payload, "refresh_token"),
         id_token=_optional_secret(provider, payload, "id_token"),
         token_type=token_type,
         expires_at=expires_at,
         granted_scopes=granted,
         extra=extra,
+        secondary_token=_optional_secret(provider, payload, quirks.SECONDARY_TOKEN),
     )
 
 
@@ -299,7 +340,7 @@ def token_response(
         raise busy
     payload = parse_body(response, form_ok=quirks.form_encoded_response(provider))
     if payload is None:
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token endpoint answered HTTP {status} with a body that is neither JSON "
             "nor form-encoded; nothing was stored. Check the token endpoint URL.",
             error="invalid_token_response",
@@ -313,7 +354,7 @@ def token_response(
             provider, payload, what=what, status=status, secrets=secrets, response=response
         )
     if not 200 <= status < 300:
-        raise OAuthError(
+        raise InvalidTokenResponse(
             f"{name}: the token endpoint answered HTTP {status} to the {what} without an OAuth "
             "error code; nothing was stored. Check the token endpoint URL and client settings.",
             error="invalid_token_response",
@@ -370,7 +411,7 @@ def request_token(
         k: str(v) for k, v in provider.token_params.items() if k not in params and v is not None
     }
     fields.update({k: v for k, v in params.items() if v})
-    secrets = [*secrets, client_secret.reveal() if client_secret else None]
+    secrets = [*secrets, *client_secrets(provider.client_id, _reveal(client_secret))]
     headers = {"Accept": "application/json"}
     if quirks.json_token_request(provider):
         kwargs: dict[str, Any] = {"json": {"grant_type": grant_type, **fields}}
@@ -494,7 +535,7 @@ def revoke(
         auth = client_auth(provider, client_secret)
     response = send(provider, "POST", url, what="revocation", headers=headers, auth=auth, **kwargs)
     status = response.status_code
-    secrets = [token.reveal(), client_secret.reveal() if client_secret else None]
+    secrets = [token.reveal(), *client_secrets(provider.client_id, _reveal(client_secret))]
     if 200 <= status < 300:
         # RFC 7009 §2.2 ignores the body, but some providers answer 200 with an error in it.
         payload = parse_body(response) or {}
@@ -558,7 +599,7 @@ def grant_from_result(
     - ``granted_scopes``: the response's ``scope``; when absent, the requested scopes (RFC 6749
       §5.1), or for a refresh the previously granted ones (§6);
     - a refresh response without a refresh token keeps the old one (§6), and the previous
-      id_token, client secret, recipients and extras carry over.
+      id_token, secondary token, client secret, recipients and extras carry over.
     """
     now = resolve_now(now)
     if requested_scopes is not None:
@@ -593,6 +634,8 @@ def grant_from_result(
         id_token=result.id_token or (previous.id_token if previous is not None else None),
         value=None,
         client_secret=previous.client_secret if previous is not None else None,
+        secondary_token=result.secondary_token
+        or (previous.secondary_token if previous is not None else None),
         recipients=previous.recipients if previous is not None else (),
         decrypted=True,
         extra=extra,

@@ -1,7 +1,8 @@
 """HTTP exchanges with a provider's endpoints: one kept-alive client per thread over one
-TLS context per process, short timeouts, no redirects followed (RFC 9700 §4.11), and the
-answers every endpoint reads alike (bodies that are JSON or form-encoded, 429 and 5xx with
-their ``Retry-After``).
+TLS context per process, short timeouts, an overall deadline per exchange
+(``Provider.request_deadline``, see ``deadline``), answers capped at ``MAX_RESPONSE_BYTES``,
+no redirects followed (RFC 9700 §4.11), and the answers every endpoint reads alike (bodies that
+are JSON or form-encoded, 429 and 5xx with their ``Retry-After``).
 
 Importing this module is cheap: httpx2 is imported inside the functions.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from ..model import Provider
+from . import deadline
 from .errors import OAuthError, TransientError, scrub
 
 if TYPE_CHECKING:
@@ -24,10 +26,13 @@ if TYPE_CHECKING:
 
     import httpx2
 
-#: Seconds to establish a connection / for the whole exchange. Token endpoints answer fast; a
-#: hung endpoint must not hang ``reconcile`` or a runtime ``token()`` call.
+#: Seconds to establish a connection / for each read or write. Token endpoints answer fast; a
+#: hung endpoint must not hang ``reconcile`` or a runtime ``token()`` call. The exchange as a
+#: whole is bounded by the provider's ``request_deadline``.
 CONNECT_TIMEOUT = 5.0
 TIMEOUT = 15.0
+#: No endpoint answer is read past this size: token, device and metadata documents are small.
+MAX_RESPONSE_BYTES = 1024 * 1024
 USER_AGENT = "oauth-reconciler/0.1 (+https://datatracker.ietf.org/doc/html/rfc6749)"
 
 
@@ -79,6 +84,10 @@ def http_client() -> httpx2.Client:
             # No state from one provider's answer may ride along on the next request.
             cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
         )
+        for transport in (client._transport, *client._mounts.values()):
+            pool = getattr(transport, "_pool", None)
+            if pool is not None:  # every socket operation honours ``deadline.within``
+                pool._network_backend = deadline.wrap_backend(pool._network_backend)
     return client
 
 
@@ -108,18 +117,26 @@ def tls_context() -> ssl.SSLContext:
 
 
 def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any) -> httpx2.Response:
-    """One HTTP exchange with a provider. Network failures become ``TransientError``; a redirect
-    is refused (RFC 9700 §4.11: token and revocation requests are never redirected)."""
+    """One HTTP exchange with a provider, read in full within ``provider.request_deadline``.
+    Network failures and a passed deadline become ``TransientError``; an answer larger than
+    ``MAX_RESPONSE_BYTES`` and a redirect are refused (RFC 9700 §4.11: token and revocation
+    requests are never redirected)."""
     import httpx2
 
     name = provider.name
+    limit = provider.request_deadline
     try:
         timeout = httpx2.Timeout(TIMEOUT, connect=CONNECT_TIMEOUT)
-        response = http_client().request(method, url, timeout=timeout, **kwargs)
+        with (
+            deadline.within(limit),
+            http_client().stream(method, url, timeout=timeout, **kwargs) as streamed,
+        ):
+            body = _read_capped(provider, streamed, url, what)
     except httpx2.TimeoutException:
         raise TransientError(
-            f"{name}: the {what} at {url} did not answer within {TIMEOUT:g} s. The provider may "
-            "be down or unreachable; the current grant is kept, try again later.",
+            f"{name}: the {what} at {url} did not complete within {limit:g} s. The provider may "
+            "be down or unreachable; the current grant is kept, try again later (the limit is "
+            "`defaults.request_deadline` in providers.yaml).",
             error="timeout",
             provider=name,
         ) from None
@@ -131,16 +148,50 @@ def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any)
             error="network_error",
             provider=name,
         ) from None
-    if 300 <= response.status_code < 400:
+    if 300 <= streamed.status_code < 400:
         raise OAuthError(
             f"{name}: the {what} at {url} answered with a redirect (HTTP "
-            f"{response.status_code}); redirects are never followed for credential requests. "
+            f"{streamed.status_code}); redirects are never followed for credential requests. "
             "Check the endpoint URL in providers.yaml (scheme, host, trailing slash).",
             error="unexpected_redirect",
             provider=name,
+            status_code=streamed.status_code,
+        )
+    # The body is decoded already: drop the headers that described its encoding on the wire.
+    headers = [
+        (key, value)
+        for key, value in streamed.headers.multi_items()
+        if key.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx2.Response(
+        streamed.status_code, headers=headers, content=body, request=streamed.request
+    )
+
+
+def _read_capped(provider: Provider, response: httpx2.Response, url: str, what: str) -> bytes:
+    """The decoded body, refused once it passes ``MAX_RESPONSE_BYTES`` (before reading any of
+    it when ``Content-Length`` already says so)."""
+    declared = response.headers.get("content-length", "")
+    too_large = declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES
+    chunks: list[bytes] = []
+    size = 0
+    if not too_large:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                too_large = True
+                break
+            chunks.append(chunk)
+    if too_large:
+        raise OAuthError(
+            f"{provider.name}: the {what} at {url} answered with more than "
+            f"{MAX_RESPONSE_BYTES / 2**20:g} MiB; the answer was not read and nothing was stored. "
+            "Check the endpoint URL in providers.yaml.",
+            error="response_too_large",
+            provider=provider.name,
             status_code=response.status_code,
         )
-    return response
+    return b"".join(chunks)
 
 
 def parse_body(response: httpx2.Response, *, form_ok: bool = False) -> dict[str, Any] | None:

@@ -58,7 +58,9 @@ from .scalars import RFC3339, GoTime, UnsupportedValue, format_time, to_bytes
 from .syntax import compose_documents, emit_mapping, scalar_value
 
 #: Leaves encrypted in grant files; everything else stays plaintext but MAC-covered.
-GRANT_ENCRYPTED_REGEX = "^(access_token|refresh_token|id_token|value|client_secret)$"
+GRANT_ENCRYPTED_REGEX = (
+    "^(access_token|refresh_token|id_token|value|client_secret|secondary_token)$"
+)
 #: sops' ``MACOnlyEncryptedInitialization``: sha256(b"sops").
 MAC_ONLY_ENCRYPTED_INIT = hashlib.sha256(b"sops").digest()
 #: Refuse absurd documents (alias bombs, deep nesting) instead of exhausting memory.

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
 import pytest
 
@@ -35,7 +36,9 @@ class Recorded:
         return json.loads(self.body)
 
 
-Reply = tuple[int, dict[str, str], str | bytes | dict]
+#: A body is sent whole, or (an iterable of chunks) as it is produced: chunked unless the
+#: headers give a Content-Length.
+Reply = tuple[int, dict[str, str], str | bytes | dict | Iterable[bytes]]
 
 
 class StubServer:
@@ -116,6 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(payload, dict):
             payload = json.dumps(payload)
             headers.setdefault("Content-Type", "application/json")
+        if not isinstance(payload, str | bytes):
+            self._stream(status, headers, payload)
+            return
         data = payload.encode() if isinstance(payload, str) else payload
         self.send_response(status)
         for key, value in headers.items():
@@ -123,6 +129,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, status: int, headers: dict[str, str], chunks: Iterable[bytes]) -> None:
+        chunked = "Content-Length" not in headers
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client hung up
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = _handle
 
@@ -152,3 +175,70 @@ def make_provider(stub):
         return Provider(**values)
 
     return make
+
+
+#: The credentials of the `api` grant of ``stub_project``. The client secret has characters that
+#: read differently in a form body, in JSON and in base64, as a provider may echo them.
+STUB_ACCESS = "at-stale-5f1e2d3c4b5a69"
+STUB_REFRESH = "rt-live+9a8b/7c6d=5e4f"
+STUB_CLIENT_SECRET = 'cs-s3cret+/=&"ü-0042'
+
+
+def echo(request):
+    """A token endpoint that quotes the whole request back in its error description: the form
+    body as sent, the form as JSON, and the Authorization header."""
+    described = (
+        f"bad request {request.body.decode()} as json {json.dumps(request.form)} "
+        f"with {request.headers.get('authorization', 'no authorization')}"
+    )
+    return 400, {}, {"error": "invalid_grant", "error_description": described}
+
+
+def every_form(client_id: str, *secrets: str) -> list[str]:
+    """Each secret raw, form- and URL-encoded, JSON-escaped; the Basic credentials in base64."""
+    forms = []
+    for value in secrets:
+        forms += [value, quote_plus(value), quote(value, safe=""), json.dumps(value)[1:-1]]
+    pair = f"{client_id}:{STUB_CLIENT_SECRET}".encode("latin-1")
+    return [*forms, base64.b64encode(pair).decode()]
+
+
+@pytest.fixture
+def stub_project(project, stub):
+    """``project`` (tests/conftest.py) declaring the grant `api` on the stub server, with
+    ``client_secret_post``, ``request_deadline: 1s`` and an expired grant file, so that
+    `reconcile token api` refreshes. Returns the grant file's path."""
+    from datetime import UTC, datetime, timedelta
+
+    from reconciler.model import Grant, Secret
+    from reconciler.vault.store import grant_path, write_grant
+
+    project.env["API_CLIENT_SECRET"] = STUB_CLIENT_SECRET
+    project.write_config(
+        "version: 1\n"
+        f"store:\n  dir: secrets\n  recipients: [{project.recipient}]\n"
+        "defaults:\n  request_deadline: 1s\n"
+        "providers:\n  api:\n    client_id: app-1\n"
+        "    client_secret: env:API_CLIENT_SECRET\n"
+        "    token_endpoint_auth_method: client_secret_post\n"
+        f"    token_endpoint: {stub.url('/token')}\n"
+        f"    authorization_endpoint: {stub.url('/authorize')}\n"
+        "    scopes: [read]\n"
+    )
+    now = datetime.now(UTC)
+    path = grant_path(project.store, "api")
+    grant = Grant(
+        name="api",
+        kind="oauth2",
+        flow="authorization_code",
+        client_id="app-1",
+        scopes=("read",),
+        granted_scopes=("read",),
+        token_type="Bearer",
+        expires_at=now - timedelta(minutes=1),
+        obtained_at=now - timedelta(hours=1),
+        access_token=Secret(STUB_ACCESS),
+        refresh_token=Secret(STUB_REFRESH),
+    )
+    write_grant(path, grant, [project.recipient])
+    return path

@@ -62,6 +62,8 @@ def test_start_device_flow_defaults_and_legacy_spelling(stub, make_provider):
         {"device_code": None},
         {"verification_uri": "http://phish.example.com/device"},
         {"expires_in": "soon"},
+        {"expires_in": 10**15, "interval": 10**15},
+        {"interval": -1},
     ],
 )
 def test_start_device_flow_rejects_bad_answers(stub, make_provider, change):

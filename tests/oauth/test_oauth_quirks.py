@@ -166,12 +166,35 @@ def test_slack_user_token_under_authed_user(stub, make_provider):
     assert result.refresh_token.reveal() == "xoxe-1-user"
     assert result.granted_scopes == ("chat:write", "channels:history")
     assert result.token_type == "Bearer"
+    # The bot token that came with it is kept too, as the secondary token.
+    assert result.secondary_token.reveal() == SLACK_V2["access_token"]
     assert result.extra == {
         "slack_user_id": "U1234",
         "slack_team_id": "T9TK3CUKW",
         "slack_app_id": "A0KRD7HC3",
+        "secondary_token_kind": "bot",
+        "secondary_granted_scopes": "commands",
     }
-    assert "xoxb" not in repr(result.extra)
+    assert "xox" not in repr(result)
+
+
+def test_slack_bot_scopes_with_an_explicit_user_scope_keep_both_tokens(stub, make_provider):
+    """Bot scopes declared, user scopes in authorization_params.user_scope: the grant is the bot
+    token (what the declared scopes were asked for), the user token is the secondary one."""
+    stub.reply("POST", "/token", body=SLACK_V2)
+    provider = make_provider(
+        quirks=("slack_authed_user",),
+        scopes=("commands",),
+        authorization_params={"user_scope": "chat:write,channels:history"},
+    )
+    result = exchange(provider)
+    assert result.access_token.reveal() == SLACK_V2["access_token"]
+    assert result.refresh_token is None  # the bot token of SLACK_V2 does not rotate
+    assert result.granted_scopes == ("commands",)
+    assert result.token_type == "Bearer"
+    assert result.secondary_token.reveal() == "xoxp-1234"
+    assert result.extra["secondary_token_kind"] == "user"
+    assert result.extra["secondary_granted_scopes"] == "chat:write,channels:history"
 
 
 def test_slack_ok_false_is_an_error(stub, make_provider):

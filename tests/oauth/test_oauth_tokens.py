@@ -12,7 +12,7 @@ import pytest
 
 from reconciler.model import Grant, Secret
 from reconciler.oauth import tokens, transport
-from reconciler.oauth.errors import InvalidGrant, OAuthError, TransientError
+from reconciler.oauth.errors import InvalidGrant, InvalidTokenResponse, OAuthError, TransientError
 from reconciler.oauth.tokens import TokenResult, grant_from_result
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -276,6 +276,29 @@ def test_expires_in_as_string_and_invalid(stub, make_provider):
     assert exchange(make_provider()).expires_at == NOW + timedelta(seconds=120)
     with pytest.raises(OAuthError, match="expires_in"):
         exchange(make_provider())
+
+
+@pytest.mark.parametrize(
+    "value", [-5, "-1", "soon", "1e15x", float("inf"), True, [60], {"s": 1}], ids=repr
+)
+def test_an_invalid_expires_in_is_a_provider_error(stub, make_provider, value):
+    stub.reply("POST", "/token", body={"access_token": "at", "expires_in": value})
+    with pytest.raises(InvalidTokenResponse) as info:
+        exchange(make_provider())
+    assert info.value.provider == "acme"
+    assert str(info.value).startswith("acme: the token response has an invalid `expires_in`")
+
+
+@pytest.mark.parametrize("value", [1e15, "1e15", 10**30, 2**63])
+def test_an_absurdly_long_expires_in_is_clamped(stub, make_provider, value):
+    stub.reply(
+        "POST",
+        "/token",
+        body={"access_token": "at", "expires_in": value, "refresh_token_expires_in": value},
+    )
+    result = exchange(make_provider())
+    assert result.expires_at == NOW + tokens.MAX_LIFETIME
+    assert result.extra["refresh_token_expires_at"] == (NOW + tokens.MAX_LIFETIME).isoformat()
 
 
 def test_refresh_token_expiry_is_kept_in_extra(stub, make_provider):
