@@ -12,6 +12,7 @@ import yaml
 
 from reconciler import grants
 from reconciler.config import load
+from reconciler.custody.files import FileCustody
 from reconciler.oauth import tokens
 
 from .test_oauth_quirks import SLACK_V2
@@ -98,7 +99,7 @@ def test_a_refresh_keeps_the_secondary_token(slack, project, stub):
     identities = load_identities(project.env, required=True)
     now = datetime.now(UTC)
     grants.refresh(desired, "slack", now, identities, force=True, environ=project.env)
-    again = grants.current(desired, "slack", identities, project.env)
+    again = FileCustody(desired, identities, project.env).read("slack").grant
     assert again.access_token.reveal() == "xoxe.xoxb-2"
     assert again.refresh_token.reveal() == "xoxe-1-bot-2"  # rotated: in the grant file
     assert again.secondary_token.reveal() == USER
