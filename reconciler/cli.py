@@ -356,7 +356,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .operations import load_state, utcnow
     from .status import report
 
-    state = load_state(args.file, decrypt=False)
+    state = load_state(args.file, resolve=False)
     rows = report(state.desired, state.actual, utcnow())
     out.result(_status_table(rows), {"grants": [row.to_json() for row in rows]})
     return EXIT_ERROR if any(row.status == "invalid" for row in rows) else EXIT_OK

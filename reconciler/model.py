@@ -125,6 +125,8 @@ class Actual:
     unreadable: Mapping[str, str] = field(default_factory=dict)
     #: True when an age identity was available, so secret values could be compared.
     decrypted: bool = False
+    #: Why the files were not decrypted although an identity was given (it is not theirs).
+    sealed_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -53,31 +53,48 @@ def find_identities(environ: Mapping[str, str] | None = None) -> list | None:
 
 
 def load_state(
-    config_path: Path, *, decrypt: bool = True, environ: Mapping[str, str] | None = None
+    config_path: Path,
+    *,
+    decrypt: bool = True,
+    resolve: bool = True,
+    environ: Mapping[str, str] | None = None,
 ) -> State:
     """Read ``providers.yaml`` and the grant files. With ``decrypt`` and an identity available,
-    secret references are resolved and grant values decrypted so that they can be compared;
-    otherwise only plaintext metadata is read (enough for CI or a reviewer's machine)."""
+    grant values are decrypted (and their MAC checked) and, with ``resolve``, secret references
+    are resolved so that they can be compared; otherwise only plaintext metadata is read
+    (enough for CI or a reviewer's machine). An identity that opens none of the grant files
+    counts as none: references it cannot resolve are then no error."""
     from . import config
     from .vault.store import scan
 
     environ = os.environ if environ is None else environ
-    identities = find_identities(environ)
-    desired = config.load(
-        config_path,
-        environ=environ,
-        resolve_values=decrypt and identities is not None,
-        identities=identities,
-    )
+    identities = find_identities(environ) if decrypt else None
+    unresolved: config.ConfigError | None = None
+    try:
+        desired = config.load(
+            config_path,
+            environ=environ,
+            resolve_values=resolve and identities is not None,
+            identities=identities,
+        )
+    except config.ConfigError as error:
+        if not resolve or identities is None:
+            raise
+        unresolved = error  # excused below if the identity turns out not to be this store's
+        desired = config.load(config_path, environ=environ, resolve_values=False)
     from .grants import file_fingerprints
 
     fingerprints = file_fingerprints(desired.store_dir)  # before the scan reads the files
-    actual = scan(desired.store_dir, identities if decrypt else None)
+    actual = scan(desired.store_dir, identities)
+    if actual.sealed_reason is not None:
+        identities = None  # a reviewer's own key: as without one
+    elif unresolved is not None:
+        raise unresolved
     if identities is not None:  # this machine's fresher access tokens, for expiry
         from .grants import with_cached_tokens
 
         actual = with_cached_tokens(desired, actual, identities, environ)
-    return State(desired, actual, identities, fingerprints if decrypt else None)
+    return State(desired, actual, identities, fingerprints if identities is not None else None)
 
 
 def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:

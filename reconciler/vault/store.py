@@ -214,11 +214,17 @@ def _to_grant(path: Path, doc: Document) -> Grant:
 
 def scan(store_dir: Path, identities: list | None) -> Actual:
     """Read every ``*.sops.yaml`` in ``store_dir``. A file that fails is reported in
-    ``Actual.unreadable[name]`` with its message; one bad file never stops the scan."""
+    ``Actual.unreadable[name]`` with its message; one bad file never stops the scan.
+
+    Identities that open none of the files (a reviewer's or a CI runner's own key) are not
+    this store's: the files are then read as without a key, plaintext metadata only, and
+    ``Actual.sealed_reason`` says why. Identities that open some files but not others leave
+    the others unreadable."""
     store_dir = Path(store_dir)
     prepared = _prepare(identities)
     grants: dict[str, Grant] = {}
     unreadable: dict[str, str] = {}
+    foreign: dict[str, DecryptError] = {}
     try:
         entries = sorted(
             e.name for e in os.scandir(store_dir) if e.name.endswith(SUFFIX) and e.is_file()
@@ -236,9 +242,30 @@ def scan(store_dir: Path, identities: list | None) -> Actual:
             continue
         try:
             grants[name] = _to_grant(path, _load(path, prepared))
+        except DecryptError as error:
+            foreign[name] = error
         except VaultError as error:
             unreadable[name] = str(error)
+    if foreign and not grants:
+        for name, error in foreign.items():
+            try:
+                grants[name] = read_grant(Path(error.path), None)
+            except VaultError as failure:
+                unreadable[name] = str(failure)
+        return Actual(grants, unreadable, decrypted=False, sealed_reason=_foreign_reason(grants))
+    unreadable.update((name, str(error)) for name, error in foreign.items())
     return Actual(grants=grants, unreadable=unreadable, decrypted=prepared is not None)
+
+
+def _foreign_reason(grants: dict[str, Grant]) -> str:
+    recipients = sorted({r for grant in grants.values() for r in grant.recipients})
+    shown = ", ".join(recipients[:2]) or "no age key"
+    if len(recipients) > 2:
+        shown += f" and {len(recipients) - 2} more"
+    return (
+        "the age identity found here is not a recipient of the grant files (they are encrypted "
+        f"to {shown}), so only their plaintext metadata was read"
+    )
 
 
 # ---------------------------------------------------------------------------------------

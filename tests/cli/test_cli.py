@@ -9,30 +9,7 @@ import sys
 
 import pytest
 
-OPENAI = "sk-test-9f8e7d6c5b4a39281706"
-LOCAL = "local-key-0a1b2c3d4e5f60718293"
-
-
-def config(recipients: list[str], *, extra: str = "") -> str:
-    return (
-        "version: 1\n"
-        "store:\n"
-        "  dir: secrets\n"
-        f"  recipients: [{', '.join(recipients)}]\n"
-        "secrets:\n"
-        "  openai:\n"
-        "    value: env:OPENAI_API_KEY\n"
-        "  local:\n"
-        "    value: file:local.key\n" + extra
-    )
-
-
-@pytest.fixture
-def ready(project):
-    project.write_config(config([project.recipient]))
-    (project.root / "local.key").write_text(LOCAL + "\n")
-    project.env["OPENAI_API_KEY"] = OPENAI
-    return project
+from .conftest import LOCAL, OPENAI, config
 
 
 def test_plan_apply_then_nothing_to_do(ready):
@@ -336,7 +313,7 @@ BAD_INPUTS = [
     ("missing env var", _missing_env, "apply", ["openai", "OPENAI_API_KEY"]),
     ("missing file", _missing_file, "apply", ["local", "local.key"]),
     ("no identity", _no_identity, "token", ["identity"]),
-    ("wrong identity", _wrong_identity, "plan", ["openai.sops.yaml"]),
+    ("wrong identity", _wrong_identity, "token", ["openai.sops.yaml"]),
     ("tampered value", _tampered, "plan", ["openai.sops.yaml", "tamper"]),
     ("tampered plaintext", _tampered_plaintext, "apply", ["local.sops.yaml", "tamper"]),
 ]
