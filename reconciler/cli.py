@@ -195,7 +195,7 @@ def _load(args: argparse.Namespace):
     from .operations import load_state, unreadable_error
 
     state = load_state(args.file)
-    return state, unreadable_error(state.actual, state.desired.store_dir)
+    return state, unreadable_error(state.actual)
 
 
 def _plan_document(plan) -> dict:

@@ -103,14 +103,14 @@ def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:
     return plan(state.desired, state.actual, now, prune=prune)
 
 
-def unreadable_error(actual: Actual, store_dir: Path) -> UserError | None:
+def unreadable_error(actual: Actual) -> UserError | None:
     """One error for every grant file that could not be read (tampered, wrong key...)."""
     if not actual.unreadable:
         return None
     lines = [actual.unreadable[name] for name in sorted(actual.unreadable)]
     return UserError(
-        " ".join(lines) + " These files were left untouched; restore them from git "
-        f"(`git checkout -- {store_dir}`) or fix the identity, then run again."
+        " ".join(lines) + " These files were left untouched; fix each as its message says "
+        "(and only that file), then run again."
     )
 
 

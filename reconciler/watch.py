@@ -420,7 +420,7 @@ class Watcher:
     def _show_problems(self, state, plan: Plan) -> None:
         from .operations import unreadable_error
 
-        unreadable = unreadable_error(state.actual, state.desired.store_dir)
+        unreadable = unreadable_error(state.actual)
         text = str(unreadable) if unreadable else None
         self._show_once(
             "unreadable",

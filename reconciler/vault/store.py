@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..model import ENCRYPTED_FIELDS, Actual, Grant, Secret
-from .errors import DecryptError, MalformedError, NoIdentityError, TamperedError, VaultError
+from .errors import (
+    DecryptError,
+    MalformedError,
+    NoIdentityError,
+    TamperedError,
+    VaultError,
+    restore_hint,
+)
 from .scalars import GoTime, parse_time
 from .sops import GRANT_ENCRYPTED_REGEX, Document
 
@@ -198,7 +205,7 @@ def _to_grant(path: Path, doc: Document) -> Grant:
             raise TamperedError(
                 f"{path}: `{key}` is stored in plaintext, but it must be encrypted: the file "
                 "was tampered with (changed outside sops and reconcile), so it is not used. "
-                "Restore it from version control, or delete it and link the grant again.",
+                + restore_hint(path),
                 path,
             )
         if not doc.decrypted:
