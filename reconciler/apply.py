@@ -65,6 +65,9 @@ class Context:
     #: that is still the one read. None, or a missing name: the file is read again under the
     #: lock. Never fill it from a stat taken after the read (see ``grants.refresh``).
     fingerprints: Mapping[str, Fingerprint] | None = None
+    #: `apply --allow-foreign-recipients`: write even to recipients none of whose identities
+    #: this machine holds (see ``_keeps_this_machine``).
+    allow_foreign_recipients: bool = False
 
 
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
@@ -225,7 +228,9 @@ def _write_secret(action: Action, context: Context) -> str:
         if not value:
             raise ApplyError(f"secret {action.name!r}: an empty value was given; nothing written")
     grant = Grant(name=action.name, kind="secret", value=value, obtained_at=context.now)
-    write_grant(_grant_path(context, action.name), grant, _recipients(context, action.name))
+    recipients = _recipients(context, action.name)
+    _keeps_this_machine(action, context, recipients)
+    write_grant(_grant_path(context, action.name), grant, recipients)
     return "written"
 
 
@@ -239,11 +244,34 @@ def _rekey(action: Action, context: Context) -> str:
         )
     path = _grant_path(context, action.name)
     recipients = _recipients(context, action.name)
+    _keeps_this_machine(action, context, recipients)
     # Under the grant's lock, as a refresh writes: one in another process cannot rotate the
     # refresh token between this read and this write.
     with file_lock(path):
         write_grant(path, read_grant(path, context.identities), recipients)
     return "re-encrypted to " + ", ".join(recipients)
+
+
+def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str, ...]) -> None:
+    """Refuse to encrypt to recipients that include none of this machine's age identities: a
+    pulled commit that changed them would otherwise lock the user out of their own grants (and
+    hand whatever the file holds to someone else). Machines with no identity, or only SSH ones
+    (whose recipients are not known here), are not checked."""
+    from .vault.keys import identity_recipients, normalize_identities
+
+    if context.allow_foreign_recipients or context.identities is None:
+        return
+    ours = identity_recipients(normalize_identities(context.identities))
+    if not ours or not ours.isdisjoint(recipients):
+        return
+    change = f" ({action.reason})" if action.action == "rekey" else ""
+    raise ApplyError(
+        f"{action.name}: refusing to encrypt to {', '.join(recipients)}{change}: none of them "
+        "is an age identity of this machine, so it could no longer read the file. The "
+        f"recipients come from `store.recipients` in {context.desired.path} or a .sops.yaml "
+        "creation rule; check that change (e.g. `git log -p .sops.yaml`). If it is intended, "
+        "run `reconcile apply --allow-foreign-recipients`."
+    )
 
 
 def _prune(action: Action, context: Context) -> str:

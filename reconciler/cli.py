@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-link", action="store_true",
         help="do not start link flows; exit 2 if any are pending",
     )  # fmt: skip
+    apply.add_argument(
+        "--allow-foreign-recipients", action="store_true",
+        help="encrypt even to recipients that include none of this machine's age identities",
+    )  # fmt: skip
     _link_options(apply)
     _watch_option(apply, suppress=True)
     plan = command("plan", "show what apply would do, change nothing")
@@ -257,9 +261,11 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     ask = _ask_secret if sys.stdin.isatty() and not out.json else None
     outcomes = []
     browser = _browser(args)
+    foreign = getattr(args, "allow_foreign_recipients", False)  # not set by a bare `reconcile`
     run = run_apply(
-        state, plan, now, link=not args.no_link, ask_secret=ask, browser=browser, device=args.device
-    )
+        state, plan, now, link=not args.no_link, ask_secret=ask, browser=browser,
+        device=args.device, allow_foreign_recipients=foreign,
+    )  # fmt: skip
     for outcome in run:
         outcomes.append(outcome)
         action = outcome.action

@@ -362,15 +362,16 @@ def _refresh_locked(
     except InvalidGrant as error:
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
-        write_grant(path, marked, desired.recipients.get(name) or grant.recipients)
+        write_grant(path, marked, grant.recipients or desired.recipients.get(name, ()))
         _drop_cache(desired, name, environ)
         _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
     fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
     fresh = replace(fresh, flow=grant.flow or provider.flow)
+    # A refresh keeps the file's recipients: changing them is a rekey, which only `apply` does.
     if fresh.refresh_token != grant.refresh_token or grant.refresh_token is None:
         # Rotation (or a durable access token): the grant file is the only safe home.
-        write_grant(path, fresh, desired.recipients.get(name) or grant.recipients)
+        write_grant(path, fresh, grant.recipients or desired.recipients.get(name, ()))
     _write_cache(desired, name, path, fresh, identities, environ)
     return fresh
 

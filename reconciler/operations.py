@@ -124,6 +124,7 @@ def run_apply(
     browser=None,
     device: bool = False,
     environ: Mapping[str, str] | None = None,
+    allow_foreign_recipients: bool = False,
 ) -> Iterator:
     from .apply import Context, apply
 
@@ -138,6 +139,7 @@ def run_apply(
         device=device,
         environ=environ,
         fingerprints=state.fingerprints,
+        allow_foreign_recipients=allow_foreign_recipients,
     )
     return apply(plan, context)
 
