@@ -68,6 +68,8 @@ class Context:
     #: `apply --allow-foreign-recipients`: write even to recipients none of whose identities
     #: this machine holds (see ``_keeps_this_machine``).
     allow_foreign_recipients: bool = False
+    #: `apply --force`: refresh even a grant file older than one this machine has seen.
+    allow_rollback: bool = False
 
 
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
@@ -334,6 +336,7 @@ def _refresh(action: Action, context: Context) -> str:
         environ=context.environ,
         known=before if fingerprint is not None else None,
         fingerprint=fingerprint,
+        allow_rollback=context.allow_rollback,
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
     kept = before is not None and grant.access_token == before.access_token

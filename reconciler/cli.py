@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-foreign-recipients", action="store_true",
         help="encrypt even to recipients that include none of this machine's age identities",
     )  # fmt: skip
+    _force_option(apply)
     _link_options(apply)
     _watch_option(apply, suppress=True)
     plan = command("plan", "show what apply would do, change nothing")
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("init", "create an age identity, .sops.yaml, a starter providers.yaml, .gitignore")
     token = command("token", "print a valid access token or secret value, for scripts")
     token.add_argument("name", help="the grant or secret name")
+    _force_option(token)
     link = command("link", "run one link flow now")
     link.add_argument("name", help="the grant name")
     _link_options(link)
@@ -105,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="an origin return_url may use, e.g. https://composer.example (repeatable)",
     )  # fmt: skip
     return parser
+
+
+def _force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force", action="store_true",
+        help="refresh even from a grant file older than one this machine has seen (rollback)",
+    )  # fmt: skip
 
 
 def _link_options(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +274,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     run = run_apply(
         state, plan, now, link=not args.no_link, ask_secret=ask, browser=browser,
         device=args.device, allow_foreign_recipients=foreign,
+        allow_rollback=getattr(args, "force", False),
     )  # fmt: skip
     for outcome in run:
         outcomes.append(outcome)
@@ -427,7 +437,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
 def cmd_token(args: argparse.Namespace, out: Output) -> int:
     from .operations import read_token
 
-    token = read_token(args.file, args.name)
+    token = read_token(args.file, args.name, allow_rollback=args.force)
     if out.json:
         out.result("", {"name": args.name, "token": token.reveal()})
     else:

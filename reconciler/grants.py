@@ -153,7 +153,7 @@ def store_link(
     path = grant_path(desired.store_dir, provider.name)
     with file_lock(path, timeout=lock_timeout):
         was = _status_on_disk(path) if desired.notify is not None else None
-        write_grant(path, grant, desired.recipients[provider.name])
+        _remember(path, write_grant(path, grant, desired.recipients[provider.name]), environ)
         _drop_cache(desired, provider.name, environ)
     event = "recovered" if was == "needs-relink" else "linked"
     _notify(desired, event, provider.name, environ=environ)
@@ -202,6 +202,7 @@ def refresh(
     environ: Mapping[str, str] | None = None,
     known: Grant | None = None,
     fingerprint: Fingerprint | None = None,
+    allow_rollback: bool = False,
 ) -> Grant:
     """Refresh ``name`` if it is (still) due, under the grant's lock; return the usable grant.
 
@@ -215,6 +216,9 @@ def refresh(
     newer file than the grant held, and refreshing with a superseded refresh token loses the
     grant. The token cache is always re-read under the lock (another process may have
     refreshed without touching the grant file); its entry wins over ``known``'s access token.
+
+    A grant file older than one this machine has seen (put back from an older commit) is not
+    refreshed unless ``allow_rollback`` (`--force`): see ``vault.cache.remember_seen``.
     """
     from .vault.files import file_lock
     from .vault.store import grant_path, read_grant
@@ -238,7 +242,29 @@ def refresh(
                 # Seed this machine's cache so that the next read skips YAML and AES.
                 _write_cache(desired, name, path, grant, identities, environ)
             return grant
+        _check_not_rolled_back(path, grant, allow_rollback, environ)
         return _refresh_locked(desired, name, grant, now, identities, environ)
+
+
+def _check_not_rolled_back(
+    path: Path, grant: Grant, allow: bool, environ: Mapping[str, str] | None
+) -> None:
+    """Remember the version about to be refreshed, or refuse it if it is older than one seen."""
+    from .vault import cache
+
+    if grant.modified is None:
+        return
+    newest = cache.newest_seen(path, _environ(environ))
+    if newest is not None and grant.modified < newest and not allow:
+        raise GrantError(
+            f"{grant.name}: {path} was written at {grant.modified:%Y-%m-%dT%H:%M:%SZ}, but this "
+            f"machine has seen a newer version of it (written {newest:%Y-%m-%dT%H:%M:%SZ}): an "
+            "older grant file was put back (a git checkout, revert or merge?). Its refresh token "
+            "may be superseded, and presenting it again can make the provider revoke the grant, "
+            "so it was not used. Restore the newest version of that file (`git log -p -- "
+            f"{path}`); if this older one is intended, run again with --force."
+        )
+    _remember(path, grant.modified, environ)
 
 
 def file_fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
@@ -371,9 +397,16 @@ def _refresh_locked(
     # A refresh keeps the file's recipients: changing them is a rekey, which only `apply` does.
     if fresh.refresh_token != grant.refresh_token or grant.refresh_token is None:
         # Rotation (or a durable access token): the grant file is the only safe home.
-        write_grant(path, fresh, grant.recipients or desired.recipients.get(name, ()))
+        written = write_grant(path, fresh, grant.recipients or desired.recipients.get(name, ()))
+        _remember(path, written, environ)
     _write_cache(desired, name, path, fresh, identities, environ)
     return fresh
+
+
+def _remember(path: Path, written: datetime, environ: Mapping[str, str] | None) -> None:
+    from .vault import cache
+
+    cache.remember_seen(path, written, _environ(environ))
 
 
 def _write_cache(

@@ -114,6 +114,9 @@ class Grant:
     decrypted: bool = False
     #: Provider-specific plaintext extras (e.g. Salesforce ``instance_url``).
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: When the file was written (its sops ``lastmodified``, covered by the MAC): the file's
+    #: version, by which a grant file put back from an older commit is recognised.
+    modified: datetime | None = None
 
 
 @dataclass(frozen=True)

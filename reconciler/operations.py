@@ -125,6 +125,7 @@ def run_apply(
     device: bool = False,
     environ: Mapping[str, str] | None = None,
     allow_foreign_recipients: bool = False,
+    allow_rollback: bool = False,
 ) -> Iterator:
     from .apply import Context, apply
 
@@ -140,12 +141,20 @@ def run_apply(
         environ=environ,
         fingerprints=state.fingerprints,
         allow_foreign_recipients=allow_foreign_recipients,
+        allow_rollback=allow_rollback,
     )
     return apply(plan, context)
 
 
-def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Secret:
+def read_token(
+    config_path: Path,
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_rollback: bool = False,
+) -> Secret:
     """The value to hand a script: a static secret's value or a valid access token.
+    ``allow_rollback`` (`token --force`): refresh even from a grant file put back.
 
     This is the hot path of ``reconcile token`` and ``runtime.token()``: a cached access token
     is checked without parsing any YAML; a static secret needs the config's store folder (no
@@ -181,11 +190,15 @@ def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None =
         entry = cache.CachedToken(grant.value, None, None, utcnow(), 0.0)
         cache.write(config_path, name, path, entry, identities, environ)
         return grant.value
-    return _access_token(config_path, name, identities, environ)
+    return _access_token(config_path, name, identities, environ, allow_rollback)
 
 
 def _access_token(
-    config_path: Path, name: str, identities: list, environ: Mapping[str, str]
+    config_path: Path,
+    name: str,
+    identities: list,
+    environ: Mapping[str, str],
+    allow_rollback: bool = False,
 ) -> Secret:
     from . import config, grants
 
@@ -193,7 +206,9 @@ def _access_token(
     if name not in desired.providers:
         raise UserError(f"{name} is declared as a secret in {config_path}, not as an OAuth grant")
     try:
-        grant = grants.refresh(desired, name, utcnow(), identities, environ=environ)
+        grant = grants.refresh(
+            desired, name, utcnow(), identities, environ=environ, allow_rollback=allow_rollback
+        )
     except grants.NeedsRelink as error:
         raise NeedsRelinkError(str(error)) from None
     except grants.GrantError as error:

@@ -214,6 +214,7 @@ def _to_grant(path: Path, doc: Document) -> Grant:
             raise _bad(path, f"`{key}` must hold a string")
         fields[key] = Secret(value)
     fields["recipients"] = doc.metadata.recipients
+    fields["modified"] = _to_datetime(path, "sops.lastmodified", doc.metadata.lastmodified)
     fields["sealed"] = frozenset(sealed)
     fields["decrypted"] = doc.decrypted
     return Grant(**fields)
@@ -321,9 +322,10 @@ def _check_str(field: str, value: Any) -> str:
     return value
 
 
-def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
-    """Encrypt ``grant`` for ``recipients`` and replace ``path`` atomically. The whole file
-    is encrypted in memory first, so no plaintext secret ever reaches the disk."""
+def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> datetime:
+    """Encrypt ``grant`` for ``recipients`` and replace ``path`` atomically; return the
+    version written (``Grant.modified``). The whole file is encrypted in memory first, so no
+    plaintext secret ever reaches the disk."""
     from .files import atomic_write
     from .sops import encode_document
 
@@ -338,9 +340,13 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
             "providers.yaml or in a .sops.yaml creation rule",
             path,
         )
+    written = datetime.now(UTC).replace(microsecond=0)
     try:
         data = encode_document(
-            grant_document(grant), list(recipients), encrypted_regex=GRANT_ENCRYPTED_REGEX
+            grant_document(grant),
+            list(recipients),
+            encrypted_regex=GRANT_ENCRYPTED_REGEX,
+            now=written,
         )
     except ValueError as error:
         raise VaultError(f"{path}: cannot be written: {error}", path) from None
@@ -349,6 +355,7 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
     except FileNotFoundError:  # the store folder does not exist yet
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
+    return written
 
 
 def delete_grant(path: Path) -> None:

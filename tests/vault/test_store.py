@@ -96,13 +96,14 @@ def written(path: Path, grant: Grant, recipients) -> bytes:
 def test_round_trip_decrypted(store_dir, identity, recipient):
     grant = oauth_grant()
     path = grant_path(store_dir, "github")
-    write_grant(path, grant, [recipient])
+    written = write_grant(path, grant, [recipient])
     back = read_grant(path, [identity])
     expected = dataclasses.replace(
         grant,
         recipients=(recipient,),
         decrypted=True,
         sealed=frozenset({"access_token", "refresh_token"}),
+        modified=written,  # the file's version: its sops `lastmodified`
     )
     assert back == expected
     assert back.access_token.reveal() == ACCESS and back.refresh_token.reveal() == REFRESH
