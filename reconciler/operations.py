@@ -53,22 +53,18 @@ def find_identities(environ: Mapping[str, str] | None = None) -> list | None:
 
 
 def load_state(
-    config_path: Path,
-    *,
-    decrypt: bool = True,
-    resolve: bool = True,
-    environ: Mapping[str, str] | None = None,
+    config_path: Path, *, resolve: bool = True, environ: Mapping[str, str] | None = None
 ) -> State:
-    """Read ``providers.yaml`` and the grant files. With ``decrypt`` and an identity available,
-    grant values are decrypted (and their MAC checked) and, with ``resolve``, secret references
-    are resolved so that they can be compared; otherwise only plaintext metadata is read
-    (enough for CI or a reviewer's machine). An identity that opens none of the grant files
-    counts as none: references it cannot resolve are then no error."""
+    """Read ``providers.yaml`` and the grant files. With an identity available, grant values
+    are decrypted (and their MAC checked) and, with ``resolve``, secret references are
+    resolved so that they can be compared; otherwise only plaintext metadata is read (enough
+    for CI or a reviewer's machine). An identity that opens none of the grant files counts as
+    none: references it cannot resolve are then no error."""
     from . import config
     from .vault.store import scan
 
     environ = os.environ if environ is None else environ
-    identities = find_identities(environ) if decrypt else None
+    identities = find_identities(environ)
     unresolved: config.ConfigError | None = None
     try:
         desired = config.load(
