@@ -235,8 +235,11 @@ class Project:
         return self.root / "home" / ".cache" / "oauth-reconciler" / "tokens"
 
     def reset(self) -> None:
-        """Back to N due grants: files as written, no token cache, the server's first tokens."""
+        """Back to N due grants: files as written, no token cache, the server's first tokens.
+        Putting the old files back is a rollback, so this machine's memory of newer versions
+        (``vault.cache.remember_seen``) goes too."""
         shutil.rmtree(self.cache, ignore_errors=True)
+        shutil.rmtree(self.cache.with_name("seen"), ignore_errors=True)
         for name in self.names:
             filename = f"{name}.sops.yaml"
             shutil.copyfile(self.pristine / filename, self.store / filename)

@@ -65,6 +65,11 @@ class Context:
     #: (``custody.Held``): a refresh then skips re-reading what is provably unchanged. None,
     #: or a missing name: the grant is read again under the lock.
     known: Mapping[str, Held] | None = None
+    #: `apply --allow-foreign-recipients`: write even to recipients none of whose identities
+    #: this machine holds (see ``_keeps_this_machine``).
+    allow_foreign_recipients: bool = False
+    #: `apply --force`: refresh even a grant file older than one this machine has seen.
+    allow_rollback: bool = False
 
 
 def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
@@ -226,6 +231,7 @@ def _write_secret(action: Action, context: Context) -> str:
             raise ApplyError(f"secret {action.name!r}: an empty value was given; nothing written")
     grant = Grant(name=action.name, kind="secret", value=value, obtained_at=context.now)
     recipients = _recipients(context, action.name)
+    _keeps_this_machine(action, context, recipients)
     custody = _custody(context)
     with custody.single_flight(action.name, replacing=True) as held:
         custody.commit(held, grant, durable=True, recipients=recipients)
@@ -238,6 +244,7 @@ def _rekey(action: Action, context: Context) -> str:
             _needs_identity(action.name, "changing recipients") + ", or run `sops updatekeys`"
         )
     recipients = _recipients(context, action.name)
+    _keeps_this_machine(action, context, recipients)
     custody = _custody(context)
     # Single-flight, as a refresh writes: one in another process cannot rotate the refresh
     # token between this read and this write.
@@ -246,6 +253,28 @@ def _rekey(action: Action, context: Context) -> str:
             raise ApplyError(f"{action.name}: the grant is gone; run `reconcile apply` again")
         custody.commit(held, held.grant, durable=True, recipients=recipients)
     return "re-encrypted to " + ", ".join(recipients)
+
+
+def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str, ...]) -> None:
+    """Refuse to encrypt to recipients that include none of this machine's age identities: a
+    pulled commit that changed them would otherwise lock the user out of their own grants (and
+    hand whatever the file holds to someone else). Machines with no identity, or only SSH ones
+    (whose recipients are not known here), are not checked."""
+    from .vault.keys import identity_recipients, normalize_identities
+
+    if context.allow_foreign_recipients or context.identities is None:
+        return
+    ours = identity_recipients(normalize_identities(context.identities))
+    if not ours or not ours.isdisjoint(recipients):
+        return
+    change = f" ({action.reason})" if action.action == "rekey" else ""
+    raise ApplyError(
+        f"{action.name}: refusing to encrypt to {', '.join(recipients)}{change}: none of them "
+        "is an age identity of this machine, so it could no longer read the file. The "
+        f"recipients come from `store.recipients` in {context.desired.path} or a .sops.yaml "
+        "creation rule; check that change (e.g. `git log -p .sops.yaml`). If it is intended, "
+        "run `reconcile apply --allow-foreign-recipients`."
+    )
 
 
 def _custody(context: Context) -> Custody:
@@ -313,6 +342,7 @@ def _refresh(action: Action, context: Context) -> str:
         context.identities,
         environ=context.environ,
         known=(context.known or {}).get(action.name),
+        allow_rollback=context.allow_rollback,
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
     kept = before is not None and grant.access_token == before.access_token

@@ -19,6 +19,8 @@ _APPLY_OPTIONS = {
     "device": ("apply", "link"),
     "no_browser": ("apply", "link"),
     "link_timeout": ("apply", "link"),
+    "allow_foreign_recipients": ("apply",),
+    "force": ("apply", "token", "revoke"),
 }
 _APPLY_DEFAULTS = {"link_timeout": 300.0}
 
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("presets", "list the built-in provider presets: name, title, flows, notes")
     token = command("token", "print a valid access token or secret value, for scripts")
     token.add_argument("name", help="the grant or secret name")
+    _force_option(token)
     link = command("link", "run one link flow now")
     link.add_argument("name", help="the grant name")
     _link_options(link)
@@ -137,11 +140,25 @@ def _apply_options(parser: argparse.ArgumentParser) -> None:
         "--no-link", action="store_true", default=argparse.SUPPRESS,
         help="do not start link flows; exit 2 if any are pending",
     )  # fmt: skip
+    parser.add_argument(
+        "--allow-foreign-recipients", action="store_true", default=argparse.SUPPRESS,
+        help="encrypt even to recipients that include none of this machine's age identities",
+    )  # fmt: skip
+    _force_option(parser)
     _link_options(parser)
     parser.add_argument(
         "--watch", action="store_true", default=argparse.SUPPRESS,
         help="apply, then apply again on every change to the config, .sops.yaml, referenced "
         "files or grant files, and on refresh deadlines, until Ctrl-C",
+    )  # fmt: skip
+
+
+def _force_option(parser: argparse.ArgumentParser) -> None:
+    import argparse
+
+    parser.add_argument(
+        "--force", action="store_true", default=argparse.SUPPRESS,
+        help="refresh even from a grant file older than one this machine has seen (rollback)",
     )  # fmt: skip
 
 
@@ -269,7 +286,7 @@ def _load(args: argparse.Namespace, out: Output):
 
     state = load_state(args.file)
     _warn_exposed(state.desired, out)
-    return state, unreadable_error(state.actual, state.desired.store_dir)
+    return state, unreadable_error(state.actual)
 
 
 def _unresolved(state) -> Exception | None:
@@ -360,6 +377,8 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
         browser=browser,
         device=args.device,
         report_unresolved=True,
+        allow_foreign_recipients=args.allow_foreign_recipients,
+        allow_rollback=args.force,
     )
     for outcome in run:
         outcomes.append(outcome)
@@ -476,7 +495,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     from .operations import load_state, utcnow
     from .plan import report
 
-    state = load_state(args.file, decrypt=False)
+    state = load_state(args.file, resolve=False)
     rows = report(state.desired, state.actual, utcnow())
     out.result(_status_table(rows), {"grants": [row.to_json() for row in rows]})
     return EXIT_ERROR if any(row.status == "invalid" for row in rows) else EXIT_OK
@@ -590,7 +609,7 @@ def _presets_text(presets: list[dict]) -> str:
 def cmd_token(args: argparse.Namespace, out: Output) -> int:
     from .operations import read_token
 
-    token = read_token(args.file, args.name)
+    token = read_token(args.file, args.name, allow_rollback=args.force)
     if out.json:
         out.result("", {"name": args.name, "token": token.reveal()})
     else:

@@ -176,6 +176,7 @@ def refresh(
     rejected: Secret | None = None,
     environ: Mapping[str, str] | None = None,
     known: Held | None = None,
+    allow_rollback: bool = False,
 ) -> Grant:
     """Refresh ``name`` if it is (still) due, single-flight under the grant's lock (see
     ``custody``); return the usable grant.
@@ -185,6 +186,9 @@ def refresh(
     has already replaced is returned as it is: N callers rejected at once make one refresh.
     ``known`` is the grant as the caller already read it (``custody.scan``); under the lock it
     is used only while custody shows it is still current.
+
+    A grant that custody knows to be superseded (an older grant file put back) is not
+    refreshed unless ``allow_rollback`` (`--force`): its refresh token may have been used.
     """
     custody = open_custody(desired, identities, environ)
     with custody.single_flight(name, known) as held:
@@ -202,6 +206,8 @@ def refresh(
                 # Record it for fast reads, so that the next one skips YAML and AES.
                 custody.commit(held, grant, durable=False)
             return grant
+        if held.superseded is not None and not allow_rollback:
+            raise GrantError(held.superseded)
         return _refresh_held(desired, custody, held, grant, now, environ)
 
 
@@ -244,7 +250,7 @@ def _refresh_held(
     except InvalidGrant as error:
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
-        custody.commit(held, marked, durable=True)
+        custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
         _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
     fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)

@@ -132,6 +132,9 @@ class Grant:
     decrypted: bool = False
     #: Provider-specific plaintext extras (e.g. Salesforce ``instance_url``).
     extra: Mapping[str, str] = field(default_factory=dict)
+    #: When the file was written (its sops ``lastmodified``, covered by the MAC): the file's
+    #: version, by which a grant file put back from an older commit is recognised.
+    modified: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,8 @@ class Actual:
     unreadable: Mapping[str, str] = field(default_factory=dict)
     #: True when an age identity was available, so secret values could be compared.
     decrypted: bool = False
+    #: Why the files were not decrypted although an identity was given (it is not theirs).
+    sealed_reason: str | None = None
 
 
 @dataclass(frozen=True)

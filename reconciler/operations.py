@@ -41,11 +41,13 @@ def find_identities(environ: Mapping[str, str] | None = None) -> list | None:
 
 
 def load_state(
-    config_path: Path, *, decrypt: bool = True, environ: Mapping[str, str] | None = None
+    config_path: Path, *, resolve: bool = True, environ: Mapping[str, str] | None = None
 ) -> State:
-    """Read ``providers.yaml`` and the grant files. With ``decrypt`` and an identity available,
-    secret references are resolved and grant values decrypted so that they can be compared;
-    otherwise only plaintext metadata is read (enough for CI or a reviewer's machine)."""
+    """Read ``providers.yaml`` and the grant files. With an identity available, grant values
+    are decrypted (and their MAC checked) and, with ``resolve``, secret references are
+    resolved so that they can be compared; otherwise only plaintext metadata is read (enough
+    for CI or a reviewer's machine). An identity that opens none of the grant files counts as
+    none: references it cannot resolve are then no error."""
     from . import config
     from .custody import open_custody
 
@@ -54,11 +56,14 @@ def load_state(
     desired = config.load(
         config_path,
         environ=environ,
-        resolve_values=decrypt and identities is not None,
+        resolve_values=resolve and identities is not None,
         identities=identities,
     )
-    actual, held = open_custody(desired, identities, environ).scan(decrypt=decrypt)
-    return State(desired, actual, identities, held if decrypt else None)
+    actual, known = open_custody(desired, identities, environ).scan()
+    if actual.sealed_reason is not None:  # a reviewer's own key: as without one
+        identities = None
+        desired = config.load(config_path, environ=environ, resolve_values=False)
+    return State(desired, actual, identities, known if identities is not None else None)
 
 
 def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:
@@ -67,14 +72,14 @@ def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:
     return plan(state.desired, state.actual, now, prune=prune)
 
 
-def unreadable_error(actual: Actual, store_dir: Path) -> UserError | None:
+def unreadable_error(actual: Actual) -> UserError | None:
     """One error for every grant file that could not be read (tampered, wrong key...)."""
     if not actual.unreadable:
         return None
     lines = [actual.unreadable[name] for name in sorted(actual.unreadable)]
     return UserError(
-        " ".join(lines) + " These files were left untouched; restore them from git "
-        f"(`git checkout -- {store_dir}`) or fix the identity, then run again."
+        " ".join(lines) + " These files were left untouched; fix each as its message says "
+        "(and only that file), then run again."
     )
 
 
@@ -98,6 +103,8 @@ def run_apply(
     device: bool = False,
     environ: Mapping[str, str] | None = None,
     report_unresolved: bool = False,
+    allow_foreign_recipients: bool = False,
+    allow_rollback: bool = False,
 ) -> Iterator:
     """Carry ``plan`` out, one outcome at a time. With ``report_unresolved``, a failed outcome
     comes first for each secret whose reference does not resolve (a whole run's report)."""
@@ -114,14 +121,23 @@ def run_apply(
         device=device,
         environ=environ,
         known=state.known,
+        allow_foreign_recipients=allow_foreign_recipients,
+        allow_rollback=allow_rollback,
     )
     if not report_unresolved:
         return apply(plan, context)
     return itertools.chain(unresolved(state.desired), apply(plan, context))
 
 
-def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Secret:
+def read_token(
+    config_path: Path,
+    name: str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    allow_rollback: bool = False,
+) -> Secret:
     """The value to hand a script: a static secret's value or a valid access token.
+    ``allow_rollback`` (`token --force`): refresh even from a grant file put back.
 
     This is the hot path of ``reconcile token`` and ``runtime.token()``: a cached access token
     is checked without parsing any YAML; a static secret needs the config's store folder (no
@@ -157,7 +173,7 @@ def read_token(config_path: Path, name: str, environ: Mapping[str, str] | None =
         entry = cache.CachedToken(grant.value, None, None, utcnow(), None)
         cache.write(config_path, name, path, entry, identities, environ)
         return grant.value
-    return _access_token(config_path, name, identities, environ)
+    return _access_token(config_path, name, identities, environ, allow_rollback)
 
 
 @dataclass(frozen=True)
@@ -257,14 +273,20 @@ def _issued(
 
 
 def _access_token(
-    config_path: Path, name: str, identities: list, environ: Mapping[str, str]
+    config_path: Path,
+    name: str,
+    identities: list,
+    environ: Mapping[str, str],
+    allow_rollback: bool = False,
 ) -> Secret:
     from . import config, grants
 
     desired = config.load(config_path, environ=environ, resolve_values=False)
     if name not in desired.providers:
         raise UserError(f"{name} is declared as a secret in {config_path}, not as an OAuth grant")
-    grant = grants.refresh(desired, name, utcnow(), identities, environ=environ)
+    grant = grants.refresh(
+        desired, name, utcnow(), identities, environ=environ, allow_rollback=allow_rollback
+    )
     if grant.access_token is None:
         raise UserError(f"{name}: the grant holds no access token; run `reconcile link {name}`")
     return grant.access_token

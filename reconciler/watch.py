@@ -22,6 +22,9 @@ low (``bench/watch_latency.py``). A save that still lands in two batches is harm
 first shows an intermediate state, which a half-written config turns into an error only if
 it is still the same after ``SETTLE_SECONDS``.
 
+**Rekeys** are reported, never carried out: a `git pull` that replaced the recipients in
+``.sops.yaml`` must not re-encrypt every grant to someone else's keys on its own.
+
 **Bad edits** (invalid YAML, schema errors, unresolvable references, an unreadable
 ``.sops.yaml``) print the error and change nothing until the inputs change again. The process
 never dies on one.
@@ -405,12 +408,22 @@ class Watcher:
         from .operations import unreadable_error, unresolved_error
 
         for kind, problem in (
-            ("unreadable", unreadable_error(state.actual, state.desired.store_dir)),
+            ("unreadable", unreadable_error(state.actual)),
             ("unresolved", unresolved_error(state.desired)),
         ):
             text = str(problem) if problem else None
             event = Event("error", text, level="error", fields={"kind": kind}) if text else None
             self._show_once(kind, text, event)
+        rekeys = tuple(a for a in plan.actions if a.action == "rekey")
+        pending = (
+            "rekey pending, not done while watching (a pulled change may have replaced the "
+            "recipients): " + "; ".join(f"{a.name} ({a.reason})" for a in rekeys)
+            + ". Check the change, then run `reconcile apply`."
+        )  # fmt: skip
+        fields = {"names": [a.name for a in rekeys]}
+        self._show_once(
+            "rekeys", rekeys, Event("rekey", pending, fields=fields) if rekeys else None
+        )
         if self._shown.get("notes") != plan.notes:
             self._shown["notes"] = plan.notes
             for note in plan.notes:
@@ -429,8 +442,8 @@ class Watcher:
         chosen = []
         with self._lock:
             for action in plan.actions:
-                if action.name in self.pending:
-                    continue
+                if action.name in self.pending or action.action == "rekey":
+                    continue  # a rekey only on request: `_show_problems` reports it
                 hold = self.holds.get(action.name)
                 if hold is not None:
                     key = self._key(action.name, inputs)

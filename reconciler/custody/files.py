@@ -154,7 +154,27 @@ class FileCustody:
                     store.read_grant(path, self.identities) if fingerprint is not None else None
                 )
                 basis = _Basis(fingerprint, stored)
-            yield self._held(name, basis)
+            held = self._held(name, basis)
+            yield replace(held, superseded=self._superseded(path, basis.stored))
+
+    def _superseded(self, path: Path, stored: Grant | None) -> str | None:
+        """Why ``stored`` is older than a version of its file this machine has seen; else
+        remember its version as seen (the rollback memory, ``vault.cache.remember_seen``)."""
+        if stored is None or stored.modified is None:
+            return None
+        newest = cache.newest_seen(path, self.environ)
+        if newest is not None and stored.modified < newest:
+            return (
+                f"{stored.name}: {path} was written at {stored.modified:%Y-%m-%dT%H:%M:%SZ}, but "
+                f"this machine has seen a newer version of it (written "
+                f"{newest:%Y-%m-%dT%H:%M:%SZ}): an older grant file was put back (a git "
+                "checkout, revert or merge?). Its refresh token may be superseded, and presenting "
+                "it again can make the provider revoke the grant, so it was not used. Restore "
+                f"the newest version of that file (`git log -p -- {path}`); if this older one is "
+                "intended, run again with --force."
+            )
+        cache.remember_seen(path, stored.modified, self.environ)
+        return None
 
     # -------------------------------------------------------------------------- writing
 
@@ -178,8 +198,9 @@ class FileCustody:
             )
         if durable:
             to = recipients or self.desired.recipients.get(held.name) or grant.recipients
-            store.write_grant(path, grant, to)
-            stored = replace(grant, recipients=tuple(to))
+            written = store.write_grant(path, grant, to)
+            cache.remember_seen(path, written, self.environ)
+            stored = replace(grant, recipients=tuple(to), modified=written)
             basis = _Basis(of_file(path), stored)
         if self._recordable(grant):
             self._record(held.name, path, grant, retry_at)

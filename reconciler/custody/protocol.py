@@ -29,6 +29,9 @@ class Held:
     retry_at: datetime | None = None
     #: The access token is recorded where fast reads find it (files: the token cache).
     recorded: bool = False
+    #: Why this state is known to be older than one already seen (files: an older grant file
+    #: put back by git); its refresh token may have been used, so it is not presented.
+    superseded: str | None = None
 
     def backing_off(self, now: datetime) -> bool:
         return self.retry_at is not None and now < self.retry_at

@@ -43,9 +43,8 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
         if grant is not None:
             actions.extend(_rekey(name, grant, desired, found))
     if uncompared:
-        notes.append(
-            f"values of {uncompared} secret(s) were not compared: no age identity is available"
-        )
+        why = actual.sealed_reason or "no age identity is available"
+        notes.append(f"values of {uncompared} secret(s) were not compared: {why}")
     undeclared = sorted(set(actual.grants).difference(desired.providers, desired.secrets))
     if prune:
         actions.extend(Action(name, "prune", "no longer declared") for name in undeclared)

@@ -408,7 +408,7 @@ class Service:
         from ..operations import load_state
         from ..plan import report
 
-        state = load_state(self.config_path, decrypt=False, environ=self.environ)
+        state = load_state(self.config_path, resolve=False, environ=self.environ)
         rows = report(state.desired, state.actual, self.clock())
         return {"grants": [row.to_json() for row in rows]}
 

@@ -11,6 +11,9 @@ imports only ``os`` and pyrage there: no YAML, no AES, no HTTP stack, and not ev
 ``re``, ``pathlib``, ``hashlib`` or ``datetime``, which together cost a cold process more than
 the whole read (``bench/token_read.py``). Entries are a few ``key value`` lines, with
 backslashes and line breaks in values escaped.
+
+Beside it, the rollback memory: the newest version of each grant file this machine has seen
+(``remember_seen``, at the end of this module).
 """
 
 from __future__ import annotations
@@ -111,13 +114,17 @@ def _key(config_path: str | os.PathLike[str], name: str) -> str:
 
 
 def _entry_file(key: str, environ: Mapping[str, str]) -> str:
-    """The file name is a 64-bit FNV-1a hash of ``key`` (a few lines of Python cost less than
-    importing ``hashlib`` or ``zlib``); it only spreads entries out. The entry itself records
-    its key, so a clash costs a cache miss, never a wrong token."""
+    """The file name is a hash of ``key``; it only spreads entries out. The entry itself
+    records its key, so a clash costs a cache miss, never a wrong token."""
+    return os.path.join(cache_dir(environ), f"{_hash(key)}.age")
+
+
+def _hash(key: str) -> str:
+    """64-bit FNV-1a (a few lines of Python cost less than importing ``hashlib`` or ``zlib``)."""
     digest = 0xCBF29CE484222325
     for byte in key.encode("utf-8", "surrogateescape"):
         digest = ((digest ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return os.path.join(cache_dir(environ), f"{digest:016x}.age")
+    return f"{digest:016x}"
 
 
 def read(
@@ -292,3 +299,50 @@ def fresh_token(config_path: str, name: str, environ: Mapping[str, str]) -> str 
     if not _usable(expires_at, _number(entry["refresh_at"]), retry_at, time.time()):
         return None  # (a malformed number raises ValueError: the caller takes the full path)
     return entry["access_token"]
+
+
+# ---------------------------------------------------------------------------------------
+# Rollback memory: the newest version (``Grant.modified``) of each grant file that this
+# machine has read before a refresh or written. A grant file put back from an older commit
+# carries a superseded refresh token, which a provider that detects reuse answers by revoking
+# the whole grant; comparing versions spots it. Versions are the writers' clocks, to the
+# second: a file written in the same second as the newest seen one is not told apart.
+
+
+def _seen_file(grant_path: str | os.PathLike[str], environ: Mapping[str, str]) -> tuple[str, str]:
+    """(the memory file for ``grant_path``, the key it records: the grant file's real path)."""
+    key = os.path.realpath(grant_path)
+    folder = os.path.join(os.path.dirname(cache_dir(environ)), "seen")
+    return os.path.join(folder, _hash(key)), key
+
+
+def newest_seen(grant_path: str | os.PathLike[str], environ: Mapping[str, str]) -> datetime | None:
+    """The newest version of ``grant_path`` this machine has seen, if it remembers one."""
+    file, key = _seen_file(grant_path, environ)
+    try:
+        with open(file, encoding="utf-8", errors="surrogateescape") as handle:
+            recorded, _, stamp = handle.read().rpartition("\n")
+        return _moment(stamp) if recorded == key else None
+    except (OSError, ValueError, OverflowError):
+        return None  # no memory (or not ours): nothing to compare with
+
+
+def remember_seen(
+    grant_path: str | os.PathLike[str], version: datetime, environ: Mapping[str, str]
+) -> None:
+    """Record ``version`` of ``grant_path`` unless a newer one is remembered. Durable: the
+    memory is what stands between an old file and its superseded refresh token."""
+    from pathlib import Path
+
+    from .files import atomic_write
+
+    known = newest_seen(grant_path, environ)
+    if known is not None and known >= version:
+        return
+    file, key = _seen_file(grant_path, environ)
+    data = f"{key}\n{_stamp(version)}".encode("utf-8", "surrogateescape")
+    try:
+        atomic_write(Path(file), data, mode=0o600)
+    except FileNotFoundError:  # the first one on this machine
+        os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
+        atomic_write(Path(file), data, mode=0o600)

@@ -35,11 +35,22 @@ def source_label(source: object) -> str:
     return str(source) if source is not None else "<sops document>"
 
 
+def restore_hint(source: object) -> str:
+    """How to put back one damaged file, and only that one: restoring the whole store folder
+    would also throw away other grants' uncommitted links and rotated refresh tokens."""
+    path = source_label(source)
+    return (
+        f"Restore this one file from git (`git checkout -- {path}`, or `git restore "
+        f"--source=<a good commit> {path}` if the damage is committed), or delete it and "
+        "link the grant again."
+    )
+
+
 def tampered_error(source: object, what: str) -> TamperedError:
     return TamperedError(
         f"{source_label(source)}: {what}: it was tampered with (changed outside sops and "
-        "reconcile) or is corrupted, so it is not used and will not be rewritten. Restore it "
-        "from version control (git checkout/restore), or delete it and link the grant again.",
+        "reconcile) or is corrupted, so it is not used and will not be rewritten. "
+        + restore_hint(source),
         source,
     )
 
@@ -59,6 +70,7 @@ __all__ = [
     "TamperedError",
     "VaultError",
     "malformed_error",
+    "restore_hint",
     "source_label",
     "tampered_error",
 ]

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..model import ENCRYPTED_FIELDS, Actual, Grant, Secret
-from .errors import DecryptError, MalformedError, NoIdentityError, TamperedError, VaultError
+from .errors import (
+    DecryptError,
+    MalformedError,
+    NoIdentityError,
+    TamperedError,
+    VaultError,
+    restore_hint,
+)
 from .scalars import GoTime, parse_time
 from .sops import GRANT_ENCRYPTED_REGEX, Document
 
@@ -206,7 +213,7 @@ def _to_grant(path: Path, doc: Document) -> Grant:
             raise TamperedError(
                 f"{path}: `{key}` is stored in plaintext, but it must be encrypted: the file "
                 "was tampered with (changed outside sops and reconcile), so it is not used. "
-                "Restore it from version control, or delete it and link the grant again.",
+                + restore_hint(path),
                 path,
             )
         if not doc.decrypted:
@@ -215,6 +222,7 @@ def _to_grant(path: Path, doc: Document) -> Grant:
             raise _bad(path, f"`{key}` must hold a string")
         fields[key] = Secret(value)
     fields["recipients"] = doc.metadata.recipients
+    fields["modified"] = _to_datetime(path, "sops.lastmodified", doc.metadata.lastmodified)
     fields["sealed"] = frozenset(sealed)
     fields["decrypted"] = doc.decrypted
     return Grant(**fields)
@@ -222,11 +230,17 @@ def _to_grant(path: Path, doc: Document) -> Grant:
 
 def scan(store_dir: Path, identities: list | None) -> Actual:
     """Read every ``*.sops.yaml`` in ``store_dir``. A file that fails is reported in
-    ``Actual.unreadable[name]`` with its message; one bad file never stops the scan."""
+    ``Actual.unreadable[name]`` with its message; one bad file never stops the scan.
+
+    Identities that open none of the files (a reviewer's or a CI runner's own key) are not
+    this store's: the files are then read as without a key, plaintext metadata only, and
+    ``Actual.sealed_reason`` says why. Identities that open some files but not others leave
+    the others unreadable."""
     store_dir = Path(store_dir)
     prepared = _prepare(identities)
     grants: dict[str, Grant] = {}
     unreadable: dict[str, str] = {}
+    foreign: dict[str, DecryptError] = {}
     try:
         entries = sorted(
             e.name for e in os.scandir(store_dir) if e.name.endswith(SUFFIX) and e.is_file()
@@ -244,9 +258,30 @@ def scan(store_dir: Path, identities: list | None) -> Actual:
             continue
         try:
             grants[name] = _to_grant(path, _load(path, prepared))
+        except DecryptError as error:
+            foreign[name] = error
         except VaultError as error:
             unreadable[name] = str(error)
+    if foreign and not grants:
+        for name, error in foreign.items():
+            try:
+                grants[name] = read_grant(Path(error.path), None)
+            except VaultError as failure:
+                unreadable[name] = str(failure)
+        return Actual(grants, unreadable, decrypted=False, sealed_reason=_foreign_reason(grants))
+    unreadable.update((name, str(error)) for name, error in foreign.items())
     return Actual(grants=grants, unreadable=unreadable, decrypted=prepared is not None)
+
+
+def _foreign_reason(grants: dict[str, Grant]) -> str:
+    recipients = sorted({r for grant in grants.values() for r in grant.recipients})
+    shown = ", ".join(recipients[:2]) or "no age key"
+    if len(recipients) > 2:
+        shown += f" and {len(recipients) - 2} more"
+    return (
+        "the age identity found here is not a recipient of the grant files (they are encrypted "
+        f"to {shown}), so only their plaintext metadata was read"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -295,9 +330,10 @@ def _check_str(field: str, value: Any) -> str:
     return value
 
 
-def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
-    """Encrypt ``grant`` for ``recipients`` and replace ``path`` atomically. The whole file
-    is encrypted in memory first, so no plaintext secret ever reaches the disk."""
+def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> datetime:
+    """Encrypt ``grant`` for ``recipients`` and replace ``path`` atomically; return the
+    version written (``Grant.modified``). The whole file is encrypted in memory first, so no
+    plaintext secret ever reaches the disk."""
     from .files import atomic_write
     from .sops import encode_document
 
@@ -313,12 +349,14 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
             path,
         )
     replacing = _replaced(path)
+    written = datetime.now(UTC).replace(microsecond=0)
     try:
         data = encode_document(
             grant_document(grant),
             list(recipients),
             encrypted_regex=GRANT_ENCRYPTED_REGEX,
             replacing=replacing,
+            now=written,
         )
     except ValueError as error:
         raise VaultError(f"{path}: cannot be written: {error}", path) from None
@@ -330,6 +368,7 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> None:
             atomic_write(path, data)
     except OSError as error:
         raise _write_error(path, error) from None
+    return written
 
 
 def _write_error(path: Path, error: OSError) -> VaultError:

@@ -334,7 +334,7 @@ BAD_INPUTS = [
     ("missing env var", _missing_env, "apply", ["openai", "OPENAI_API_KEY"]),
     ("missing file", _missing_file, "apply", ["local", "local.key"]),
     ("no identity", _no_identity, "token", ["identity"]),
-    ("wrong identity", _wrong_identity, "plan", ["openai.sops.yaml"]),
+    ("wrong identity", _wrong_identity, "token", ["openai.sops.yaml"]),
     ("tampered value", _tampered, "plan", ["openai.sops.yaml", "tamper"]),
     ("tampered plaintext", _tampered_plaintext, "apply", ["local.sops.yaml", "tamper"]),
 ]

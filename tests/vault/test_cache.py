@@ -171,3 +171,16 @@ def test_values_with_line_breaks_and_backslashes_survive(setup):
     cache.write(config, "api", grant, token, identities, environ)
     found = cache.read(config, "api", identities, environ)
     assert found is not None and found.access_token.reveal() == value
+
+
+def test_the_rollback_memory_only_moves_forward(setup, tmp_path):
+    _, grant, _, environ = setup
+    assert cache.newest_seen(grant, environ) is None
+    newer = datetime(2026, 5, 2, 12, 0, tzinfo=UTC)
+    cache.remember_seen(grant, newer, environ)
+    cache.remember_seen(grant, newer - timedelta(days=1), environ)
+    assert cache.newest_seen(grant, environ) == newer
+    cache.remember_seen(grant, newer + timedelta(seconds=1), environ)
+    assert cache.newest_seen(grant, environ) == newer + timedelta(seconds=1)
+    other = tmp_path / "secrets" / "other.sops.yaml"
+    assert cache.newest_seen(other, environ) is None  # per grant file

@@ -96,13 +96,14 @@ def written(path: Path, grant: Grant, recipients) -> bytes:
 def test_round_trip_decrypted(store_dir, identity, recipient):
     grant = oauth_grant()
     path = grant_path(store_dir, "github")
-    write_grant(path, grant, [recipient])
+    written = write_grant(path, grant, [recipient])
     back = read_grant(path, [identity])
     expected = dataclasses.replace(
         grant,
         recipients=(recipient,),
         decrypted=True,
         sealed=frozenset({"access_token", "refresh_token"}),
+        modified=written,  # the file's version: its sops `lastmodified`
     )
     assert back == expected
     assert back.access_token.reveal() == ACCESS and back.refresh_token.reveal() == REFRESH
@@ -395,6 +396,30 @@ def test_scan_reads_every_file_and_isolates_bad_ones(store_dir, identity, recipi
     plain = scan(store_dir, None)
     assert not plain.decrypted and sorted(plain.grants) == ["g0", "g1", "g3", "g4"]
     assert all(not g.decrypted and g.access_token is None for g in plain.grants.values())
+
+
+def test_scan_with_a_key_that_opens_no_file_reads_metadata_as_without_one(
+    store_dir, identity, recipient
+):
+    for name in ("a", "b"):
+        write_grant(grant_path(store_dir, name), oauth_grant(name), [recipient])
+    reviewer = pyrage.x25519.Identity.generate()
+    actual = scan(store_dir, [reviewer])
+    assert not actual.decrypted and not actual.unreadable
+    assert sorted(actual.grants) == ["a", "b"]
+    assert actual.grants["a"].scopes == ("repo", "read:user")
+    assert actual.grants["a"].access_token is None
+    assert "not a recipient" in actual.sealed_reason and recipient in actual.sealed_reason
+
+
+def test_scan_with_a_key_that_opens_some_files_reports_the_others(store_dir, identity, recipient):
+    write_grant(grant_path(store_dir, "mine"), oauth_grant("mine"), [recipient])
+    other = str(pyrage.x25519.Identity.generate().to_public())
+    write_grant(grant_path(store_dir, "theirs"), oauth_grant("theirs"), [other])
+    actual = scan(store_dir, [identity])
+    assert actual.decrypted and actual.sealed_reason is None
+    assert sorted(actual.grants) == ["mine"]
+    assert "theirs.sops.yaml" in actual.unreadable["theirs"]
 
 
 def test_scan_of_a_missing_folder_is_empty(tmp_path):

@@ -143,7 +143,7 @@ def test_no_loop_on_its_own_writes(ready, watch):
     assert watching.stop() == 0
 
 
-def test_a_changed_sops_yaml_rekeys_the_store(project, watch, tmp_path):
+def test_a_changed_sops_yaml_is_reported_and_rekeyed_only_by_apply(project, watch, tmp_path):
     from tests.conftest import new_identity
 
     (project.root / "alpha.key").write_text("alpha-value-1\n")
@@ -158,11 +158,14 @@ def test_a_changed_sops_yaml_rekeys_the_store(project, watch, tmp_path):
     path = project.store / "alpha.sops.yaml"
     assert read_grant(path, None).recipients == (project.recipient,)
     second = new_identity(tmp_path / "second.txt")
+    idle = len(watching.seen("idle"))
     save(sops_yaml, rule.format(f"{project.recipient},{second}"))
-    watching.wait_for(
-        lambda: set(read_grant(path, None).recipients) == {project.recipient, second},
-        "the grant to be re-encrypted to both recipients",
-    )
+    watching.wait_for(lambda: watching.seen("rekey", names=["alpha"]), "the rekey report")
+    watching.wait_idle(idle)
+    assert read_grant(path, None).recipients == (project.recipient,)
+
+    assert project.reconcile("apply").code == 0  # the user, after checking the change
+    assert set(read_grant(path, None).recipients) == {project.recipient, second}
     assert read_value(project, "alpha") == "alpha-value-1"
     assert watching.stop() == 0
 
