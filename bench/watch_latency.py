@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 _DRIVER = """
 import json, sys
 from reconciler import watch
-from reconciler.grants import Browser
+from reconciler.model import Browser
 def report(event):
     sys.stdout.write(json.dumps(event.to_json()) + "\\n"); sys.stdout.flush()
 watcher = watch.Watcher("providers.yaml", report, link=False,

@@ -297,9 +297,9 @@ def _unresolved(state) -> Exception | None:
 
 def _warn_exposed(desired, out: Output) -> list[str]:
     """Warn about `file:` references whose plaintext git would commit; return the warnings."""
-    from .exposure import warnings
+    from .operations import exposed_sources
 
-    found = warnings(desired)
+    found = exposed_sources(desired)
     for warning in found:
         out.warning(warning)
     return found
@@ -466,7 +466,7 @@ def _json_line(document: object) -> str:
 
 def _browser(args: argparse.Namespace):
     """How a link flow reaches the person at this terminal."""
-    from .grants import Browser
+    from .model import Browser
     from .oauth.authorize import system_browser
 
     def show(line: str) -> None:

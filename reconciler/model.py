@@ -5,7 +5,7 @@ Everything here is a frozen dataclass or a small value type. No I/O, no clock, n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -171,3 +171,17 @@ class Plan:
 
     def __bool__(self) -> bool:
         return bool(self.actions)
+
+
+@dataclass(frozen=True)
+class Browser:
+    """How a link flow reaches the user; the CLI fills it, tests script it."""
+
+    #: Opens a URL (the system browser, or a scripted one); None prints the URL instead.
+    open: Callable[[str], None] | None
+    #: Shows a line to the user (the URL when not opened, the device code...).
+    show: Callable[[str], None]
+    #: Seconds to wait for the browser to come back.
+    timeout: float = 300.0
+    #: Reads a redirect URL the user pasted (a browser on another machine); None: no paste.
+    read_pasted: Callable[[], str | None] | None = None

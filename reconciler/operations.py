@@ -66,6 +66,20 @@ def load_state(
     return State(desired, actual, identities, known if identities is not None else None)
 
 
+def exposed_sources(desired: Desired) -> list[str]:
+    """A warning for each `file:` source whose plaintext git would commit."""
+    from .config.exposure import warnings
+
+    return warnings(desired)
+
+
+def flush_notifications() -> None:
+    """Wait for the webhook notifications still queued (a long-running face, before it exits)."""
+    from .apply import notify
+
+    notify.flush()
+
+
 def make_plan(state: State, now: datetime, *, prune: bool = False) -> Plan:
     from .plan import plan
 
@@ -213,7 +227,8 @@ def reissue_rejected(
     """A replacement for ``rejected``, which an API answered with 401: one forced refresh,
     single-flight under the grant's lock, skipped when another thread or process already
     replaced the token. None for a static secret: there is nothing to refresh."""
-    from . import config, grants
+    from . import config
+    from .apply import lifecycle
     from .errors import NeedsRelink
     from .vault.keys import load_identities
     from .vault.store import grant_path
@@ -223,7 +238,7 @@ def reissue_rejected(
     if name not in desired.providers:
         return None
     identities = load_identities(environ, required=True)
-    grant = grants.refresh(
+    grant = lifecycle.refresh(
         desired, name, utcnow(), identities, force=True, rejected=rejected, environ=environ
     )
     if grant.access_token is None:
@@ -279,12 +294,13 @@ def _access_token(
     environ: Mapping[str, str],
     allow_rollback: bool = False,
 ) -> Secret:
-    from . import config, grants
+    from . import config
+    from .apply import lifecycle
 
     desired = config.load(config_path, environ=environ, resolve_values=False)
     if name not in desired.providers:
         raise UserError(f"{name} is declared as a secret in {config_path}, not as an OAuth grant")
-    grant = grants.refresh(
+    grant = lifecycle.refresh(
         desired, name, utcnow(), identities, environ=environ, allow_rollback=allow_rollback
     )
     if grant.access_token is None:
@@ -301,14 +317,14 @@ def link(
     environ: Mapping[str, str] | None = None,
 ) -> Grant:
     """Run one link flow now, whatever the plan says (`reconcile link NAME`)."""
-    from . import grants
+    from .apply import lifecycle
 
     state = load_state(config_path, environ=environ)
     if name not in state.desired.providers:
         raise UserError(_not_a_provider(state.desired, name))
     known = (state.known or {}).get(name)
     previous = known.grant if known is not None and state.identities is not None else None
-    return grants.link(
+    return lifecycle.link(
         state.desired, name, utcnow(), browser, device=device, previous=previous, environ=environ
     )
 
@@ -317,7 +333,7 @@ def revoke(
     config_path: Path, name: str, *, force: bool = False, environ: Mapping[str, str] | None = None
 ) -> str:
     """Revoke ``name`` at the provider and delete its file (`reconcile revoke NAME`)."""
-    from . import grants
+    from .apply import lifecycle
     from .custody import open_custody
     from .vault.store import grant_path
 
@@ -334,7 +350,7 @@ def revoke(
     if grant.kind == "secret":
         custody.delete(name)
         return "deleted (a static secret has nothing to revoke)"
-    return grants.revoke(
+    return lifecycle.revoke(
         state.desired, name, grant, force=force, environ=environ, identities=state.identities
     )
 
@@ -409,6 +425,6 @@ def validate(config_path: Path, environ: Mapping[str, str] | None = None) -> Des
 
 def init_project(config_path: Path, environ: Mapping[str, str] | None = None):
     """Create what a new project needs, keeping whatever already exists."""
-    from .init import initialise
+    from .config.scaffold import initialise
 
     return initialise(config_path, os.environ if environ is None else environ)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import apply
+from reconciler.apply import runner
 from reconciler.model import Action, Actual, Desired, Plan
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -37,10 +38,10 @@ def test_an_unexpected_error_fails_only_its_grant(monkeypatch, count):
             raise OverflowError("date value out of range")
         return "refreshed"
 
-    monkeypatch.setitem(apply._HANDLERS, "refresh", refresh)
+    monkeypatch.setitem(runner._HANDLERS, "refresh", refresh)
     names = ["a", "b", "c"][:count] if count > 1 else ["b"]
     plan = Plan(tuple(Action(name, "refresh", "due") for name in [*names, "z"]))
-    monkeypatch.setitem(apply._HANDLERS, "write-secret", lambda action, context: "written")
+    monkeypatch.setitem(runner._HANDLERS, "write-secret", lambda action, context: "written")
     plan = Plan((*plan.actions, Action("w", "write-secret", "not written yet")))
     outcomes = {
         o.action.name: o for o in apply.apply(plan, apply.Context(desired(), Actual({}), [], NOW))

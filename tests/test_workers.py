@@ -31,7 +31,7 @@ def run(script: str) -> subprocess.CompletedProcess:
 def test_every_job_is_reported_once_from_worker_processes():
     done = run("""
         import os
-        from reconciler.workers import Forked
+        from reconciler.apply.workers import Forked
 
         parent = os.getpid()
         batch = Forked(40, lambda number: ("done", f"{number * number} {os.getpid()}"),
@@ -59,7 +59,7 @@ def test_every_job_is_reported_once_from_worker_processes():
 def test_a_failing_job_fails_the_batch(failure, said):
     done = run(f"""
         import os
-        from reconciler.workers import Forked, WorkerError
+        from reconciler.apply.workers import Forked, WorkerError
 
         def carry_out(number):
             if number == 7:
@@ -81,7 +81,7 @@ def test_a_failing_job_fails_the_batch(failure, said):
 def test_reports_without_blocking_returns_what_is_there():
     done = run("""
         import time
-        from reconciler.workers import Forked
+        from reconciler.apply.workers import Forked
 
         batch = Forked(4, lambda number: (time.sleep(0.5), ("done", ""))[1], processes=2)
         assert list(batch.reports(block=False)) == []  # nothing finished yet
@@ -96,7 +96,7 @@ def test_reports_without_blocking_returns_what_is_there():
 def test_forking_only_for_many_jobs_and_without_other_threads():
     done = run("""
         import os, threading
-        from reconciler import workers
+        from reconciler.apply import workers
 
         cores = len(os.sched_getaffinity(0))
         print(workers.can_fork(workers.FORK_THRESHOLD - 1),

@@ -2,7 +2,7 @@
 
 Each call re-reads ``providers.yaml`` (edits apply without a restart) and fulfils only what it
 declares: a name that is not declared is refused (``UndeclaredError``), never created. The
-grant is written through ``grants.store_link`` (the same path as the CLI's link flows), which
+grant is written through ``lifecycle.store_link`` (the same path as the CLI's link flows), which
 holds the grant's file lock so that it cannot interleave with a refresh. Everything here blocks
 (config, vault, the provider's endpoints): the app runs it in a worker thread.
 """
@@ -125,7 +125,7 @@ class Service:
     ) -> tuple[str, ...]:
         """The declared scopes plus those already granted, plus any the request adds: a
         request can widen the link but never ask for less than ``providers.yaml`` declares."""
-        from ..grants import link_scopes
+        from ..apply.lifecycle import link_scopes
 
         scopes = link_scopes(provider, previous)
         if requested is None:
@@ -141,23 +141,23 @@ class Service:
         return scopes + tuple(s for s in dict.fromkeys(requested) if s not in scopes)
 
     def _prepare(self, name: str, requested_scopes: object):
-        from .. import grants
+        from ..apply import lifecycle
 
         desired = self.desired()
         provider = self._provider(desired, name)
         previous = self._previous(desired, name)
         scopes = self._scopes(provider, previous, requested_scopes)
-        provider = grants.endpoints(provider)
-        secret = grants.client_secret(desired, provider, self.environ)
+        provider = lifecycle.endpoints(provider)
+        secret = lifecycle.client_secret(desired, provider, self.environ)
         return provider, secret, scopes
 
     def _store(self, name: str, provider: Provider, result, scopes, secret) -> Grant:
         """Write the grant a finished flow produced, if ``name`` is still declared."""
-        from .. import grants
+        from ..apply import lifecycle
 
         desired = self.desired()
         self._provider(desired, name)
-        return grants.store_link(
+        return lifecycle.store_link(
             desired,
             provider,
             result,

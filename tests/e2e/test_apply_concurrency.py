@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from reconciler import config, grants, workers
-from reconciler.apply import REFRESH_WORKERS
+from reconciler import config
+from reconciler.apply import lifecycle, workers
+from reconciler.apply.runner import REFRESH_WORKERS
 from reconciler.model import Secret
 from reconciler.oauth import device
 from reconciler.operations import utcnow
@@ -145,7 +146,7 @@ def link_all(e2e, names: list[str]) -> dict[str, authserver.Client]:
     auth.token_lifetime = 1  # due half-way through its 1 s life
     for name in names:
         provider = desired.providers[name]
-        secret = grants.client_secret(desired, provider, e2e.env)
+        secret = lifecycle.client_secret(desired, provider, e2e.env)
         result = device.run_device_flow(
             provider,
             secret,
@@ -153,7 +154,7 @@ def link_all(e2e, names: list[str]) -> dict[str, authserver.Client]:
             announce=lambda authorization: auth.approve_device(authorization.user_code),
             sleep=lambda seconds: None,
         )
-        grants.store_link(
+        lifecycle.store_link(
             desired,
             provider,
             result,

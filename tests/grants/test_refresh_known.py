@@ -16,7 +16,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from reconciler import apply, config, grants, operations
+from reconciler import apply, config, operations
+from reconciler.apply import lifecycle, runner
 from reconciler.custody import Held
 from reconciler.custody.files import FileCustody
 from reconciler.model import Grant, Secret
@@ -138,7 +139,7 @@ class Project:
         return path
 
     def refresh(self, name: str, **kwargs) -> Grant:
-        return grants.refresh(
+        return lifecycle.refresh(
             self.desired(),
             name,
             operations.utcnow(),
@@ -174,7 +175,7 @@ def scanned(project: Project, name: str) -> Held:
     return FileCustody(project.desired(), project.identities, project.environ).read(name)
 
 
-# --- grants.refresh ------------------------------------------------------------------------------
+# --- lifecycle.refresh -----------------------------------------------------------------------
 
 
 def test_a_known_grant_is_not_read_again_while_its_file_is_unchanged(project, reads):
@@ -282,7 +283,7 @@ def test_apply_refreshes_on_workers_without_reading_unchanged_grants_again(proje
     plan, context = context_for(project)
     reads.clear()
     threads: set[str] = set()
-    refresh = apply._HANDLERS["refresh"]
+    refresh = runner._HANDLERS["refresh"]
 
     def recorded(action, context):
         threads.add(threading.current_thread().name)
@@ -290,7 +291,7 @@ def test_apply_refreshes_on_workers_without_reading_unchanged_grants_again(proje
 
     project.provider.hold = 0.05
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(apply._HANDLERS, "refresh", recorded)
+        patch.setitem(runner._HANDLERS, "refresh", recorded)
         outcomes = list(apply.apply(plan, context))
 
     assert sorted(o.action.name for o in outcomes) == names
@@ -318,7 +319,7 @@ def test_a_refresh_waits_for_the_rekey_of_its_grant(project, reads):
         ("c", "refresh"),
     ]
     events: list[tuple[str, str, str]] = []
-    handlers = {kind: apply._HANDLERS[kind] for kind in ("rekey", "refresh")}
+    handlers = {kind: runner._HANDLERS[kind] for kind in ("rekey", "refresh")}
 
     def traced(kind):
         def handler(action, context):
@@ -334,7 +335,7 @@ def test_a_refresh_waits_for_the_rekey_of_its_grant(project, reads):
 
     with pytest.MonkeyPatch.context() as patch:
         for kind in handlers:
-            patch.setitem(apply._HANDLERS, kind, traced(kind))
+            patch.setitem(runner._HANDLERS, kind, traced(kind))
         outcomes = list(apply.apply(plan, context))
 
     assert {o.result for o in outcomes} == {"done"}, [o.message for o in outcomes]
@@ -366,7 +367,7 @@ def test_closing_the_outcomes_starts_no_further_refresh(project):
         if thread.name.startswith("reconcile-refresh"):
             thread.join(10)
     called = {name for name, _ in project.provider.presented}
-    assert len(called) <= 1 + 2 * apply.REFRESH_WORKERS < len(names)
+    assert len(called) <= 1 + 2 * runner.REFRESH_WORKERS < len(names)
     # Every grant still holds the refresh token the provider accepts now.
     for name in names:
         grant = read_grant(grant_path(project.store, name), project.identities)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import notify
+from reconciler.apply import notify
 from reconciler.model import Desired, Notify
 
 from .conftest import KEY
@@ -56,7 +56,7 @@ def write_config(project, auth_server, webhook: str, providers: dict, **defaults
 def link_in_process(project, name: str) -> None:
     """`reconcile link NAME`, in this process, with a scripted browser playing the user."""
     from reconciler import operations
-    from reconciler.grants import Browser
+    from reconciler.model import Browser
     from tests.e2e.browser import ScriptedBrowser
 
     browser = Browser(open=ScriptedBrowser(), show=lambda line: None, timeout=30)

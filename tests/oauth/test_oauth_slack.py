@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from reconciler import grants
+from reconciler.apply import lifecycle
 from reconciler.config import load
 from reconciler.custody.files import FileCustody
 from reconciler.oauth import tokens
@@ -42,10 +42,10 @@ def slack(project, stub):
     )
     desired = load(project.config, environ=project.env)
     provider = desired.providers["slack"]
-    secret = grants.client_secret(desired, provider, project.env)
+    secret = lifecycle.client_secret(desired, provider, project.env)
     now = datetime.now(UTC)
     result = tokens.exchange_code(provider, secret, "code-1", "http://127.0.0.1/cb", None, now=now)
-    grants.store_link(desired, provider, result, now, provider.scopes, client_secret=secret)
+    lifecycle.store_link(desired, provider, result, now, provider.scopes, client_secret=secret)
     return project.store / "slack.sops.yaml"
 
 
@@ -98,7 +98,7 @@ def test_a_refresh_keeps_the_secondary_token(slack, project, stub):
     desired = load(project.config, environ=project.env)
     identities = load_identities(project.env, required=True)
     now = datetime.now(UTC)
-    grants.refresh(desired, "slack", now, identities, force=True, environ=project.env)
+    lifecycle.refresh(desired, "slack", now, identities, force=True, environ=project.env)
     again = FileCustody(desired, identities, project.env).read("slack").grant
     assert again.access_token.reveal() == "xoxe.xoxb-2"
     assert again.refresh_token.reveal() == "xoxe-1-bot-2"  # rotated: in the grant file

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import operations, runtime
-from reconciler.grants import Browser
-from reconciler.model import Secret
+from reconciler.model import Browser, Secret
 
 from ..conftest import new_identity
 from ..e2e.authserver import AuthServer

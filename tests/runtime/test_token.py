@@ -122,11 +122,12 @@ def test_a_refresh_by_another_process_is_picked_up(project, spies):
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from reconciler import config, grants, operations\n"
+        "from reconciler import config, operations\n"
+        "from reconciler.apply import lifecycle\n"
         "from reconciler.vault.keys import load_identities\n"
         "d = config.load(Path(sys.argv[1]), resolve_values=False)\n"
         "ids = load_identities(required=True)\n"
-        "grants.refresh(d, 'api', operations.utcnow(), ids, force=True)\n"
+        "lifecycle.refresh(d, 'api', operations.utcnow(), ids, force=True)\n"
     )
     subprocess.run(
         [sys.executable, "-c", code, str(project.config)],

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reconciler.model import Actual, Desired, Grant, Provider, Secret, SecretSpec
 from reconciler.plan import plan
 from reconciler.watch import next_wakeup
-from reconciler.watched import ignored
+from reconciler.watch.inputs import ignored
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 ALICE = "age1" + "a" * 58

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 TYPE_CHECKING = False  # see reconciler.cli
 if TYPE_CHECKING:
-    from .oauth.device import DeviceAuthorization
+    from ..oauth.device import DeviceAuthorization
 
 
 class DevicePrompt:

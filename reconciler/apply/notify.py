@@ -28,7 +28,7 @@ replayed later; within the window, the delivery id lets a receiver drop duplicat
 Delivery happens on a background thread so that a reconcile never waits on the webhook. A
 failed attempt (network error, 408, 425, 429 or 5xx) is retried with exponential backoff
 (0.25 s, 0.5 s, 1 s, 2 s, 4 s: six attempts in all); other 4xx answers are not retried.
-Failures are logged (``reconciler.notify``) and never fail the operation that caused the
+Failures are logged (``reconciler.notify`` logger) and never fail the operation that caused the
 event. A short-lived process (``reconcile apply``, ``reconcile token``) waits at most
 :data:`FLUSH_AT_EXIT` seconds at exit for deliveries still in flight.
 """
@@ -51,7 +51,7 @@ from datetime import UTC, datetime
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .model import Desired, Secret
+from ..model import Desired, Secret
 
 Event = Literal["needs-relink", "recovered", "linked"]
 EVENTS: tuple[str, ...] = ("needs-relink", "recovered", "linked")
@@ -185,12 +185,12 @@ def _signing_key(desired: Desired, environ: Mapping[str, str] | None) -> Secret 
     ref = desired.notify.secret_ref if desired.notify else None
     if ref is None:
         return None
-    from .config import ConfigError, resolve_reference
+    from ..config import ConfigError, resolve_reference
 
     environ = os.environ if environ is None else environ
     identities = None
     if ref.startswith("sops:"):
-        from .vault.keys import load_identities
+        from ..vault.keys import load_identities
 
         identities = load_identities(environ) or None
     try:

@@ -146,7 +146,7 @@ def _work(share: range, carry_out, writer, stop, threads: int, parent: int) -> N
     with ThreadPoolExecutor(threads, thread_name_prefix="reconcile-refresh") as pool:
         for _ in pool.map(job, share):
             pass
-    notify = sys.modules.get("reconciler.notify")
+    notify = sys.modules.get("reconciler.apply.notify")
     if notify is not None:
         notify.flush()  # a worker leaves through os._exit: atexit would not run
     writer.close()

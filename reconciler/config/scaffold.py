@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model import ENCRYPTED_FIELDS
+from ..model import ENCRYPTED_FIELDS
 
 STARTER_CONFIG = """\
 # Desired state for oauth-reconciler: the OAuth grants and API keys your scripts need.
@@ -59,8 +59,8 @@ def initialise(
 ) -> Initialised:
     """Create the missing pieces of a project around ``config_path``; never overwrite, but add
     a creation rule for the grant files to an existing ``.sops.yaml`` that has none."""
-    from .vault.files import atomic_write
-    from .vault.keys import generate_identity, load_identities
+    from ..vault.files import atomic_write
+    from ..vault.keys import generate_identity, load_identities
 
     folder = config_path.parent
     done = Initialised()
@@ -113,8 +113,8 @@ def _ensure_rule(sops_yaml: Path, store_dir: str, recipient: str) -> tuple[str, 
     (an unusual layout) leave the file alone and say which lines to add."""
     import yaml
 
-    from .vault.files import atomic_write
-    from .vault.sopsconfig import creation_rule_for
+    from ..vault.files import atomic_write
+    from ..vault.sopsconfig import creation_rule_for
 
     probe = sops_yaml.parent / store_dir / "grant.sops.yaml"
     rule = creation_rule_for(probe, sops_yaml)
@@ -164,7 +164,7 @@ def _parses_to(text: str, expected: object) -> bool:
 
 
 def ignored_patterns(store_dir: str) -> list[str]:
-    from .vault.files import IGNORED_PATTERNS
+    from ..vault.files import IGNORED_PATTERNS
 
     return [f"{store_dir}/{pattern}" for pattern in IGNORED_PATTERNS]
 

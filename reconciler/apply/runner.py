@@ -2,7 +2,7 @@
 
 Refreshes run a few at a time on worker threads: against a real provider each spends most of
 its time waiting (network round trips, fsync of a rotated grant), and each holds its own
-grant's lock (single-flight across threads and processes, see ``grants.refresh``). Many
+grant's lock (single-flight across threads and processes, see ``lifecycle.refresh``). Many
 refreshes at once also use the other cores, in forked worker processes (``workers``). Every
 other action runs on the caller's thread, in plan order: a link needs a person, a prompt the
 terminal.
@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, cast
 
-from .errors import ReconcilerError, message_of
-from .grants import Browser
-from .model import Action, Actual, Desired, Grant, Plan, Secret
+from ..errors import ReconcilerError, message_of
+from ..model import Action, Actual, Browser, Desired, Grant, Plan, Secret
 
 if TYPE_CHECKING:
-    from .custody import Custody, Held
+    from ..custody import Custody, Held
 
 Result = Literal["done", "failed", "pending"]
 
@@ -179,10 +178,10 @@ def _import_refresh_stack() -> None:
     """Import, once and on this thread, what a refresh imports lazily: worker threads that
     import the same packages at the same moment only queue on the import locks (and a circular
     import between two of them can fail)."""
-    from . import grants  # noqa: F401
-    from .config import references  # noqa: F401
-    from .oauth import discovery, errors, tokens, transport  # noqa: F401
-    from .vault import cache, files, store  # noqa: F401
+    from ..config import references  # noqa: F401
+    from ..oauth import discovery, errors, tokens, transport  # noqa: F401
+    from ..vault import cache, files, store  # noqa: F401
+    from . import lifecycle  # noqa: F401
 
     try:
         import authlib.integrations.httpx_client
@@ -260,7 +259,7 @@ def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str,
     pulled commit that changed them would otherwise lock the user out of their own grants (and
     hand whatever the file holds to someone else). Machines with no identity, or only SSH ones
     (whose recipients are not known here), are not checked."""
-    from .vault.keys import identity_recipients, normalize_identities
+    from ..vault.keys import identity_recipients, normalize_identities
 
     if context.allow_foreign_recipients or context.identities is None:
         return
@@ -278,7 +277,7 @@ def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str,
 
 
 def _custody(context: Context) -> Custody:
-    from .custody import open_custody
+    from ..custody import open_custody
 
     return open_custody(context.desired, context.identities, context.environ)
 
@@ -286,14 +285,14 @@ def _custody(context: Context) -> Custody:
 def _prune(action: Action, context: Context) -> str:
     grant = context.actual.grants[action.name]
     if grant.kind == "oauth2":
-        from . import grants
+        from . import lifecycle
 
         if context.identities is None:
             raise ApplyError(_needs_identity(action.name, "revoking the grant"))
         held = _custody(context).read(action.name)
         if held.grant is None:
             return "already gone"
-        return grants.revoke(
+        return lifecycle.revoke(
             context.desired,
             action.name,
             held.grant,
@@ -305,7 +304,7 @@ def _prune(action: Action, context: Context) -> str:
 
 
 def _link(action: Action, context: Context) -> str:
-    from . import grants
+    from . import lifecycle
 
     provider = context.desired.providers[action.name]
     needs_user = provider.flow != "client_credentials"
@@ -316,11 +315,11 @@ def _link(action: Action, context: Context) -> str:
             f"{action.name}: a link flow needs a person and none can be reached here; "
             f"run `reconcile link {action.name}` in a terminal"
         )
-    grant = grants.link(
+    grant = lifecycle.link(
         context.desired,
         action.name,
         context.now,
-        context.browser or grants.Browser(open=None, show=lambda line: None),
+        context.browser or Browser(open=None, show=lambda line: None),
         device=context.device,
         previous=context.actual.grants.get(action.name),
         environ=context.environ,
@@ -329,13 +328,13 @@ def _link(action: Action, context: Context) -> str:
 
 
 def _refresh(action: Action, context: Context) -> str:
-    from . import grants
+    from . import lifecycle
 
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "refreshing"))
     before = context.actual.grants.get(action.name)
 
-    grant = grants.refresh(
+    grant = lifecycle.refresh(
         context.desired,
         action.name,
         context.now,

@@ -11,14 +11,14 @@ the refresh token records only the new access token (the churn rule).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from .custody import Custody, Held, open_custody
-from .errors import NeedsRelink, ReconcilerError
-from .model import Desired, Grant, Provider, Secret
-from .plan.schedule import is_due
+from ..custody import Custody, Held, open_custody
+from ..errors import NeedsRelink, ReconcilerError
+from ..model import Browser, Desired, Grant, Provider, Secret
+from ..plan.schedule import is_due
 
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
@@ -28,20 +28,6 @@ class GrantError(ReconcilerError):
     """An operation on a grant failed; the message names the grant and what to do."""
 
 
-@dataclass(frozen=True)
-class Browser:
-    """How a link flow reaches the user; the CLI fills it, tests script it."""
-
-    #: Opens a URL (the system browser, or a scripted one); None prints the URL instead.
-    open: Callable[[str], None] | None
-    #: Shows a line to the user (the URL when not opened, the device code...).
-    show: Callable[[str], None]
-    #: Seconds to wait for the browser to come back.
-    timeout: float = 300.0
-    #: Reads a redirect URL the user pasted (a browser on another machine); None: no paste.
-    read_pasted: Callable[[], str | None] | None = None
-
-
 def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
 
@@ -49,7 +35,7 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 def client_secret(
     desired: Desired, provider: Provider, environ: Mapping[str, str] | None = None
 ) -> Secret | None:
-    from .config import resolve_reference
+    from ..config import resolve_reference
 
     if not provider.client_secret_ref:
         return None
@@ -63,7 +49,7 @@ def client_secret(
 
 def endpoints(provider: Provider) -> Provider:
     """The provider with discovered endpoints filled in (cached, so offline after once)."""
-    from .oauth.discovery import resolve_endpoints
+    from ..oauth.discovery import resolve_endpoints
 
     return resolve_endpoints(provider)
 
@@ -89,19 +75,19 @@ def link(
     if device and flow != "client_credentials":
         flow = "device_code"
     if flow == "client_credentials":
-        from .oauth.tokens import client_credentials
+        from ..oauth.tokens import client_credentials
 
         result = client_credentials(provider, secret, now=now, scopes=scopes)
     elif flow == "device_code":
-        from .announce import DevicePrompt
-        from .oauth.device import run_device_flow
+        from ..oauth.device import run_device_flow
+        from .prompt import DevicePrompt
 
         prompt = DevicePrompt(name, browser.show, browser.open)
         result = run_device_flow(
             provider, secret, scopes, announce=prompt.announce, waiting=prompt.waiting, now=now
         )
     else:
-        from .oauth.authorize import run_loopback_flow
+        from ..oauth.authorize import run_loopback_flow
 
         paste = "; or paste here the address it ends on" if browser.read_pasted else ""
         browser.show(f"{name}: waiting up to {browser.timeout:g} s for the browser{paste}")
@@ -134,7 +120,7 @@ def store_link(
     under the grant's lock so that it cannot interleave with a refresh. The CLI flows and the
     HTTP callback both end here. With ``identities``, the new access token is also recorded
     for fast reads."""
-    from .oauth.tokens import grant_from_result
+    from ..oauth.tokens import grant_from_result
 
     grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
     grant = replace(grant, client_secret=client_secret, extra=_durable_extra(provider, grant))
@@ -224,8 +210,8 @@ def _refresh_held(
     now: datetime,
     environ: Mapping[str, str] | None,
 ) -> Grant:
-    from .oauth import tokens
-    from .oauth.errors import InvalidGrant, TransientError
+    from ..oauth import tokens
+    from ..oauth.errors import InvalidGrant, TransientError
 
     name = held.name
     provider = endpoints(desired.providers[name])
@@ -272,7 +258,7 @@ def _notify(
     environ: Mapping[str, str] | None = None,
 ) -> None:
     """Tell `notify.webhook` (if configured) that a grant's status changed. Never raises and
-    never waits on the network: delivery is queued (see `reconciler.notify`)."""
+    never waits on the network: delivery is queued (see `apply.notify`)."""
     if desired.notify is None:
         return
     from .notify import emit
@@ -300,8 +286,8 @@ def revoke(
     With ``identities``, the access token a refresh recorded for fast reads (the file's one
     is then stale) is revoked too: it is the one scripts were given.
     """
-    from .oauth import tokens
-    from .oauth.errors import OAuthError
+    from ..oauth import tokens
+    from ..oauth.errors import OAuthError
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
     provider = endpoints(provider) if provider.issuer else provider

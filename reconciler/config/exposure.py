@@ -7,13 +7,13 @@ import os
 import subprocess
 from pathlib import Path
 
-from .model import Desired
+from ..model import Desired
+from .references import parse_reference
 
 
 def file_references(desired: Desired) -> list[tuple[str, Path]]:
     """(owner, path) of every `file:` reference in the config: relative to the config's
     folder, ``~`` expanded."""
-    from .config.references import parse_reference
 
     refs = [(f"secret {spec.name!r}", spec.ref) for spec in desired.secrets.values()]
     refs += [

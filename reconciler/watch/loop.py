@@ -53,10 +53,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .errors import message_of
-from .model import Action, Actual, Desired, Plan
-from .plan.schedule import next_refresh
-from .watched import Inputs, Surveyor, ignored, relative
+from ..errors import message_of
+from ..model import Action, Actual, Desired, Plan
+from ..plan.schedule import next_refresh
+from .inputs import Inputs, Surveyor, ignored, relative
 
 #: watchfiles ``step``: a batch is yielded once no new event came for this long (ms); an
 #: edit is seen after 1-2 steps. Measured save-to-written medians (bench/watch_latency.py,
@@ -167,7 +167,7 @@ class _Hold:
 
 
 def _now() -> datetime:
-    from .operations import utcnow
+    from ..operations import utcnow
 
     return utcnow()
 
@@ -239,9 +239,9 @@ class Watcher:
             self.cycle("start")
             self._loop()
         self.report(Event("stopped", "stopped", fields={}))
-        from . import notify
+        from ..operations import flush_notifications
 
-        notify.flush()
+        flush_notifications()
         return 0
 
     def _loop(self) -> None:
@@ -329,7 +329,7 @@ class Watcher:
             self.wake = _now() + RETRY_FIRST
 
     def _cycle(self) -> None:
-        from .operations import load_state, make_plan, run_apply
+        from ..operations import load_state, make_plan, run_apply
 
         for _ in range(MAX_PASSES):
             if self.stop.is_set():
@@ -405,7 +405,7 @@ class Watcher:
         )
 
     def _show_problems(self, state, plan: Plan) -> None:
-        from .operations import unreadable_error, unresolved_error
+        from ..operations import unreadable_error, unresolved_error
 
         for kind, problem in (
             ("unreadable", unreadable_error(state.actual)),
@@ -493,7 +493,7 @@ class Watcher:
     # ----------------------------------------------------------------- link flows
 
     def _start_link(self, state, action: Action, inputs: Inputs) -> None:
-        from .operations import run_apply
+        from ..operations import run_apply
 
         name = action.name
         with self._lock:
