@@ -366,7 +366,7 @@ def check(project: Project, run: Run) -> None:
 
 
 def _check_rotated(project: Project, sample: int = 25) -> list[str]:
-    from reconciler.vault.keys import load_identities
+    from reconciler.vault.sops.keys import load_identities
     from reconciler.vault.store import read_grant
 
     identities = load_identities(project.env, required=True)

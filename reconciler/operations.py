@@ -34,7 +34,7 @@ def utcnow() -> datetime:
 
 def find_identities(environ: Mapping[str, str] | None = None) -> list | None:
     """The age identities sops would use, or None when there are none (not an error here)."""
-    from .vault.keys import load_identities
+    from .vault.sops.keys import load_identities
 
     identities = load_identities(os.environ if environ is None else environ)
     return identities or None
@@ -159,7 +159,7 @@ def read_token(
     refreshes it, single-flight under the grant's lock.
     """
     from .vault import cache
-    from .vault.keys import load_identities
+    from .vault.sops.keys import load_identities
 
     environ = os.environ if environ is None else environ
     identities = load_identities(environ, required=True)
@@ -230,7 +230,7 @@ def reissue_rejected(
     from . import config
     from .apply import lifecycle
     from .errors import NeedsRelink
-    from .vault.keys import load_identities
+    from .vault.sops.keys import load_identities
     from .vault.store import grant_path
 
     environ = os.environ if environ is None else environ
@@ -261,7 +261,7 @@ def _issued(
     here. ``*_before`` are fingerprints from before ``secret`` was read."""
     from .vault import cache
     from .vault.fingerprint import of_file
-    from .vault.keys import load_identities
+    from .vault.sops.keys import load_identities
     from .vault.store import read_grant
 
     try:

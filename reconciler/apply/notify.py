@@ -190,7 +190,7 @@ def _signing_key(desired: Desired, environ: Mapping[str, str] | None) -> Secret 
     environ = os.environ if environ is None else environ
     identities = None
     if ref.startswith("sops:"):
-        from ..vault.keys import load_identities
+        from ..vault.sops.keys import load_identities
 
         identities = load_identities(environ) or None
     try:

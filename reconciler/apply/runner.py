@@ -259,7 +259,7 @@ def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str,
     pulled commit that changed them would otherwise lock the user out of their own grants (and
     hand whatever the file holds to someone else). Machines with no identity, or only SSH ones
     (whose recipients are not known here), are not checked."""
-    from ..vault.keys import identity_recipients, normalize_identities
+    from ..vault.sops.keys import identity_recipients, normalize_identities
 
     if context.allow_foreign_recipients or context.identities is None:
         return

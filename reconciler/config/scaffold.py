@@ -60,7 +60,7 @@ def initialise(
     """Create the missing pieces of a project around ``config_path``; never overwrite, but add
     a creation rule for the grant files to an existing ``.sops.yaml`` that has none."""
     from ..vault.files import atomic_write
-    from ..vault.keys import generate_identity, load_identities
+    from ..vault.sops.keys import generate_identity, load_identities
 
     folder = config_path.parent
     done = Initialised()
@@ -114,7 +114,7 @@ def _ensure_rule(sops_yaml: Path, store_dir: str, recipient: str) -> tuple[str, 
     import yaml
 
     from ..vault.files import atomic_write
-    from ..vault.sopsconfig import creation_rule_for
+    from ..vault.sops.rules import creation_rule_for
 
     probe = sops_yaml.parent / store_dir / "grant.sops.yaml"
     rule = creation_rule_for(probe, sops_yaml)

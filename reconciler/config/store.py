@@ -35,7 +35,7 @@ def resolve_recipients(
     if store.get("recipients"):
         declared = tuple(store["recipients"])
         return {name: declared for name in names}
-    from ..vault import sopsconfig
+    from ..vault.sops import rules
     from ..vault.store import VaultError
 
     result: dict[str, tuple[str, ...]] = {}
@@ -43,7 +43,7 @@ def resolve_recipients(
     for name in names:
         target = store_dir / f"{name}.sops.yaml"
         try:
-            found = sopsconfig.rule_recipients(target)
+            found = rules.rule_recipients(target)
         except ConfigError as error:
             issues.extend(error.issues)
             return result

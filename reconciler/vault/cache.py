@@ -289,7 +289,7 @@ def fresh_token(config_path: str, name: str, environ: Mapping[str, str]) -> str 
     path of `reconcile token` (no config parsing, no YAML, no AES, no HTTP)."""
     import time
 
-    from .keys import load_identities
+    from .sops.keys import load_identities
 
     identities = load_identities(environ, ssh=False)  # entries are for X25519 identities only
     entry = _read_entry(config_path, name, identities, environ, True) if identities else None

@@ -25,8 +25,8 @@ from .errors import (
     VaultError,
     restore_hint,
 )
-from .scalars import GoTime, parse_time
-from .sops import GRANT_ENCRYPTED_REGEX, Document
+from .sops.document import GRANT_ENCRYPTED_REGEX, Document
+from .sops.scalars import GoTime, parse_time
 
 SUFFIX = ".sops.yaml"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
@@ -70,7 +70,7 @@ class _Prepared:
     __slots__ = ("identities", "recipients")
 
     def __init__(self, identities: Iterable[Any]) -> None:
-        from .keys import identity_recipients, normalize_identities
+        from .sops.keys import identity_recipients, normalize_identities
 
         self.identities = normalize_identities(identities)
         self.recipients = identity_recipients(self.identities)
@@ -86,14 +86,14 @@ def _prepare(identities: Any) -> _Prepared | None:
     except ValueError as error:
         raise NoIdentityError(f"the age identities given are not usable: {error}") from None
     if not prepared.identities:
-        from .keys import no_identity_message
+        from .sops.keys import no_identity_message
 
         raise NoIdentityError(no_identity_message())
     return prepared
 
 
 def _load(path: Path, prepared: _Prepared | None) -> Document:
-    from .sops import load_document
+    from .sops.document import load_document
 
     try:
         data = path.read_bytes()
@@ -120,7 +120,7 @@ def read_grant(path: Path, identities: list | None) -> Grant:
 def decrypt_file(path: Path, identities: list) -> dict:
     """Any SOPS YAML file → a plain Python mapping (MAC verified). Values are str, int,
     float, bool, None, datetime, lists and dicts; used for ``sops:PATH#dotted.key``."""
-    from .sops import plain_data
+    from .sops.document import plain_data
 
     path = Path(path)
     prepared = _prepare(identities if identities is not None else [])
@@ -335,7 +335,7 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> datetime
     version written (``Grant.modified``). The whole file is encrypted in memory first, so no
     plaintext secret ever reaches the disk."""
     from .files import atomic_write
-    from .sops import encode_document
+    from .sops.document import encode_document
 
     path = Path(path)
     if _name_of(path) != grant.name:
@@ -388,7 +388,7 @@ def _replaced(path: Path) -> bytes | None:
     """The bytes of the grant file a write replaces (None if there is none). A file split
     among several key groups (Shamir) is not replaced by one that any single recipient
     opens: that would weaken it without anyone having asked."""
-    from .sops import load_document
+    from .sops.document import load_document
 
     try:
         raw = path.read_bytes()

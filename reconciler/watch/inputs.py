@@ -156,7 +156,7 @@ def _layout(config_path: Path, text: bytes | None, environ, previous: _Layout | 
 
 def _sops_candidates(store_dir: Path, base: Path) -> Iterator[Path]:
     """The ``.sops.yaml`` that governs the grant files, and any closer one that could appear."""
-    from ..vault.sopsconfig import find_sops_config
+    from ..vault.sops.rules import find_sops_config
 
     governing = find_sops_config(store_dir)
     if governing is not None:

@@ -125,7 +125,7 @@ def assert_located(error: ConfigError, path: Path, line: int) -> str:
 @pytest.fixture
 def sops_rules(monkeypatch: pytest.MonkeyPatch):
     """Stand-in for reconciler.vault.sopsconfig.rule_recipients: {file name: recipients}."""
-    import reconciler.vault.sopsconfig as keys
+    import reconciler.vault.sops.rules as keys
 
     rules: dict[str, tuple[str, ...] | None] = {}
     calls: list[Path] = []
@@ -1076,7 +1076,7 @@ def test_a_sops_reference_to_an_identity_is_refused(project) -> None:
     """Through the CLI: nothing is written, exit 1, the grant and reference are named."""
     import pyrage
 
-    from reconciler.vault.sops import encode_document
+    from reconciler.vault.sops.document import encode_document
 
     team = project.root / "team.sops.yaml"
     identity = str(pyrage.x25519.Identity.generate())

@@ -159,7 +159,7 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def no_sops_yaml():
     """Recipients without a .sops.yaml: every name gets one, except `norecipient`."""
-    import reconciler.vault.sopsconfig as vault_keys
+    import reconciler.vault.sops.rules as vault_keys
 
     def rule_recipients(file_path: Path):
         return None if Path(file_path).name.startswith("norecipient") else (RECIPIENT,)

@@ -13,7 +13,7 @@ import pytest
 from reconciler.custody import Held, StaleState
 from reconciler.custody.files import FileCustody
 from reconciler.model import Desired, Grant, Provider, Secret
-from reconciler.vault.keys import load_identities
+from reconciler.vault.sops.keys import load_identities
 from tests.conftest import new_identity
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -22,7 +22,7 @@ from reconciler.apply.runner import REFRESH_WORKERS
 from reconciler.model import Secret
 from reconciler.oauth import device
 from reconciler.operations import utcnow
-from reconciler.vault.keys import load_identities
+from reconciler.vault.sops.keys import load_identities
 from reconciler.vault.store import read_grant
 
 from . import authserver, cli_support

@@ -23,7 +23,7 @@ from reconciler.custody.files import FileCustody
 from reconciler.model import Grant, Secret
 from reconciler.plan import plan as make_plan
 from reconciler.vault import cache, store
-from reconciler.vault.keys import load_identities
+from reconciler.vault.sops.keys import load_identities
 from reconciler.vault.store import grant_path, read_grant, write_grant
 from tests.conftest import new_identity
 

@@ -25,9 +25,12 @@ from hypothesis import strategies as st
 
 from reconciler.config.references import resolve_reference
 from reconciler.model import Grant, Secret
-from reconciler.vault import keys, sops, sopsconfig
 from reconciler.vault.errors import VaultError
-from reconciler.vault.scalars import UnsupportedValue, to_bytes
+from reconciler.vault.sops import document as sops
+from reconciler.vault.sops import keys
+from reconciler.vault.sops import rules as sopsconfig
+from reconciler.vault.sops.scalars import UnsupportedValue, to_bytes
+from reconciler.vault.sops.syntax import compose_documents, scalar_value
 from reconciler.vault.store import (
     DecryptError,
     TamperedError,
@@ -36,7 +39,6 @@ from reconciler.vault.store import (
     read_grant,
     write_grant,
 )
-from reconciler.vault.syntax import compose_documents, scalar_value
 from tests.conftest import new_identity, sops_binary
 from tests.identities import post_quantum_identity_line
 

@@ -81,7 +81,7 @@ def test_token_prints_the_bot_token_and_the_plan_is_satisfied(slack, project):
 
 
 def test_a_refresh_keeps_the_secondary_token(slack, project, stub):
-    from reconciler.vault.keys import load_identities
+    from reconciler.vault.sops.keys import load_identities
 
     stub.reply(
         "POST",

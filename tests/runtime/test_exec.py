@@ -193,6 +193,6 @@ def test_no_command_or_an_unknown_command(project):
 
 
 def project_identities():
-    from reconciler.vault.keys import load_identities
+    from reconciler.vault.sops.keys import load_identities
 
     return load_identities(required=True)

@@ -124,7 +124,7 @@ def test_a_refresh_by_another_process_is_picked_up(project, spies):
         "from pathlib import Path\n"
         "from reconciler import config, operations\n"
         "from reconciler.apply import lifecycle\n"
-        "from reconciler.vault.keys import load_identities\n"
+        "from reconciler.vault.sops.keys import load_identities\n"
         "d = config.load(Path(sys.argv[1]), resolve_values=False)\n"
         "ids = load_identities(required=True)\n"
         "lifecycle.refresh(d, 'api', operations.utcnow(), ids, force=True)\n"

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 
-from reconciler.vault.keys import load_identities
+from reconciler.vault.sops.keys import load_identities
 from reconciler.vault.store import grant_path, read_grant
 from tests.e2e.authserver import replace_param
 from tests.e2e.browser import ScriptedBrowser, http_client

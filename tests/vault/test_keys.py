@@ -12,9 +12,9 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from reconciler.vault import keys
 from reconciler.vault.errors import MalformedError, NoIdentityError
-from reconciler.vault.keys import (
+from reconciler.vault.sops import keys
+from reconciler.vault.sops.keys import (
     find_identities,
     generate_identity,
     load_identities,
@@ -22,7 +22,7 @@ from reconciler.vault.keys import (
     parse_recipient,
     split_recipients,
 )
-from reconciler.vault.sopsconfig import creation_rule_for, find_sops_config, rule_recipients
+from reconciler.vault.sops.rules import creation_rule_for, find_sops_config, rule_recipients
 from tests.identities import bech32_line, post_quantum_identity_line
 
 

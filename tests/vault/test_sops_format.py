@@ -19,10 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.model import Secret
-from reconciler.vault import scalars, sops, syntax
 from reconciler.vault.errors import MalformedError, TamperedError
-from reconciler.vault.scalars import GoTime, resolve_plain, resolve_tagged, to_bytes
-from reconciler.vault.sops import encode_document, load_document
+from reconciler.vault.sops import document as sops
+from reconciler.vault.sops import scalars, syntax
+from reconciler.vault.sops.document import encode_document, load_document
+from reconciler.vault.sops.scalars import GoTime, resolve_plain, resolve_tagged, to_bytes
 
 ENC = re.compile(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]$")
 

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from reconciler.model import ENCRYPTED_FIELDS, Actual, Grant, Secret
-from reconciler.vault import cipher, sops
+from reconciler.vault.sops import cipher
+from reconciler.vault.sops import document as sops
 from reconciler.vault.store import (
     DecryptError,
     MalformedError,

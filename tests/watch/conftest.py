@@ -132,7 +132,7 @@ def watch(project):
 
 def read_value(project, name: str) -> str | None:
     """The decrypted value of a secret's grant file, or None while there is none."""
-    from reconciler.vault.keys import parse_identities
+    from reconciler.vault.sops.keys import parse_identities
     from reconciler.vault.store import VaultError, grant_path, read_grant
 
     path = grant_path(project.store, name)

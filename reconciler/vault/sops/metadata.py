@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import malformed_error
+from ..errors import malformed_error
 from .scalars import KEYWORDS
 from .syntax import INDENT, emit_literal, emit_scalar, scalar_value
 

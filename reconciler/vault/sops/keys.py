@@ -257,7 +257,7 @@ def load_identities(
     ``find_identities``."""
     report = find_identities(environ, ssh=ssh)
     if required and not report.identities:
-        from .errors import NoIdentityError
+        from ..errors import NoIdentityError
 
         raise NoIdentityError(no_identity_message(report))
     return report.identities
@@ -303,7 +303,7 @@ def generate_identity(path: Path) -> str:
 
     import pyrage
 
-    from .files import atomic_write
+    from ..files import atomic_write
 
     path = Path(path).expanduser()
     if path.exists():

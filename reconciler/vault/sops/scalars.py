@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ..model import Secret
+from ...model import Secret
 
 #: The prefix of the long form of YAML's core tags (``!!str`` is ``<prefix>str``).
 TAG_PREFIX = "tag:yaml.org,2002:"

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ..model import Secret
+from ...model import Secret
+from ..errors import malformed_error, tampered_error
 from .cipher import (
     ENVELOPE_PREFIX,
     Comment,
@@ -44,7 +45,6 @@ from .datakey import (
     remember_data_key,
     wrap_data_key,
 )
-from .errors import malformed_error, tampered_error
 from .metadata import (
     DEFAULT_UNENCRYPTED_SUFFIX,
     SOPS_VERSION,

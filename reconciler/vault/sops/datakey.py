@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import DecryptError, NoIdentityError, source_label, tampered_error
+from ..errors import DecryptError, NoIdentityError, source_label, tampered_error
 from .metadata import AgeKey, Metadata
 
 DATA_KEY_SIZE = 32

@@ -18,7 +18,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from .errors import malformed_error, tampered_error
+from ..errors import malformed_error, tampered_error
 from .scalars import INT64_MAX, INT64_MIN, GoTime, parse_time
 
 NONCE_SIZE = 32

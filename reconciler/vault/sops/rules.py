@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MalformedError
+from ..errors import MalformedError
 from .keys import split_recipients, validate_recipients
 
 SOPS_CONFIG_NAME = ".sops.yaml"

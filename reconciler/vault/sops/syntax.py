@@ -14,7 +14,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from .errors import malformed_error
+from ..errors import malformed_error
 from .scalars import (
     INT64_MAX,
     INT64_MIN,
