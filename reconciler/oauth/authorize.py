@@ -32,16 +32,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ..model import Provider, Secret
 from . import quirks
+from .endpoints import LOOPBACK_HOSTS, check_response_issuer, endpoint
 from .errors import AccessDenied, LinkTimeout, OAuthError, describe, scrub
-from .tokens import (
-    LOOPBACK_HOSTS,
-    Now,
-    TokenResult,
-    endpoint,
-    exchange_code,
-    join_scopes,
-    resolve_now,
-)
+from .tokens import Now, TokenResult, exchange_code, join_scopes, resolve_now
 
 log = logging.getLogger(__name__)
 
@@ -223,26 +216,7 @@ def validate_callback(params: Mapping[str, Any], pending: PendingLink) -> str:
             error="state_mismatch",
             provider=name,
         )
-    expected_issuer = provider.issuer
-    iss = params.get("iss")
-    if iss is not None:
-        if expected_issuer and iss != expected_issuer:
-            raise OAuthError(
-                f"{name}: the authorization response comes from issuer {iss!r}, not the "
-                f"configured {expected_issuer!r} (RFC 9207), so it was rejected as a possible "
-                "mix-up attack. Nothing was stored; check `issuer` of this provider and run the "
-                "link again.",
-                error="issuer_mismatch",
-                provider=name,
-            )
-    elif expected_issuer and provider.extras.get("authorization_response_iss_parameter_supported"):
-        raise OAuthError(
-            f"{name}: the authorization server announces RFC 9207 but its response has no `iss` "
-            "parameter, so it was rejected as a possible mix-up attack. Nothing was stored; run "
-            "the link again.",
-            error="issuer_missing",
-            provider=name,
-        )
+    check_response_issuer(provider, params.get("iss"))
     error = params.get("error")
     if error:
         description = scrub(params.get("error_description"))

@@ -16,6 +16,7 @@ from typing import Literal
 
 from ..model import Provider, Secret
 from . import quirks
+from .endpoints import endpoint, is_secure_url
 from .errors import (
     AccessDenied,
     LinkTimeout,
@@ -29,9 +30,7 @@ from .tokens import (
     Now,
     TokenResult,
     client_auth,
-    endpoint,
     error_from_payload,
-    is_secure_url,
     join_scopes,
     request_token,
 )

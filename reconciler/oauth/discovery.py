@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Provider
+from .endpoints import is_secure_url
 from .errors import OAuthError, TransientError, printable
-from .tokens import is_secure_url
 from .transport import parse_body, send
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ..model import Grant, Provider, Secret
 from . import quirks
+from .endpoints import endpoint
 from .errors import (
     AccessDenied,
     InvalidGrant,
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 #: The longest lifetime an ``expires_in`` is believed for: larger values (1e15 s has been seen)
 #: are clamped, so that the expiry stays a date that every stage can compute with.
@@ -74,7 +73,7 @@ class TokenResult:
     secondary_token: Secret | None = None
 
 
-# --- small shared helpers (used by authorize, device, discovery, quirks) ---------------------
+# --- small shared helpers (used by authorize and device) -------------------------------------
 
 
 def resolve_now(now: Now) -> datetime:
@@ -85,46 +84,6 @@ def resolve_now(now: Now) -> datetime:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     return now.astimezone(UTC)
-
-
-def is_secure_url(url: str) -> bool:
-    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3); never a URL with a
-    control character (it would be shown in messages)."""
-    if not url.isprintable():
-        return False
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and host in LOOPBACK_HOSTS
-
-
-def check_endpoint(provider: Provider, url: str, what: str) -> None:
-    if not is_secure_url(url):
-        raise OAuthError(
-            f"{provider.name}: the {what} URL {url!r} is not https (plain http is allowed only "
-            "on 127.0.0.1, [::1] and localhost). Fix the URL in providers.yaml.",
-            error="insecure_endpoint",
-            provider=provider.name,
-        )
-
-
-def endpoint(provider: Provider, attr: str, what: str) -> str:
-    url = getattr(provider, attr)
-    if not url:
-        raise OAuthError(
-            f"{provider.name}: no {what} is known for this provider. Set `{attr}` in "
-            "providers.yaml, or an `issuer` that publishes it (RFC 8414 discovery).",
-            error="missing_endpoint",
-            provider=provider.name,
-        )
-    check_endpoint(provider, url, what)
-    return url
 
 
 def split_scopes(provider: Provider, value: object) -> tuple[str, ...]:
