@@ -101,7 +101,7 @@ def link(
             provider, secret, scopes, announce=prompt.announce, waiting=prompt.waiting, now=now
         )
     else:
-        from .oauth.authorize import run_loopback_flow
+        from .oauth.loopback import run_loopback_flow
 
         paste = "; or paste here the address it ends on" if browser.read_pasted else ""
         browser.show(f"{name}: waiting up to {browser.timeout:g} s for the browser{paste}")

@@ -1,7 +1,8 @@
 """The OAuth 2.0 protocol, on Authlib and httpx2, one module per concern.
 
-- ``authorize``: authorization code + PKCE S256 through a loopback redirect (RFC 6749, 7636,
-  8252, 9207), and the paste fallback;
+- ``authorize``: the authorization request with PKCE S256 and its answer (RFC 6749 §4.1, RFC
+  7636, RFC 9207), and the paste fallback;
+- ``loopback``: the loopback redirect server that receives the answer for the CLI (RFC 8252);
 - ``device``: device authorization grant (RFC 8628);
 - ``tokens``: code exchange, refresh, client credentials, token response validation, and
   ``grant_from_result`` to build a ``model.Grant``;

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from reconciler.model import Provider, Secret
-from reconciler.oauth import authorize, device, discovery, tokens
+from reconciler.oauth import authorize, device, discovery, loopback, tokens
 from reconciler.oauth.errors import AccessDenied, InvalidGrant, LinkTimeout, OAuthError
 from reconciler.oauth.revocation import revoke
 from reconciler.oauth.tokens import grant_from_result
@@ -24,7 +24,7 @@ CONF_SECRET = Secret("conf-secret-0123456789")
 
 
 def link(provider, secret, browser, **kwargs):
-    return authorize.run_loopback_flow(
+    return loopback.run_loopback_flow(
         provider, secret, open_browser=browser, timeout=10, now=NOW, **kwargs
     )
 
@@ -190,7 +190,7 @@ def test_denied_consent(auth_server, confidential_client, browser):
 def test_link_times_out_when_the_user_never_comes_back(auth_server, confidential_client):
     started = time.monotonic()
     with pytest.raises(LinkTimeout):
-        authorize.run_loopback_flow(
+        loopback.run_loopback_flow(
             auth_server.provider(confidential_client),
             CONF_SECRET,
             open_browser=lambda url: None,
