@@ -48,6 +48,7 @@ PROTECTED_PARAMS = frozenset(
 
 def new_code_verifier() -> Secret:
     """A fresh RFC 7636 §4.1 code verifier: 64 characters from the unreserved set."""
+    # Authlib is heavy; only a new link attempt needs its token generator.
     from authlib.common.security import generate_token
 
     return Secret(generate_token(64))
@@ -55,6 +56,7 @@ def new_code_verifier() -> Secret:
 
 def code_challenge(code_verifier: Secret | str) -> str:
     """``BASE64URL(SHA256(ASCII(code_verifier)))`` (RFC 7636 §4.2, method S256)."""
+    # Authlib is heavy; only a new link attempt needs the S256 transform.
     from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
     value = code_verifier.reveal() if isinstance(code_verifier, Secret) else code_verifier
@@ -79,6 +81,7 @@ def build_authorization_url(
     quirk hooks, then the flow's own (``response_type``, ``client_id``, ``redirect_uri``,
     ``state``, ``code_challenge``), which nothing may override.
     """
+    # Authlib is heavy; only a new link attempt needs its URL builder.
     from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 
     url = endpoint(provider, "authorization_endpoint", "authorization endpoint")

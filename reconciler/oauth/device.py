@@ -96,6 +96,7 @@ def start_device_flow(
     provider: Provider, client_secret: Secret | None, scopes: Sequence[str] | None = None
 ) -> DeviceAuthorization:
     """Request a device code and user code (RFC 8628 §3.1)."""
+    # Authlib is heavy; only a device authorization request needs its form encoder.
     from authlib.common.urls import url_encode
 
     name = provider.name

@@ -325,6 +325,7 @@ def token_response(
 
 def client_auth(provider: Provider, client_secret: Secret | None, *, json_body: bool = False):
     """Authlib's httpx2 client authentication for the provider's configured method."""
+    # Authlib (and httpx2 under it) is heavy; only a request to an endpoint needs it.
     from authlib.integrations.httpx_client import OAuth2ClientAuth
 
     name = provider.name
@@ -363,6 +364,7 @@ def request_token(
     secrets: Sequence[str | None] = (),
 ) -> TokenResult:
     """POST one token request (any grant type) and return the validated result."""
+    # Authlib is heavy; only a token request needs its body builder.
     from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
     url = endpoint(provider, "token_endpoint", "token endpoint")

@@ -14,6 +14,8 @@ import math
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -44,8 +46,6 @@ def retry_after(response: httpx2.Response) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
@@ -73,8 +73,7 @@ def http_client() -> httpx2.Client:
     request its timeouts)."""
     client = getattr(_local, "client", None)
     if client is None:
-        from http.cookiejar import CookieJar, DefaultCookiePolicy
-
+        # httpx2 is heavy; only a request to an endpoint needs a client.
         import httpx2
 
         client = _local.client = httpx2.Client(
@@ -102,6 +101,7 @@ def tls_context() -> ssl.SSLContext:
     global _tls
     with _tls_lock:
         if _tls is None:
+            # httpx2 is heavy; only a request to an endpoint needs its TLS context.
             import httpx2
 
             context = httpx2.create_ssl_context()
@@ -121,6 +121,7 @@ def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any)
     Network failures and a passed deadline become ``TransientError``; an answer larger than
     ``MAX_RESPONSE_BYTES`` and a redirect are refused (RFC 9700 §4.11: token and revocation
     requests are never redirected)."""
+    # httpx2 is heavy; only a request to an endpoint needs it.
     import httpx2
 
     name = provider.name
