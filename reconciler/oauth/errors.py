@@ -1,9 +1,10 @@
 """Errors raised by the OAuth layer.
 
 Every error carries a one-paragraph message for the user (which grant, what happened, what to
-do), the OAuth ``error`` code and the provider's ``error_description`` when there is one. No
-message ever contains a token, a code or a client secret: descriptions coming from a provider
-are scrubbed of the secret values that were sent in the request before they are stored.
+do), the OAuth ``error`` code (RFC 6749 §4.1.2.1, §5.2; RFC 7009 §2.2.1; RFC 8628 §3.5) and the
+provider's ``error_description`` when there is one. No message ever contains a token, a code or
+a client secret: descriptions coming from a provider are scrubbed of the secret values that were
+sent in the request before they are stored.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Named provider quirks, selected by ``Provider.quirks`` (the catalog's vocabulary).
+"""Named provider quirks, selected by ``Provider.quirks`` (the catalog's vocabulary): where a
+provider departs from RFC 6749 §4.1.1 (authorization request), §5.1-§5.2 (token responses) or
+RFC 7009 (revocation), this module says how.
 
 Each quirk is a small set of hooks; the protocol code asks this module at fixed points and never
 tests which provider it is talking to. The hook points are:
