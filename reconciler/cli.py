@@ -467,7 +467,7 @@ def _json_line(document: object) -> str:
 def _browser(args: argparse.Namespace):
     """How a link flow reaches the person at this terminal."""
     from .model import Browser
-    from .oauth.authorize import system_browser
+    from .oauth.loopback import system_browser
 
     def show(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -87,7 +87,7 @@ def link(
             provider, secret, scopes, announce=prompt.announce, waiting=prompt.waiting, now=now
         )
     else:
-        from ..oauth.authorize import run_loopback_flow
+        from ..oauth.loopback import run_loopback_flow
 
         paste = "; or paste here the address it ends on" if browser.read_pasted else ""
         browser.show(f"{name}: waiting up to {browser.timeout:g} s for the browser{paste}")
@@ -286,7 +286,7 @@ def revoke(
     With ``identities``, the access token a refresh recorded for fast reads (the file's one
     is then stale) is revoked too: it is the one scripts were given.
     """
-    from ..oauth import tokens
+    from ..oauth import revocation
     from ..oauth.errors import OAuthError
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
@@ -302,11 +302,11 @@ def revoke(
     revoked = False
     try:
         if grant.refresh_token is not None:
-            tokens.revoke(provider, secret, grant.refresh_token, "refresh_token")
+            revocation.revoke(provider, secret, grant.refresh_token, "refresh_token")
             revoked = True
         for access_token in access_tokens:
             try:
-                tokens.revoke(provider, secret, access_token, "access_token")
+                revocation.revoke(provider, secret, access_token, "access_token")
             except OAuthError:
                 if not revoked:
                     raise

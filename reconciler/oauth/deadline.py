@@ -47,6 +47,7 @@ def _bounded(timeout: float | None, expired: type[Exception]) -> float | None:
 
 def wrap_backend(inner: Any) -> Any:
     """``inner`` (an httpcore2 ``NetworkBackend``) with the deadline applied to its streams."""
+    # httpcore2 (under httpx2) is heavy; only a new client's connection pool needs it.
     import httpcore2
 
     class Stream(httpcore2.NetworkStream):

@@ -16,6 +16,7 @@ from typing import Literal
 
 from ..model import Provider, Secret
 from . import quirks
+from .endpoints import endpoint, is_secure_url
 from .errors import (
     AccessDenied,
     LinkTimeout,
@@ -29,9 +30,7 @@ from .tokens import (
     Now,
     TokenResult,
     client_auth,
-    endpoint,
     error_from_payload,
-    is_secure_url,
     join_scopes,
     request_token,
 )
@@ -97,6 +96,7 @@ def start_device_flow(
     provider: Provider, client_secret: Secret | None, scopes: Sequence[str] | None = None
 ) -> DeviceAuthorization:
     """Request a device code and user code (RFC 8628 §3.1)."""
+    # Authlib is heavy; only a device authorization request needs its form encoder.
     from authlib.common.urls import url_encode
 
     name = provider.name

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Provider
+from .endpoints import is_secure_url
 from .errors import OAuthError, TransientError, printable
-from .tokens import is_secure_url
 from .transport import parse_body, send
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def cache_dir() -> Path:
 
 def metadata_urls(issuer: str) -> list[str]:
     """Where to look, in order: RFC 8414 (path inserted), then OpenID Connect (path appended)."""
+    # Authlib is heavy; only a metadata lookup needs the RFC 8414 URL rule.
     from authlib.oauth2.rfc8414 import get_well_known_url
 
     rfc8414 = get_well_known_url(issuer, external=True)
@@ -61,6 +62,7 @@ def _provider_for(issuer: str, name: str | None) -> Provider:
 
 def validate_metadata(issuer: str, metadata: dict[str, Any], *, name: str | None = None) -> None:
     """Check a metadata document against the configured issuer (RFC 8414 §3.3)."""
+    # Authlib is heavy; only a metadata document to check needs its validator.
     from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
     label = name or issuer

@@ -1,14 +1,19 @@
 """Errors raised by the OAuth layer.
 
 Every error carries a one-paragraph message for the user (which grant, what happened, what to
-do), the OAuth ``error`` code and the provider's ``error_description`` when there is one. No
-message ever contains a token, a code or a client secret: descriptions coming from a provider
-are scrubbed of the secret values that were sent in the request before they are stored.
+do), the OAuth ``error`` code (RFC 6749 §4.1.2.1, §5.2; RFC 7009 §2.2.1; RFC 8628 §3.5) and the
+provider's ``error_description`` when there is one. No message ever contains a token, a code or
+a client secret: descriptions coming from a provider are scrubbed of the secret values that were
+sent in the request before they are stored.
 """
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 from ..errors import ReconcilerError
 
@@ -88,11 +93,6 @@ def scrub(text: str | None, secrets: Iterable[str | None] = ()) -> str | None:
 def encodings(value: str) -> set[str]:
     """``value`` as it may come back from a provider: raw, form- and URL-encoded (either case of
     hex digits), JSON-escaped, and base64 (as in HTTP Basic)."""
-    import base64
-    import json
-    import re
-    from urllib.parse import quote, quote_plus
-
     escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     forms = {value, *escaped, *(form.replace("/", "\\/") for form in escaped)}
     for encoded in (quote(value, safe=""), quote_plus(value, safe="")):
@@ -112,8 +112,6 @@ def client_secrets(client_id: str, client_secret: str | None) -> list[str]:
     raw as Authlib sends it, or form-encoded first as the RFC says): what ``scrub`` looks for."""
     if not client_secret:
         return []
-    from urllib.parse import quote_plus
-
     return [
         client_secret,
         f"{client_id}:{client_secret}",

@@ -1,4 +1,6 @@
-"""Named provider quirks, selected by ``Provider.quirks`` (the catalog's vocabulary).
+"""Named provider quirks, selected by ``Provider.quirks`` (the catalog's vocabulary): where a
+provider departs from RFC 6749 §4.1.1 (authorization request), §5.1-§5.2 (token responses) or
+RFC 7009 (revocation), this module says how.
 
 Each quirk is a small set of hooks; the protocol code asks this module at fixed points and never
 tests which provider it is talking to. The hook points are:
@@ -42,6 +44,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from . import transport
+from .endpoints import check_endpoint, is_secure_url
 from .errors import InvalidTokenResponse, OAuthError, client_secrets, scrub
 
 if TYPE_CHECKING:
@@ -54,7 +58,8 @@ Extra = dict[str, str]
 Revoker = Callable[["Provider", "Secret | None", "Secret", "str | None"], None]
 
 #: The member of a normalized token response that carries a second access token (a ``Secret``
-#: once validated): ``tokens.TokenResult.secondary_token``.
+#: once validated): ``tokens.TokenResult.secondary_token``. This module imports neither
+#: ``tokens`` nor ``revocation``: they call its hooks.
 SECONDARY_TOKEN = "secondary_token"
 
 
@@ -111,10 +116,8 @@ def _github_delete_grant(
     provider: Provider, client_secret: Secret | None, token: Secret, token_type_hint: str | None
 ) -> None:
     """``DELETE /applications/{client_id}/grant``: revokes the grant and all its tokens."""
+    # httpx2 is heavy; only this revocation call needs its Basic auth.
     import httpx2
-
-    from .tokens import check_endpoint
-    from .transport import send, unavailable
 
     name = provider.name
     if not client_secret:
@@ -128,7 +131,7 @@ def _github_delete_grant(
     api_base = str(provider.extras.get("api_base", "https://api.github.com")).rstrip("/")
     url = f"{api_base}/applications/{quote(provider.client_id, safe='')}/grant"
     check_endpoint(provider, url, "GitHub API")
-    response = send(
+    response = transport.send(
         provider,
         "DELETE",
         url,
@@ -145,7 +148,7 @@ def _github_delete_grant(
         # The grant (or the token) no longer exists: nothing left to revoke (RFC 7009 §2.2).
         log.info("%s: GitHub reports the grant as already gone (HTTP %s)", name, status)
         return
-    busy = unavailable(
+    busy = transport.unavailable(
         provider,
         response,
         endpoint=f"GitHub API answered HTTP {status} to the grant deletion",
@@ -249,8 +252,6 @@ def _slack_pick_token(provider: Provider, payload: Payload, user: dict, extra: E
 
 
 def _salesforce_token_response(provider: Provider, payload: Payload, extra: Extra) -> Payload:
-    from .tokens import is_secure_url
-
     if payload.get("error"):
         return payload
     instance_url = payload.get("instance_url")

@@ -1,12 +1,12 @@
-"""Token endpoint operations (RFC 6749 §4.1.3, §4.4, §6), revocation (RFC 7009), and the
-strict validation of token responses.
+"""Token endpoint operations: code exchange (RFC 6749 §4.1.3 with the RFC 7636 §4.5 verifier),
+client credentials (§4.4), refresh (§6); the strict validation of token responses (§5.1, §5.2);
+and ``grant_from_result``, the ``model.Grant`` to store from a response.
 
 Requests are built with Authlib (``prepare_token_request``, ``OAuth2ClientAuth`` for
-``client_secret_basic`` / ``client_secret_post`` / ``none``, ``prepare_revoke_token_request``)
-and sent through ``transport`` (httpx2, no redirects followed, short timeouts). Responses are
-checked here: an ``error`` member is an error whatever the HTTP status, an access token must be
-present and non-blank, an ``id_token``-only answer is refused, and form-encoded bodies are
-accepted.
+``client_secret_basic`` / ``client_secret_post`` / ``none``) and sent through ``transport``
+(httpx2, no redirects followed, short timeouts). Responses are checked here: an ``error`` member
+is an error whatever the HTTP status, an access token must be present and non-blank, an
+``id_token``-only answer is refused, and form-encoded bodies are accepted.
 
 Importing this module is cheap: Authlib and httpx2 are imported inside the functions.
 """
@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from ..model import Grant, Provider, Secret
 from . import quirks
+from .endpoints import endpoint
 from .errors import (
     AccessDenied,
     InvalidGrant,
@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 
 DEVICE_CODE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 #: The longest lifetime an ``expires_in`` is believed for: larger values (1e15 s has been seen)
 #: are clamped, so that the expiry stays a date that every stage can compute with.
@@ -74,7 +73,7 @@ class TokenResult:
     secondary_token: Secret | None = None
 
 
-# --- small shared helpers (used by authorize, device, discovery, quirks) ---------------------
+# --- small shared helpers (used by authorize, device, revocation) ---------------------------
 
 
 def resolve_now(now: Now) -> datetime:
@@ -85,46 +84,6 @@ def resolve_now(now: Now) -> datetime:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     return now.astimezone(UTC)
-
-
-def is_secure_url(url: str) -> bool:
-    """``https``, or ``http`` on a loopback host (SPEC §1, RFC 8252 §7.3); never a URL with a
-    control character (it would be shown in messages)."""
-    if not url.isprintable():
-        return False
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if parts.scheme == "https":
-        return True
-    return parts.scheme == "http" and host in LOOPBACK_HOSTS
-
-
-def check_endpoint(provider: Provider, url: str, what: str) -> None:
-    if not is_secure_url(url):
-        raise OAuthError(
-            f"{provider.name}: the {what} URL {url!r} is not https (plain http is allowed only "
-            "on 127.0.0.1, [::1] and localhost). Fix the URL in providers.yaml.",
-            error="insecure_endpoint",
-            provider=provider.name,
-        )
-
-
-def endpoint(provider: Provider, attr: str, what: str) -> str:
-    url = getattr(provider, attr)
-    if not url:
-        raise OAuthError(
-            f"{provider.name}: no {what} is known for this provider. Set `{attr}` in "
-            "providers.yaml, or an `issuer` that publishes it (RFC 8414 discovery).",
-            error="missing_endpoint",
-            provider=provider.name,
-        )
-    check_endpoint(provider, url, what)
-    return url
 
 
 def split_scopes(provider: Provider, value: object) -> tuple[str, ...]:
@@ -366,6 +325,7 @@ def token_response(
 
 def client_auth(provider: Provider, client_secret: Secret | None, *, json_body: bool = False):
     """Authlib's httpx2 client authentication for the provider's configured method."""
+    # Authlib (and httpx2 under it) is heavy; only a request to an endpoint needs it.
     from authlib.integrations.httpx_client import OAuth2ClientAuth
 
     name = provider.name
@@ -404,6 +364,7 @@ def request_token(
     secrets: Sequence[str | None] = (),
 ) -> TokenResult:
     """POST one token request (any grant type) and return the validated result."""
+    # Authlib is heavy; only a token request needs its body builder.
     from authlib.oauth2.rfc6749.parameters import prepare_token_request
 
     url = endpoint(provider, "token_endpoint", "token endpoint")
@@ -495,91 +456,6 @@ def client_credentials(
         {"scope": join_scopes(provider, scopes) if scopes else None},
         what="client-credentials request",
         now=now,
-    )
-
-
-def revoke(
-    provider: Provider,
-    client_secret: Secret | None,
-    token: Secret,
-    token_type_hint: str | None = None,
-) -> None:
-    """Revoke a token (RFC 7009), or through the provider's own call when a quirk says so.
-    Revoking a refresh token normally revokes the whole grant (RFC 7009 §2.1)."""
-    override = quirks.revoker(provider)
-    if override is not None:
-        override(provider, client_secret, token, token_type_hint)
-        return
-    name = provider.name
-    if not provider.revocation_endpoint:
-        raise OAuthError(
-            f"{name}: the provider has no revocation endpoint (RFC 7009), so the grant cannot be "
-            "revoked from here. Revoke the app's access in your account settings at the "
-            "provider, or set `revocation_endpoint` if it has one.",
-            error="revocation_unsupported",
-            provider=name,
-        )
-    url = endpoint(provider, "revocation_endpoint", "revocation endpoint")
-    from authlib.oauth2.rfc7009 import prepare_revoke_token_request
-
-    headers: dict[str, str] = {"Accept": "application/json"}
-    if quirks.json_token_request(provider):
-        fields = {"token": token.reveal()}
-        if token_type_hint:
-            fields["token_type_hint"] = token_type_hint
-        kwargs: dict[str, Any] = {"json": fields}
-        auth = client_auth(provider, client_secret, json_body=True)
-    else:
-        body, headers = prepare_revoke_token_request(token.reveal(), token_type_hint, None, headers)
-        kwargs = {"content": body.encode()}
-        auth = client_auth(provider, client_secret)
-    response = send(provider, "POST", url, what="revocation", headers=headers, auth=auth, **kwargs)
-    status = response.status_code
-    secrets = [token.reveal(), *client_secrets(provider.client_id, _reveal(client_secret))]
-    if 200 <= status < 300:
-        # RFC 7009 §2.2 ignores the body, but some providers answer 200 with an error in it.
-        payload = parse_body(response) or {}
-        payload = quirks.normalize_token_response(provider, payload, {})
-        error = payload.get("error")
-        if not error:
-            return
-        if error in ("invalid_grant", "invalid_token"):
-            log.info("%s: the token was already invalid; nothing left to revoke", name)
-            return
-        raise error_from_payload(
-            provider, payload, what="revocation", status=status, secrets=secrets
-        )
-    busy = unavailable(
-        provider,
-        response,
-        endpoint=f"revocation endpoint answered HTTP {status}",
-        outcome="the token is not revoked yet",
-        secrets=secrets,
-    )
-    if busy is not None:
-        raise busy
-    payload = parse_body(response) or {}
-    if payload.get("error") == "unsupported_token_type":
-        description = scrub(payload.get("error_description"), secrets)
-        raise OAuthError(
-            f"{name}: the provider does not revoke {token_type_hint or 'this kind of'} tokens "
-            f"({describe('unsupported_token_type', description)}). Revoke the app's access in "
-            "your account settings at the provider.",
-            error="unsupported_token_type",
-            description=description,
-            provider=name,
-            status_code=status,
-        )
-    if payload.get("error"):
-        raise error_from_payload(
-            provider, payload, what="revocation", status=status, secrets=secrets
-        )
-    raise OAuthError(
-        f"{name}: the revocation endpoint answered HTTP {status}; the token may still be valid. "
-        "Check the revocation endpoint URL and client settings.",
-        error="revocation_failed",
-        provider=name,
-        status_code=status,
     )
 
 

@@ -44,7 +44,7 @@ def retry_after(response: httpx2.Response) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime  # ~10 ms; an HTTP-date is rare here
 
         try:
             when = parsedate_to_datetime(value)
@@ -73,6 +73,7 @@ def http_client() -> httpx2.Client:
     request its timeouts)."""
     client = getattr(_local, "client", None)
     if client is None:
+        # httpx2 is heavy (and loads http.cookiejar); only a request to an endpoint needs one.
         from http.cookiejar import CookieJar, DefaultCookiePolicy
 
         import httpx2
@@ -102,6 +103,7 @@ def tls_context() -> ssl.SSLContext:
     global _tls
     with _tls_lock:
         if _tls is None:
+            # httpx2 is heavy; only a request to an endpoint needs its TLS context.
             import httpx2
 
             context = httpx2.create_ssl_context()
@@ -121,6 +123,7 @@ def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any)
     Network failures and a passed deadline become ``TransientError``; an answer larger than
     ``MAX_RESPONSE_BYTES`` and a redirect are refused (RFC 9700 §4.11: token and revocation
     requests are never redirected)."""
+    # httpx2 is heavy; only a request to an endpoint needs it.
     import httpx2
 
     name = provider.name

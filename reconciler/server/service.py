@@ -172,7 +172,7 @@ class Service:
         """This server's callback, or the provider's configured ``redirect_uri`` (a loopback
         one without a port gets this server's port). It must lead to this server's callback."""
         from ..oauth.authorize import CALLBACK_PATH
-        from ..oauth.tokens import LOOPBACK_HOSTS
+        from ..oauth.endpoints import LOOPBACK_HOSTS
 
         own = self.base_url + CALLBACK_PATH
         configured = provider.redirect_uri

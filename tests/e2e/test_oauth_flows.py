@@ -11,8 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from reconciler.model import Provider, Secret
-from reconciler.oauth import authorize, device, discovery, tokens
+from reconciler.oauth import authorize, device, discovery, loopback, tokens
 from reconciler.oauth.errors import AccessDenied, InvalidGrant, LinkTimeout, OAuthError
+from reconciler.oauth.revocation import revoke
 from reconciler.oauth.tokens import grant_from_result
 
 from .authserver import replace_param
@@ -23,7 +24,7 @@ CONF_SECRET = Secret("conf-secret-0123456789")
 
 
 def link(provider, secret, browser, **kwargs):
-    return authorize.run_loopback_flow(
+    return loopback.run_loopback_flow(
         provider, secret, open_browser=browser, timeout=10, now=NOW, **kwargs
     )
 
@@ -189,7 +190,7 @@ def test_denied_consent(auth_server, confidential_client, browser):
 def test_link_times_out_when_the_user_never_comes_back(auth_server, confidential_client):
     started = time.monotonic()
     with pytest.raises(LinkTimeout):
-        authorize.run_loopback_flow(
+        loopback.run_loopback_flow(
             auth_server.provider(confidential_client),
             CONF_SECRET,
             open_browser=lambda url: None,
@@ -269,20 +270,20 @@ def test_public_client_refresh(auth_server, public_client, browser):
 def test_revocation_then_refresh_is_invalid_grant(auth_server, confidential_client, browser):
     provider = auth_server.provider(confidential_client)
     result = link(provider, CONF_SECRET, browser)
-    tokens.revoke(provider, CONF_SECRET, result.refresh_token, "refresh_token")
+    revoke(provider, CONF_SECRET, result.refresh_token, "refresh_token")
     (revocation,) = requests_to(auth_server, "/revoke")
     assert revocation.form["token_type_hint"] == ["refresh_token"]
     assert api_status(auth_server, result.access_token) == 401
     with pytest.raises(InvalidGrant):
         tokens.refresh(provider, CONF_SECRET, result.refresh_token, now=NOW)
     # RFC 7009 §2.2: revoking an unknown or already revoked token is not an error.
-    tokens.revoke(provider, CONF_SECRET, result.refresh_token, "refresh_token")
+    revoke(provider, CONF_SECRET, result.refresh_token, "refresh_token")
 
 
 def test_revoking_only_the_access_token(auth_server, public_client, browser):
     provider = auth_server.provider(public_client)
     result = link(provider, None, browser)
-    tokens.revoke(provider, None, result.access_token, "access_token")
+    revoke(provider, None, result.access_token, "access_token")
     assert api_status(auth_server, result.access_token) == 401
     renewed = tokens.refresh(provider, None, result.refresh_token, now=NOW)
     assert api_status(auth_server, renewed.access_token) == 200

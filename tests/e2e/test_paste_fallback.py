@@ -7,8 +7,8 @@ import queue
 
 import pytest
 
-from reconciler.oauth.authorize import run_loopback_flow
 from reconciler.oauth.errors import OAuthError
+from reconciler.oauth.loopback import run_loopback_flow
 
 from .browser import ScriptedBrowser
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from reconciler.model import Secret
-from reconciler.oauth import quirks, tokens, transport
+from reconciler.oauth import quirks, revocation, tokens, transport
 from reconciler.oauth.authorize import build_authorization_url
 from reconciler.oauth.errors import InvalidGrant, OAuthError, TransientError
 from reconciler.oauth.tokens import grant_from_result
@@ -98,7 +98,7 @@ def test_github_grant_deletion(stub, make_provider):
         extras={"api_base": stub.base_url},
         revocation_endpoint=None,
     )
-    tokens.revoke(provider, SECRET, Secret("gho_token"), "access_token")
+    revocation.revoke(provider, SECRET, Secret("gho_token"), "access_token")
     (request,) = stub.hits("/applications/Iv1.abc/grant")
     assert request.method == "DELETE"
     assert request.headers["authorization"] == basic("Iv1.abc", "app-secret")
@@ -109,13 +109,13 @@ def test_github_grant_deletion(stub, make_provider):
 def test_github_grant_deletion_errors(stub, make_provider):
     provider = make_provider(quirks=("github_grant_deletion",), extras={"api_base": stub.base_url})
     stub.reply("DELETE", "/applications/client-1/grant", 422, {"message": "Validation Failed"})
-    tokens.revoke(provider, SECRET, Secret("gone"))  # already gone: nothing left to revoke
+    revocation.revoke(provider, SECRET, Secret("gone"))  # already gone: nothing left to revoke
     stub.reply("DELETE", "/applications/client-1/grant", 401, {"message": "Bad credentials"})
     with pytest.raises(OAuthError, match="Bad credentials") as info:
-        tokens.revoke(provider, SECRET, Secret("t"))
+        revocation.revoke(provider, SECRET, Secret("t"))
     assert info.value.error == "invalid_client"
     with pytest.raises(OAuthError, match="client secret"):
-        tokens.revoke(provider, None, Secret("t"))
+        revocation.revoke(provider, None, Secret("t"))
 
 
 def test_github_default_api_base_is_github(make_provider, monkeypatch):
@@ -128,7 +128,7 @@ def test_github_default_api_base_is_github(make_provider, monkeypatch):
     monkeypatch.setattr(transport, "send", fake_send)
     provider = make_provider(client_id="Iv1.abc", quirks=("github_grant_deletion",))
     with pytest.raises(OAuthError):
-        tokens.revoke(provider, SECRET, Secret("t"))
+        revocation.revoke(provider, SECRET, Secret("t"))
     assert seen == [("DELETE", "https://api.github.com/applications/Iv1.abc/grant")]
 
 
@@ -250,16 +250,16 @@ def test_slack_auth_revoke_answers(stub, make_provider):
     # https://api.slack.com/methods/auth.revoke: HTTP 200 whatever happened, `ok` tells.
     provider = make_provider(quirks=("slack_authed_user",))
     stub.reply("POST", "/revoke", body={"ok": True, "revoked": True})
-    tokens.revoke(provider, SECRET, Secret("xoxp-1"))
+    revocation.revoke(provider, SECRET, Secret("xoxp-1"))
     assert stub.hits("/revoke")[0].form["token"] == "xoxp-1"
     stub.reply("POST", "/revoke", body={"ok": False, "error": "invalid_auth"})
-    tokens.revoke(provider, SECRET, Secret("xoxp-1"))  # already invalid: nothing to revoke
+    revocation.revoke(provider, SECRET, Secret("xoxp-1"))  # already invalid: nothing to revoke
     stub.reply("POST", "/revoke", body={"ok": False, "error": "ratelimited"})
     with pytest.raises(TransientError):
-        tokens.revoke(provider, SECRET, Secret("xoxp-1"))
+        revocation.revoke(provider, SECRET, Secret("xoxp-1"))
     stub.reply("POST", "/revoke", body={"ok": False, "error": "missing_scope"})
     with pytest.raises(OAuthError, match="missing_scope"):
-        tokens.revoke(provider, SECRET, Secret("xoxp-1"))
+        revocation.revoke(provider, SECRET, Secret("xoxp-1"))
 
 
 # --- Notion --------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_notion_json_revocation(stub, make_provider):
     provider = make_provider(
         quirks=("json_token_request",), token_endpoint_auth_method="client_secret_basic"
     )
-    tokens.revoke(provider, SECRET, Secret("secret_notion"))
+    revocation.revoke(provider, SECRET, Secret("secret_notion"))
     (request,) = stub.hits("/revoke")
     assert request.json == {"token": "secret_notion"}
     assert request.headers["authorization"] == basic("client-1", "app-secret")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from reconciler.model import Grant, Secret
-from reconciler.oauth import tokens, transport
+from reconciler.oauth import revocation, tokens, transport
 from reconciler.oauth.errors import InvalidGrant, InvalidTokenResponse, OAuthError, TransientError
 from reconciler.oauth.tokens import TokenResult, grant_from_result
 
@@ -395,7 +395,7 @@ def test_grant_from_result_after_a_refresh_keeps_the_durable_parts(make_provider
 
 def test_revoke_posts_token_and_hint(stub, make_provider):
     stub.reply("POST", "/revoke", 200, "")
-    tokens.revoke(make_provider(), SECRET, Secret("rt-1"), "refresh_token")
+    revocation.revoke(make_provider(), SECRET, Secret("rt-1"), "refresh_token")
     (request,) = stub.hits("/revoke")
     assert request.form == {"token": "rt-1", "token_type_hint": "refresh_token"}
     assert request.headers["authorization"] == basic("client-1", "s3cret-value")
@@ -403,7 +403,7 @@ def test_revoke_posts_token_and_hint(stub, make_provider):
 
 def test_revoke_without_endpoint_is_a_clear_error(stub, make_provider):
     with pytest.raises(OAuthError, match="no revocation endpoint") as info:
-        tokens.revoke(make_provider(revocation_endpoint=None), SECRET, Secret("t"))
+        revocation.revoke(make_provider(revocation_endpoint=None), SECRET, Secret("t"))
     assert info.value.error == "revocation_unsupported"
     assert stub.requests == []
 
@@ -416,16 +416,17 @@ def test_revoke_errors(stub, make_provider):
         (400, {}, {"error": "unsupported_token_type"}),
     )
     with pytest.raises(TransientError) as info:
-        tokens.revoke(make_provider(), SECRET, Secret("t"), "access_token")
+        revocation.revoke(make_provider(), SECRET, Secret("t"), "access_token")
     assert info.value.retry_after == 3
     with pytest.raises(OAuthError) as info:
-        tokens.revoke(make_provider(), SECRET, Secret("t"), "access_token")
+        revocation.revoke(make_provider(), SECRET, Secret("t"), "access_token")
     assert info.value.error == "unsupported_token_type"
 
 
 def test_importing_tokens_is_cheap():
     code = (
-        "import sys, reconciler.oauth.tokens, reconciler.oauth.errors, reconciler.oauth.quirks;"
+        "import sys, reconciler.oauth.tokens, reconciler.oauth.errors, reconciler.oauth.quirks,"
+        " reconciler.oauth.revocation;"
         "heavy = [m for m in ('authlib', 'httpx2') if m in sys.modules];"
         "assert not heavy, heavy"
     )
