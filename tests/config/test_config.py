@@ -17,10 +17,10 @@ from reconciler.config import (
     errors,
     load,
     locate,
-    references,
     resolve_reference,
     schema,
 )
+from reconciler.config.schemes import file as file_scheme
 from reconciler.model import Desired, Notify, Provider, Secret, SecretSpec
 
 RECIPIENT = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
@@ -773,7 +773,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_huge_file_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "big").write_bytes(b"x" * (references.MAX_SECRET_FILE + 10))
+    (tmp_path / "big").write_bytes(b"x" * (file_scheme.MAX_SECRET_FILE + 10))
     with pytest.raises(ConfigError, match="larger than 1 MiB"):
         resolve_reference("file:big", base_dir=tmp_path, owner="o", environ={})
 
