@@ -1,4 +1,10 @@
-"""Shared fixtures: an isolated project folder with its own age identity and environment."""
+"""Shared fixtures: an isolated project folder with its own age identity and environment.
+
+Markers (registered in pyproject.toml) are set here by folder and fixture, not by hand:
+``e2e`` for every test under tests/e2e/ or using the real authorization server
+(``auth_server``), ``cluster`` for every test under tests/cluster/ (real etcd). The fast loop is
+``python -m pytest -m "not e2e and not cluster"``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+MARK_BY_FOLDER = {TESTS / "e2e": "e2e", TESTS / "cluster": "cluster"}
+MARK_BY_FIXTURE = {"auth_server": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = {
+            mark for folder, mark in MARK_BY_FOLDER.items() if item.path.is_relative_to(folder)
+        }
+        names |= {mark for fixture, mark in MARK_BY_FIXTURE.items() if fixture in item.fixturenames}
+        for name in sorted(names):
+            item.add_marker(name)
 
 
 @dataclass
