@@ -15,8 +15,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.authserver import AuthServer
 
 TESTS = Path(__file__).resolve().parent
 MARK_BY_FOLDER = {TESTS / "e2e": "e2e", TESTS / "cluster": "cluster"}
@@ -151,6 +155,27 @@ def project(tmp_path: Path) -> Project:
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     return Project(root, env, recipient, key_file)
+
+
+@pytest.fixture
+def auth_clients() -> dict[str, str | None]:
+    """The clients (id: secret, None for a public one) that ``auth_server`` knows from the
+    start; a folder's conftest overrides this fixture to register its own."""
+    return {}
+
+
+@pytest.fixture
+def auth_server(auth_clients: dict[str, str | None]) -> Iterator[AuthServer]:
+    """The real Authlib authorization server of tests/e2e/authserver.py on 127.0.0.1, on an
+    ephemeral port, with the clients of ``auth_clients``."""
+    # Authlib and starlette load only for the tests that use the server.
+    from tests.e2e.authserver import AuthServer
+
+    server = AuthServer().start()
+    for client_id, secret in auth_clients.items():
+        server.add_client(client_id, secret)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

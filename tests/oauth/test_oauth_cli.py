@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.notify.conftest import KEY, Receiver
+from tests.notify.support import KEY, Receiver
 
 from .conftest import STUB_ACCESS, STUB_CLIENT_SECRET, STUB_REFRESH, echo, every_form
 

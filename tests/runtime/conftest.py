@@ -73,11 +73,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
 
 
 @pytest.fixture
-def auth_server() -> Iterator[AuthServer]:
-    server = AuthServer().start()
-    server.add_client(CLIENT_ID, CLIENT_SECRET)
-    yield server
-    server.stop()
+def auth_clients() -> dict[str, str | None]:
+    return {CLIENT_ID: CLIENT_SECRET}
 
 
 def providers_yaml(recipient: str, auth: AuthServer) -> str:

@@ -250,11 +250,8 @@ class Harness:
 
 
 @pytest.fixture
-def auth_server():
-    server = AuthServer().start()
-    server.add_client("conf-app", CLIENT_SECRET)
-    yield server
-    server.stop()
+def auth_clients() -> dict[str, str | None]:
+    return {"conf-app": CLIENT_SECRET}
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import yaml
 
 from tests.conftest import new_identity
 
-from .test_watch import save
-from .test_watch_oauth import CLIENT_SECRET, document, provider
+from .support import CLIENT_SECRET, document, provider, save
 
 
 def recipients(project, name: str) -> list[str]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import read_value
+from .support import read_value, save
 
 
 def config(recipient: str | None, secrets: dict[str, str], *, extra: str = "") -> str:
@@ -19,13 +19,6 @@ def config(recipient: str | None, secrets: dict[str, str], *, extra: str = "") -
     for name, ref in secrets.items():
         lines += [f"  {name}:", f"    value: {ref}"]
     return "\n".join(lines) + "\n" + extra
-
-
-def save(path, text: str) -> None:
-    """Save as most editors do: write a temporary file beside it, then rename it over."""
-    temp = path.with_name(f".{path.name}.swp")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 @pytest.fixture
