@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import sops_binary
+from tests.support import sops_binary
 
 from .authserver import AuthServer, Client
 from .browser import http_client

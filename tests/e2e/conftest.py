@@ -1,7 +1,7 @@
 """Fixtures for end-to-end tests over real HTTP on the loopback interface: the authorization
 server with an issuer path, its clients, a scripted browser, a fake clock, and ``e2e``, the real
 `reconcile` command run against the server with a leak check after each test (cli_support.py).
-May import tests/conftest.py and this folder's support modules."""
+May import tests/support.py and this folder's support modules."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from reconciler.vault.files import lock_path_for
-from tests.conftest import read_only_folder
+from tests.support import read_only_folder
 
 from . import cli_support
 from .cli_support import approve_at_the_server, record_device_polls, scaled_device_clock

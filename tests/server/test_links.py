@@ -11,8 +11,7 @@ from reconciler.vault.store import grant_path
 from tests.e2e.authserver import replace_param
 from tests.e2e.browser import ScriptedBrowser, http_client
 
-from .conftest import CLIENT_SECRET, CONTROL_SECRET
-from .support import decrypt
+from .support import CLIENT_SECRET, CONTROL_SECRET, decrypt
 
 CALLBACK = "/oauth/link/callback"
 

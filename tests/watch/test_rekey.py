@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.conftest import new_identity
+from tests.support import new_identity
 
 from .support import CLIENT_SECRET, document, provider, save
 

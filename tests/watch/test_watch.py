@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.support import new_identity
+
 from .support import read_value, save
 
 
@@ -137,8 +139,6 @@ def test_no_loop_on_its_own_writes(ready, watch):
 
 
 def test_a_changed_sops_yaml_is_reported_and_rekeyed_only_by_apply(project, watch, tmp_path):
-    from tests.conftest import new_identity
-
     (project.root / "alpha.key").write_text("alpha-value-1\n")
     sops_yaml = project.root / ".sops.yaml"
     rule = "creation_rules:\n  - path_regex: secrets/.*\\.sops\\.yaml$\n    age: {}\n"
