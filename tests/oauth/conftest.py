@@ -3,11 +3,13 @@ project declaring a grant on it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from reconciler.model import Provider
+from reconciler.model import Grant, Provider, Secret
+from reconciler.vault.store import grant_path, write_grant
 
 from .support import STUB_ACCESS, STUB_CLIENT_SECRET, STUB_REFRESH, StubServer
 
@@ -44,11 +46,6 @@ def stub_project(project, stub):
     """``project`` (tests/conftest.py) declaring the grant `api` on the stub server, with
     ``client_secret_post``, ``request_deadline: 1s`` and an expired grant file, so that
     `reconcile token api` refreshes. Returns the grant file's path."""
-    from datetime import UTC, datetime, timedelta
-
-    from reconciler.model import Grant, Secret
-    from reconciler.vault.store import grant_path, write_grant
-
     project.env["API_CLIENT_SECRET"] = STUB_CLIENT_SECRET
     project.write_config(
         "version: 1\n"

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from reconciler.server.run import prepare
 from tests.e2e.authserver import AuthServer
 from tests.e2e.browser import http_client
 
@@ -246,8 +247,6 @@ class ThreadedServe:
 def threaded_serve(harness, monkeypatch, request):
     """The app factory the CLI uses, run by uvicorn in a thread, with a fake clock. Indirect
     parametrization passes more keyword arguments to ``prepare``."""
-    from reconciler.server.run import prepare
-
     for key, value in harness.project.env.items():
         monkeypatch.setenv(key, value)
     clock = FakeClock()
