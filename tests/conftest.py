@@ -122,7 +122,7 @@ def auth_clients() -> dict[str, str | None]:
 def auth_server(auth_clients: dict[str, str | None]) -> Iterator[AuthServer]:
     """The real Authlib authorization server of tests/e2e/authserver.py on 127.0.0.1, on an
     ephemeral port, with the clients of ``auth_clients``."""
-    # Authlib and starlette load only for the tests that use the server.
+    # Authlib loads only for the tests that use the server.
     from tests.e2e.authserver import AuthServer
 
     server = AuthServer().start()
