@@ -405,7 +405,7 @@ CENTRES = [
     ("vault.scan (read+decrypt all files)", "vault/store.py", ("scan",)),
     ("token cache read (cache.read)", "vault/cache.py", ("read",)),
     ("read_grant (the re-read under the lock)", "vault/store.py", ("read_grant",)),
-    ("client secret resolution", "reconciler/grants.py", ("client_secret",)),
+    ("client secret resolution", "reconciler/apply/lifecycle.py", ("client_secret",)),
     ("tokens.refresh (HTTP exchange)", "oauth/tokens.py", ("refresh",)),
     ("  transport.http_client (client creation)", "oauth/transport.py", ("http_client",)),
     ("  TLS context creation", "", ("create_ssl_context", "load_verify_locations")),

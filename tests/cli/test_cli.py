@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import new_identity, sops_binary
+from tests.support import new_identity, sops_binary
 
 from .support import LOCAL, OPENAI, config
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import new_identity
+from tests.support import new_identity
 
 from .support import OPENAI
 

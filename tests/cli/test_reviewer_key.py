@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import new_identity
+from tests.support import new_identity
 
 from .support import config
 

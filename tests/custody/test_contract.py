@@ -14,7 +14,7 @@ from reconciler.custody import Held, StaleState
 from reconciler.custody.files import FileCustody
 from reconciler.model import Desired, Grant, Provider, Secret
 from reconciler.vault.sops.keys import load_identities
-from tests.conftest import new_identity
+from tests.support import new_identity
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 IMPLEMENTATIONS = ["files"]

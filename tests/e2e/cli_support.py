@@ -1,11 +1,12 @@
 """Running the real `reconcile` command against the test authorization server.
 
-The ``e2e`` fixture bundles an isolated project (tests/conftest.py), the authorization server
-of tests/e2e/authserver.py on 127.0.0.1, ``$BROWSER`` pointing at fake_browser.py, and a leak
-check that runs after every test: no access or refresh token the server issued (nor a client
-secret) may appear on stderr, on stdout (except `reconcile token`'s), in any file under the
-test's folders (project, HOME, caches: encrypted files hold no plaintext, so a byte scan
-finds none there), or in any process command line seen while the test ran.
+The ``e2e`` fixture (tests/e2e/conftest.py) bundles an isolated project (tests/conftest.py),
+the authorization server of tests/e2e/authserver.py on 127.0.0.1, ``$BROWSER`` pointing at
+fake_browser.py, and a leak check that runs after every test: no access or refresh token the
+server issued (nor a client secret) may appear on stderr, on stdout (except `reconcile
+token`'s), in any file under the test's folders (project, HOME, caches: encrypted files hold no
+plaintext, so a byte scan finds none there), or in any process command line seen while the test
+ran.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.conftest import sops_binary
+from tests.support import sops_binary
 
 from .authserver import AuthServer, Client
 from .browser import http_client
@@ -368,7 +368,7 @@ class Watched:
         return self.session.record(self.process, stdout, "".join(self.lines))
 
 
-def _browser_launcher(directory: Path) -> Path:
+def browser_launcher(directory: Path) -> Path:
     """`$BROWSER` is run as one executable with the URL as its argument: a tiny wrapper."""
     directory.mkdir(parents=True, exist_ok=True)
     launcher = directory / "browser"
@@ -377,17 +377,71 @@ def _browser_launcher(directory: Path) -> Path:
     return launcher
 
 
-@pytest.fixture
-def e2e(project, auth_server, tmp_path):
-    env = {
-        **project.env,
-        "BROWSER": str(_browser_launcher(tmp_path / "bin")),
-        "E2E_BROWSER_LOG": str(tmp_path / "browser.log"),
+#: Device-flow polling runs on a scaled clock in the CLI (and on the server), so that RFC 8628's
+#: intervals (1 s, +5 s per slow_down) take a few hundred milliseconds.
+SCALE = 0.05
+
+
+DEVICE_CLOCK_HOOK = """
+import importlib.abc, importlib.machinery, os, sys, time
+
+SCALE = float(os.environ.get("E2E_DEVICE_TIME_SCALE") or 0)
+
+
+class _ScaleDeviceClock(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "reconciler.oauth.device":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            defaults = module.run_device_flow.__kwdefaults__
+            defaults["sleep"] = lambda seconds: time.sleep(seconds * SCALE)
+            defaults["clock"] = lambda: time.monotonic() / SCALE
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if SCALE:
+    sys.meta_path.insert(0, _ScaleDeviceClock())
+"""
+
+
+def scaled_device_clock(e2e) -> dict[str, str]:
+    """The environment that puts the CLI's device polling on the scaled clock (a
+    sitecustomize hook: the command line stays `python -m reconciler ...`)."""
+    hooks = e2e.tmp / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(DEVICE_CLOCK_HOOK)
+    e2e.auth.clock = lambda: time.monotonic() / SCALE
+    return {
+        "PYTHONPATH": f"{hooks}{os.pathsep}{e2e.env['PYTHONPATH']}",
+        "E2E_DEVICE_TIME_SCALE": str(SCALE),
     }
-    env.pop("DISPLAY", None)
-    session = E2E(project, auth_server, tmp_path, env, sampler=CmdlineSampler().start())
-    try:
-        yield session
-        session.check_leaks()
-    finally:
-        session.sampler.stop()
+
+
+def record_device_polls(auth) -> list[tuple[float, str]]:
+    """(server clock, outcome) of every device-code poll the server answers."""
+    polls: list[tuple[float, str]] = []
+    answer = auth.server.create_token_response
+
+    def recorded(request):
+        response = answer(request)
+        if request.form.get("grant_type") == ["urn:ietf:params:oauth:grant-type:device_code"]:
+            body = response.body if isinstance(response.body, dict) else {}
+            polls.append((auth.clock(), body.get("error", "token")))
+        return response
+
+    auth.server.create_token_response = recorded
+    return polls
+
+
+def approve_at_the_server(e2e, user_code: str) -> None:
+    from .browser import http_client
+
+    with http_client() as http:
+        response = http.post(e2e.auth.endpoint("/device/approve"), data={"user_code": user_code})
+    assert response.status_code == 200

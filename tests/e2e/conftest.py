@@ -1,19 +1,15 @@
-"""Fixtures for end-to-end tests over real HTTP on the loopback interface."""
+"""Fixtures for end-to-end tests over real HTTP on the loopback interface: the authorization
+server with an issuer path, its clients, a scripted browser, a fake clock, and ``e2e``, the real
+`reconcile` command run against the server with a leak check after each test (cli_support.py).
+May import tests/support.py and this folder's support modules."""
 
 from __future__ import annotations
 
 import pytest
 
+from . import cli_support
 from .authserver import AuthServer
 from .browser import ScriptedBrowser
-
-
-@pytest.fixture
-def auth_server():
-    """A real Authlib authorization server on 127.0.0.1 (ephemeral port), empty of clients."""
-    server = AuthServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -62,3 +58,23 @@ def fake_clock(auth_server):
     clock = FakeClock()
     auth_server.clock = clock.time
     return clock
+
+
+@pytest.fixture
+def e2e(project, auth_server, tmp_path):
+    """The real `reconcile` command against the authorization server, with `$BROWSER` set to
+    fake_browser.py; after the test, the leak check of cli_support.py."""
+    env = {
+        **project.env,
+        "BROWSER": str(cli_support.browser_launcher(tmp_path / "bin")),
+        "E2E_BROWSER_LOG": str(tmp_path / "browser.log"),
+    }
+    env.pop("DISPLAY", None)
+    session = cli_support.E2E(
+        project, auth_server, tmp_path, env, sampler=cli_support.CmdlineSampler().start()
+    )
+    try:
+        yield session
+        session.check_leaks()
+    finally:
+        session.sampler.stop()

@@ -25,9 +25,7 @@ from reconciler.operations import utcnow
 from reconciler.vault.sops.keys import load_identities
 from reconciler.vault.store import read_grant
 
-from . import authserver, cli_support
-
-e2e = cli_support.e2e  # the fixture
+from . import authserver
 
 GRANTS = 24
 #: Enough due grants for apply to fork worker processes, where it can.

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import time
 
 import pytest
 
 from reconciler.vault.files import lock_path_for
-from tests.conftest import read_only_folder
+from tests.support import read_only_folder
 
 from . import cli_support
-
-e2e = cli_support.e2e  # the fixture
+from .cli_support import approve_at_the_server, record_device_polls, scaled_device_clock
 
 
 def status_of(e2e, name: str) -> dict:
@@ -163,73 +161,6 @@ def test_apply_no_link_is_pending_but_obtains_client_credentials(e2e):
 
 
 # --- 3. device flow ----------------------------------------------------------------------------
-
-#: Device-flow polling runs on a scaled clock in the CLI (and on the server), so that RFC 8628's
-#: intervals (1 s, +5 s per slow_down) take a few hundred milliseconds.
-SCALE = 0.05
-DEVICE_CLOCK_HOOK = """
-import importlib.abc, importlib.machinery, os, sys, time
-
-SCALE = float(os.environ.get("E2E_DEVICE_TIME_SCALE") or 0)
-
-
-class _ScaleDeviceClock(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "reconciler.oauth.device":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            defaults = module.run_device_flow.__kwdefaults__
-            defaults["sleep"] = lambda seconds: time.sleep(seconds * SCALE)
-            defaults["clock"] = lambda: time.monotonic() / SCALE
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-if SCALE:
-    sys.meta_path.insert(0, _ScaleDeviceClock())
-"""
-
-
-def scaled_device_clock(e2e) -> dict[str, str]:
-    """The environment that puts the CLI's device polling on the scaled clock (a
-    sitecustomize hook: the command line stays `python -m reconciler ...`)."""
-    hooks = e2e.tmp / "hooks"
-    hooks.mkdir(exist_ok=True)
-    (hooks / "sitecustomize.py").write_text(DEVICE_CLOCK_HOOK)
-    e2e.auth.clock = lambda: time.monotonic() / SCALE
-    return {
-        "PYTHONPATH": f"{hooks}{os.pathsep}{e2e.env['PYTHONPATH']}",
-        "E2E_DEVICE_TIME_SCALE": str(SCALE),
-    }
-
-
-def record_device_polls(auth) -> list[tuple[float, str]]:
-    """(server clock, outcome) of every device-code poll the server answers."""
-    polls: list[tuple[float, str]] = []
-    answer = auth.server.create_token_response
-
-    def recorded(request):
-        response = answer(request)
-        if request.form.get("grant_type") == ["urn:ietf:params:oauth:grant-type:device_code"]:
-            body = response.body if isinstance(response.body, dict) else {}
-            polls.append((auth.clock(), body.get("error", "token")))
-        return response
-
-    auth.server.create_token_response = recorded
-    return polls
-
-
-def approve_at_the_server(e2e, user_code: str) -> None:
-    from .browser import http_client
-
-    with http_client() as http:
-        response = http.post(e2e.auth.endpoint("/device/approve"), data={"user_code": user_code})
-    assert response.status_code == 200
 
 
 def test_device_flow_with_slow_down(e2e):

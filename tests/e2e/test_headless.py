@@ -10,10 +10,7 @@ import time
 
 import pytest
 
-from . import cli_support
-from .test_cli_oauth import approve_at_the_server, record_device_polls, scaled_device_clock
-
-e2e = cli_support.e2e  # the fixture
+from .cli_support import approve_at_the_server, record_device_polls, scaled_device_clock
 
 
 @pytest.fixture

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import signal
 
-from . import cli_support
-
-e2e = cli_support.e2e  # the fixture
-
 
 def test_ctrl_c_during_a_link_exits_130_and_writes_nothing(e2e):
     e2e.declare("slow", e2e.auth.add_client("slow-app", "slow-secret"))

@@ -8,10 +8,6 @@ import os
 import time
 from pathlib import Path
 
-from . import cli_support
-
-e2e = cli_support.e2e  # the fixture
-
 PROCESSES = 8
 
 

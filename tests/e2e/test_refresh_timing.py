@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-from . import cli_support
-
-e2e = cli_support.e2e  # the fixture
-
 
 def test_a_60s_token_with_the_default_margin_is_not_refreshed_on_every_read(e2e):
     e2e.refresh_before = "5m"  # the default margin, longer than the token's whole life

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 
-from . import cli_support
-
-e2e = cli_support.e2e  # the fixture
-
 
 def test_status_shows_an_under_scoped_grant(e2e):
     client = e2e.auth.add_client("narrow-app", "narrow-secret")

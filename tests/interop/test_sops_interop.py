@@ -39,8 +39,8 @@ from reconciler.vault.store import (
     read_grant,
     write_grant,
 )
-from tests.conftest import new_identity, sops_binary
 from tests.identities import post_quantum_identity_line
+from tests.support import new_identity, sops_binary
 
 SOPS = sops_binary()
 #: Optional system tools (not test dependencies); without them the tests use the library.

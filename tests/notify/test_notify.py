@@ -18,7 +18,7 @@ import yaml
 from reconciler.apply import notify
 from reconciler.model import Desired, Notify
 
-from .conftest import KEY
+from .support import KEY
 
 CLIENT_SECRET = "notify-client-secret-0123456789"
 

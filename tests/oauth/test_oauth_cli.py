@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.notify.conftest import KEY, Receiver
+from tests.notify.support import KEY, Receiver
 
-from .conftest import STUB_ACCESS, STUB_CLIENT_SECRET, STUB_REFRESH, echo, every_form
+from .support import STUB_ACCESS, STUB_CLIENT_SECRET, STUB_REFRESH, echo, every_form
 
 
 def test_an_absurd_expires_in_is_clamped_not_a_crash(stub_project, stub, project):

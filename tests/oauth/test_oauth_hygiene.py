@@ -9,7 +9,7 @@ from reconciler.model import Secret
 from reconciler.oauth import device, tokens
 from reconciler.oauth.errors import InvalidGrant, InvalidTokenResponse
 
-from .conftest import STUB_CLIENT_SECRET, STUB_REFRESH, echo, every_form
+from .support import STUB_CLIENT_SECRET, STUB_REFRESH, echo, every_form
 
 
 @pytest.mark.parametrize("method", ["client_secret_post", "client_secret_basic"])

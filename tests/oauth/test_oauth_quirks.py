@@ -14,6 +14,8 @@ from reconciler.oauth.authorize import build_authorization_url
 from reconciler.oauth.errors import InvalidGrant, OAuthError, TransientError
 from reconciler.oauth.tokens import grant_from_result
 
+from .support import SLACK_V2
+
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 SECRET = Secret("app-secret")
 REDIRECT = "http://127.0.0.1:8400/oauth/link/callback"
@@ -133,27 +135,6 @@ def test_github_default_api_base_is_github(make_provider, monkeypatch):
 
 
 # --- Slack ---------------------------------------------------------------------------------
-
-SLACK_V2 = {
-    # https://api.slack.com/methods/oauth.v2.access (user token install)
-    "ok": True,
-    "app_id": "A0KRD7HC3",
-    "authed_user": {
-        "id": "U1234",
-        "scope": "chat:write,channels:history",
-        "access_token": "xoxp-1234",
-        "token_type": "user",
-        "refresh_token": "xoxe-1-user",
-        "expires_in": 43200,
-    },
-    "scope": "commands",
-    "token_type": "bot",
-    "access_token": "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy",
-    "bot_user_id": "U0KRQLJ9H",
-    "team": {"name": "Slack Softball Team", "id": "T9TK3CUKW"},
-    "enterprise": None,
-    "is_enterprise_install": False,
-}
 
 
 def test_slack_user_token_under_authed_user(stub, make_provider):

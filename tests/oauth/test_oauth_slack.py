@@ -15,7 +15,7 @@ from reconciler.config import load
 from reconciler.custody.files import FileCustody
 from reconciler.oauth import tokens
 
-from .test_oauth_quirks import SLACK_V2
+from .support import SLACK_V2
 
 BOT = SLACK_V2["access_token"]
 USER = SLACK_V2["authed_user"]["access_token"]

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from reconciler.model import Provider, Secret
 from reconciler.oauth import tokens, transport
 
-from .conftest import StubServer
+from .support import StubServer
 
 NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler import runtime
 
-from .conftest import STATIC_VALUE
+from .support import STATIC_VALUE
 
 
 def refreshes(project) -> int:

@@ -17,7 +17,7 @@ import pytest
 from reconciler import runtime
 from reconciler.vault import store
 
-from .conftest import STATIC_VALUE
+from .support import STATIC_VALUE
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from reconciler import operations, runtime
 from reconciler.model import Secret
 from reconciler.vault import store
 
-from .conftest import STATIC_VALUE
+from .support import STATIC_VALUE, Project, providers_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,8 +158,6 @@ def test_never_served_past_expiry_minus_refresh_before(project, spies, monkeypat
 def test_a_token_due_for_refresh_is_refreshed_once(isolated, auth_server, tmp_path):
     """Real time: a token that lives 4 s is due half-way through its life (refresh_before is
     5m, longer than the whole lifetime)."""
-    from .conftest import Project, providers_yaml
-
     project = Project(tmp_path / "p", isolated[1], auth_server)
     project.root.mkdir()
     project.config.write_text(providers_yaml(project.recipient, auth_server))
@@ -209,8 +207,6 @@ def test_missing_config_is_a_clear_error(isolated, tmp_path):
 
 
 def test_invalid_grant_raises_needs_relink_once(isolated, auth_server, tmp_path):
-    from .conftest import Project, providers_yaml
-
     project = Project(tmp_path / "p", isolated[1], auth_server)
     project.root.mkdir()
     project.config.write_text(providers_yaml(project.recipient, auth_server))

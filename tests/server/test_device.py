@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from reconciler.vault.store import grant_path
-from tests.e2e.browser import ScriptedBrowser
 
-from .test_links import decrypt
+from .support import approve, decrypt, poll
 
 FIELDS = {
     "device_code",
@@ -35,20 +34,6 @@ def as_clock(auth_server):
     auth_server.clock = clock
     auth_server.device_consent = None  # the user opens the page but decides later
     return clock
-
-
-def approve(auth_server, started: dict, decision: str = "approve") -> None:
-    """The user opens the verification page and decides."""
-    auth_server.device_consent = decision
-    page = ScriptedBrowser().open(started["verification_uri_complete"])
-    assert page.status_code == 200 and decision in page.text
-
-
-def poll(client, started: dict, name: str = "gadget", path: str = "/v1/links/device/poll"):
-    key = "entry_id" if path.startswith("/internal") else "name"
-    response = client.post(path, json={key: name, "device_code": started["device_code"]})
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def test_device_flow_start_poll_complete(serve, harness, as_clock):

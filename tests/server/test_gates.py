@@ -10,7 +10,7 @@ import pytest
 from reconciler.model import Secret
 from reconciler.server import gates
 
-from .conftest import CONTROL_SECRET, ENV_TOKEN
+from .support import CONTROL_SECRET, ENV_TOKEN
 
 # --- local gate ------------------------------------------------------------------------------
 

@@ -10,8 +10,7 @@ import pytest
 
 from tests.e2e.browser import ScriptedBrowser
 
-from .conftest import CLIENT_SECRET, CONTROL_SECRET, PUT_VALUE, LeakWatch
-from .test_device import approve, poll
+from .support import CLIENT_SECRET, CONTROL_SECRET, PUT_VALUE, LeakWatch, approve, poll
 
 WRONG_SECRET = "wrong-client-secret-5e4d3c2b1a09"
 

@@ -7,19 +7,13 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 
-from reconciler.vault.sops.keys import load_identities
-from reconciler.vault.store import grant_path, read_grant
+from reconciler.vault.store import grant_path
 from tests.e2e.authserver import replace_param
 from tests.e2e.browser import ScriptedBrowser, http_client
 
-from .conftest import CLIENT_SECRET, CONTROL_SECRET
+from .support import CLIENT_SECRET, CONTROL_SECRET, decrypt
 
 CALLBACK = "/oauth/link/callback"
-
-
-def decrypt(harness, name: str):
-    identities = load_identities({"SOPS_AGE_KEY_FILE": str(harness.project.key_file)})
-    return read_grant(grant_path(harness.project.store, name), identities)
 
 
 def query(url: str) -> dict[str, list[str]]:

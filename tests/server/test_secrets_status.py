@@ -6,8 +6,7 @@ import json
 
 from reconciler.vault.store import grant_path
 
-from .conftest import INTERNAL_VALUE, PUT_VALUE, providers_yaml
-from .test_links import decrypt
+from .support import INTERNAL_VALUE, PUT_VALUE, decrypt, providers_yaml
 
 
 def test_put_and_delete_a_declared_secret(serve, harness):

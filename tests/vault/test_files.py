@@ -22,7 +22,7 @@ from reconciler.vault.files import (
     lock_path_for,
     replace_cache_file,
 )
-from tests.conftest import read_only_folder
+from tests.support import read_only_folder
 
 
 def listing(folder: Path) -> list[str]:

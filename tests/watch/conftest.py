@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,29 +127,3 @@ def watch(project):
         if watching.alive():
             watching.process.kill()
             watching.process.wait()
-
-
-def read_value(project, name: str) -> str | None:
-    """The decrypted value of a secret's grant file, or None while there is none."""
-    from reconciler.vault.sops.keys import parse_identities
-    from reconciler.vault.store import VaultError, grant_path, read_grant
-
-    path = grant_path(project.store, name)
-    if not path.exists():
-        return None
-    identities = parse_identities(Path(project.key_file).read_text())
-    try:
-        grant = read_grant(path, identities)
-    except VaultError:
-        return None  # caught between writes: poll again
-    return grant.value.reveal() if grant.value else None
-
-
-@pytest.fixture
-def auth_server():
-    """The real Authlib authorization server of the e2e tests, on 127.0.0.1."""
-    from tests.e2e.authserver import AuthServer
-
-    server = AuthServer().start()
-    yield server
-    server.stop()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import yaml
 
-from tests.conftest import new_identity
+from tests.support import new_identity
 
-from .test_watch import save
-from .test_watch_oauth import CLIENT_SECRET, document, provider
+from .support import CLIENT_SECRET, document, provider, save
 
 
 def recipients(project, name: str) -> list[str]:

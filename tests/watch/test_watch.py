@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from .conftest import read_value
+from tests.support import new_identity
+
+from .support import read_value, save
 
 
 def config(recipient: str | None, secrets: dict[str, str], *, extra: str = "") -> str:
@@ -19,13 +21,6 @@ def config(recipient: str | None, secrets: dict[str, str], *, extra: str = "") -
     for name, ref in secrets.items():
         lines += [f"  {name}:", f"    value: {ref}"]
     return "\n".join(lines) + "\n" + extra
-
-
-def save(path, text: str) -> None:
-    """Save as most editors do: write a temporary file beside it, then rename it over."""
-    temp = path.with_name(f".{path.name}.swp")
-    temp.write_text(text)
-    os.replace(temp, path)
 
 
 @pytest.fixture
@@ -144,8 +139,6 @@ def test_no_loop_on_its_own_writes(ready, watch):
 
 
 def test_a_changed_sops_yaml_is_reported_and_rekeyed_only_by_apply(project, watch, tmp_path):
-    from tests.conftest import new_identity
-
     (project.root / "alpha.key").write_text("alpha-value-1\n")
     sops_yaml = project.root / ".sops.yaml"
     rule = "creation_rules:\n  - path_regex: secrets/.*\\.sops\\.yaml$\n    age: {}\n"

@@ -7,36 +7,7 @@ import time
 
 import yaml
 
-from .conftest import read_value
-from .test_watch import save
-
-CLIENT_SECRET = "watch-client-secret-0123456789"
-
-
-def document(project, auth_server, providers: dict, secrets: dict, **defaults) -> str:
-    return yaml.safe_dump(
-        {
-            "version": 1,
-            "store": {"dir": "secrets", "recipients": [project.recipient]},
-            "defaults": defaults or {"refresh_before": "30s"},
-            "providers": providers,
-            "secrets": {name: {"value": ref} for name, ref in secrets.items()},
-        },
-        sort_keys=False,
-    )
-
-
-def provider(auth_server, client_id: str, **fields) -> dict:
-    return {
-        "client_id": client_id,
-        "client_secret": "file:client.secret",
-        "authorization_endpoint": auth_server.endpoint("/authorize"),
-        "token_endpoint": auth_server.endpoint("/token"),
-        "revocation_endpoint": auth_server.endpoint("/revoke"),
-        "token_endpoint_auth_method": "client_secret_basic",
-        "scopes": ["read"],
-        **fields,
-    }
+from .support import CLIENT_SECRET, document, provider, read_value, save
 
 
 def expires_at(project, name: str) -> str | None:

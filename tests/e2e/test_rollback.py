@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import time
 
-from tests.e2e import cli_support
-from tests.e2e import conftest as e2e_fixtures
-
-e2e = cli_support.e2e  # the fixtures
-auth_server = e2e_fixtures.auth_server
-
 
 def test_an_older_grant_file_put_back_is_not_refreshed_without_force(e2e):
     client = e2e.auth.add_client("rot-app", "rot-secret-0123456789")

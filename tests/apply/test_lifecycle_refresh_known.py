@@ -25,7 +25,7 @@ from reconciler.plan import plan as make_plan
 from reconciler.vault import cache, store
 from reconciler.vault.sops.keys import load_identities
 from reconciler.vault.store import grant_path, read_grant, write_grant
-from tests.conftest import new_identity
+from tests.support import new_identity
 
 
 class Provider:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from reconciler.model import SecretSpec
 from reconciler.plan import report
 
-from .test_plan import NOW, actual, desired, github, oauth_grant, secret_grant
+from .support import NOW, actual, desired, github, oauth_grant, secret_grant
 
 
 def statuses(rows) -> dict[str, str]:

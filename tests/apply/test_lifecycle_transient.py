@@ -13,7 +13,7 @@ import pytest
 from reconciler import operations
 from reconciler.model import Grant, Secret
 from reconciler.vault.store import grant_path, write_grant
-from tests.conftest import new_identity
+from tests.support import new_identity
 
 ACCESS = "at-still-valid-7c1d9e0f2a3b"
 REFRESH = "rt-kept-4b5a6c7d8e9f"
