@@ -492,11 +492,9 @@ def _ask_secret(name: str):
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from .operations import load_state, utcnow
-    from .plan import report
+    from .operations import status, utcnow
 
-    state = load_state(args.file, resolve=False)
-    rows = report(state.desired, state.actual, utcnow())
+    rows = status(args.file, utcnow())
     out.result(_status_table(rows), {"grants": [row.to_json() for row in rows]})
     return EXIT_ERROR if any(row.status == "invalid" for row in rows) else EXIT_OK
 

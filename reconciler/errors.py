@@ -10,6 +10,7 @@ to do) and exits with ``exit_code``. Anything else that escapes is a bug.
     ├── OAuthError                  oauth/errors.py: the provider said no, or could not be reached
     │   └── InvalidGrant, TransientError, AccessDenied, LinkTimeout, ...
     ├── NeedsRelink                 only a new link flow can fix the grant
+    ├── Busy                        the grant stayed locked (vault/files.py: LockTimeout)
     └── UserError                   a request the config or the store cannot satisfy
         ├── UndeclaredError         the name is not declared (HTTP 404)
         └── ConflictError           the request contradicts providers.yaml (HTTP 409)
@@ -26,23 +27,41 @@ class ReconcilerError(Exception):
 
     exit_code: int = 1
     hint: str | None = None
+    #: What kind of failure, for faces that answer in their own terms (an HTTP status):
+    #: config, vault, provider, provider_unavailable, needs_relink, busy, request,
+    #: undeclared, conflict.
+    kind: str = "error"
 
 
 class NeedsRelink(ReconcilerError):
     """The grant is marked ``needs-relink`` (or cannot be refreshed at all): no refresh is
     attempted until ``reconcile link NAME`` runs again."""
 
+    kind = "needs_relink"
+
+
+class Busy(ReconcilerError):
+    """Another writer held the grant's lock for longer than the caller could wait."""
+
+    kind = "busy"
+
 
 class UserError(ReconcilerError):
     """A request that the config or the store cannot satisfy as asked."""
+
+    kind = "request"
 
 
 class UndeclaredError(UserError):
     """The name is not declared in ``providers.yaml``: faces never create undeclared grants."""
 
+    kind = "undeclared"
+
 
 class ConflictError(UserError):
     """The request contradicts ``providers.yaml`` (e.g. writing a secret it sources elsewhere)."""
+
+    kind = "conflict"
 
 
 def message_of(error: BaseException) -> str:

@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .custody import Held
-from .errors import ConflictError, UndeclaredError, UserError
-from .model import Actual, Desired, Grant, Plan, Secret
+from .errors import ConflictError, ReconcilerError, UndeclaredError, UserError
+from .model import Actual, Desired, Grant, Plan, Provider, Secret
+from .oauth.endpoints import CALLBACK_PATH as CALLBACK_PATH  # the faces' link routes
+from .oauth.endpoints import LOOPBACK_HOSTS as LOOPBACK_HOSTS
+
+if TYPE_CHECKING:
+    from .oauth.authorize import PendingLink
+    from .oauth.device import DeviceAuthorization
+    from .oauth.tokens import TokenResult
+    from .plan import GrantReport
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,180 @@ def link(
     return lifecycle.link(
         state.desired, name, utcnow(), browser, device=device, previous=previous, environ=environ
     )
+
+
+# --- link flows a long-running face drives step by step (`reconcile serve`) -----------------
+
+
+@dataclass(frozen=True)
+class LinkRequest:
+    """What a link flow for one declared grant starts from."""
+
+    provider: Provider  # with discovered endpoints
+    client_secret: Secret | None
+    scopes: tuple[str, ...]
+
+
+def prepare_link(
+    config_path: Path,
+    name: str,
+    extra_scopes: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> LinkRequest:
+    """The provider, client secret and scopes of a link for ``name``: the declared scopes,
+    those already granted (a relink never loses scopes) and ``extra_scopes``."""
+    from .apply import lifecycle
+
+    desired = load_desired(config_path, environ)
+    provider = declared_provider(desired, name)
+    previous = _stored_metadata(desired, name)
+    scopes = lifecycle.link_scopes(provider, previous)
+    scopes += tuple(s for s in dict.fromkeys(extra_scopes) if s not in scopes)
+    provider = lifecycle.endpoints(provider)
+    return LinkRequest(provider, lifecycle.client_secret(desired, provider, environ), scopes)
+
+
+def begin_browser_link(
+    request: LinkRequest, redirect_uri: str, now: Callable[[], datetime]
+) -> PendingLink:
+    """An authorization request (state, PKCE, URL) to send a browser to."""
+    from .oauth import authorize
+
+    return authorize.start_link(
+        request.provider,
+        request.scopes,
+        redirect_uri,
+        client_secret=request.client_secret,
+        now=now,
+    )
+
+
+def complete_browser_link(
+    config_path: Path,
+    name: str,
+    pending: PendingLink,
+    params: Mapping[str, Any],
+    now: Callable[[], datetime],
+    *,
+    environ: Mapping[str, str] | None = None,
+    lock_timeout: float | None = None,
+) -> Grant:
+    """Check the provider's answer to ``pending`` (state, ``iss``, code exchange) and store
+    the grant, if ``name`` is still declared."""
+    from .oauth import authorize
+
+    declared_provider(load_desired(config_path, environ), name)
+    result = authorize.finish_link(pending, params, now=now)
+    request = LinkRequest(pending.provider, pending.client_secret, pending.scopes)
+    return _store_link(config_path, name, request, result, now(), environ, lock_timeout)
+
+
+def begin_device_link(request: LinkRequest) -> DeviceAuthorization:
+    """A device authorization (RFC 8628): the code a person enters elsewhere."""
+    from .oauth import device
+
+    return device.start_device_flow(request.provider, request.client_secret, request.scopes)
+
+
+@dataclass(frozen=True)
+class DevicePoll:
+    """One poll of a device flow. ``status``: ``completed`` (``grant`` is stored),
+    ``authorization_pending``, ``slow_down`` (also after a transient failure) or ``error``;
+    ``interval``: the seconds to wait before the next poll."""
+
+    status: str
+    interval: int
+    grant: Grant | None = None
+    error: ReconcilerError | None = None
+
+
+def poll_device_link(
+    config_path: Path,
+    name: str,
+    request: LinkRequest,
+    device_code: str,
+    interval: int,
+    now: Callable[[], datetime],
+    *,
+    environ: Mapping[str, str] | None = None,
+    lock_timeout: float | None = None,
+) -> DevicePoll:
+    """Poll a device flow once (RFC 8628 §3.4, §3.5: ``slow_down`` adds 5 s to the interval)
+    and store the grant when the person has approved."""
+    from .oauth import device
+    from .oauth.errors import TransientError
+
+    poll = device.poll_once(request.provider, request.client_secret, device_code, now=now)
+    if poll.status == "slow_down" or isinstance(poll.error, TransientError):
+        return DevicePoll("slow_down", interval + device.SLOW_DOWN_STEP)
+    if poll.status == "authorization_pending":
+        return DevicePoll("authorization_pending", interval)
+    if poll.status == "error" or poll.token is None:
+        return DevicePoll("error", interval, error=poll.error)
+    grant = _store_link(config_path, name, request, poll.token, now(), environ, lock_timeout)
+    return DevicePoll("completed", interval, grant=grant)
+
+
+def _store_link(
+    config_path: Path,
+    name: str,
+    request: LinkRequest,
+    result: TokenResult,
+    now: datetime,
+    environ: Mapping[str, str] | None,
+    lock_timeout: float | None,
+) -> Grant:
+    from .apply import lifecycle
+
+    desired = load_desired(config_path, environ)
+    declared_provider(desired, name)
+    return lifecycle.store_link(
+        desired,
+        request.provider,
+        result,
+        now,
+        request.scopes,
+        client_secret=request.client_secret,
+        environ=environ,
+        lock_timeout=lock_timeout,
+    )
+
+
+def load_desired(config_path: Path, environ: Mapping[str, str] | None = None) -> Desired:
+    """``providers.yaml`` validated, references left unresolved (no secret is read)."""
+    return _desired_without_values(config_path, environ)
+
+
+def declared_provider(desired: Desired, name: str) -> Provider:
+    """The OAuth grant ``name`` declares, or ``UndeclaredError``: faces never create
+    undeclared grants."""
+    provider = desired.providers.get(name)
+    if provider is None:
+        what = "a static secret, not an OAuth grant" if name in desired.secrets else "not"
+        raise UndeclaredError(f"{name!r} is {what} declared in {desired.path}")
+    return provider
+
+
+def _stored_metadata(desired: Desired, name: str) -> Grant | None:
+    """The grant file's plaintext metadata (its granted scopes), None if there is none."""
+    from .custody import open_custody
+    from .vault.errors import VaultError
+
+    try:
+        return open_custody(desired, None).read(name).grant
+    except VaultError:
+        return None
+
+
+def status(
+    config_path: Path, now: datetime, environ: Mapping[str, str] | None = None
+) -> list[GrantReport]:
+    """Every grant's row of `reconcile status` (SPEC §4). With a key, each file's MAC is
+    checked (a hand-edited file shows as ``invalid``); references are not resolved."""
+    from .plan import report
+
+    state = load_state(config_path, resolve=False, environ=environ)
+    return report(state.desired, state.actual, now)
 
 
 def revoke(

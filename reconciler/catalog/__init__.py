@@ -1,7 +1,10 @@
 """Built-in provider presets: one YAML file per provider, data only.
 
 Each file follows ``schemas/catalog.schema.json``. ``reconciler.config`` merges a preset
-under the fields a ``providers.yaml`` entry gives explicitly.
+under the fields a ``providers.yaml`` entry gives explicitly. Adding a preset is adding its
+YAML file: the schema's list of presets is read from here.
+
+May import: nothing of the project (it is data).
 """
 
 from __future__ import annotations

@@ -7,7 +7,12 @@ problem the user can fix is a :class:`ConfigError` whose message names the file,
 column and JSON path, says what is wrong and, where it can, how to fix it ("did you mean
 `scopes`?"). Resolved secret values never appear in a message.
 
+Beside the loader: ``schemes/`` (one module per secret-reference scheme), ``scaffold``
+(`reconcile init`'s starter files) and ``exposure`` (`file:` sources git would commit).
+
 Heavy imports (yaml, jsonschema, the vault) happen inside the functions that need them.
+
+May import: ``model``, ``errors``, ``secret``, ``catalog``, ``vault``.
 """
 
 from .durations import parse_duration

@@ -42,6 +42,8 @@ class ConfigError(ReconcilerError):
     line per issue, the most relevant first. ``issues`` holds them as :class:`Issue`.
     """
 
+    kind = "config"
+
     def __init__(self, issues: str | Issue | Iterable[Issue]) -> None:
         if isinstance(issues, str):
             issues = (Issue(issues),)

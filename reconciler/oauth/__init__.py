@@ -39,7 +39,7 @@ _PUBLIC = {
     "is_secure_url": "endpoints",
     "discover": "discovery",
     "resolve_endpoints": "discovery",
-    "CALLBACK_PATH": "authorize",
+    "CALLBACK_PATH": "endpoints",
     "PendingLink": "authorize",
     "build_authorization_url": "authorize",
     "finish_from_redirect_url": "authorize",

@@ -29,7 +29,6 @@ from .endpoints import check_response_issuer, endpoint
 from .errors import AccessDenied, OAuthError, describe, scrub
 from .tokens import Now, TokenResult, exchange_code, join_scopes, resolve_now
 
-CALLBACK_PATH = "/oauth/link/callback"
 #: Parameters the flow owns; ``authorization_params`` / ``extra_params`` cannot override them.
 PROTECTED_PARAMS = frozenset(
     {

@@ -14,6 +14,9 @@ from ..model import Provider
 from .errors import OAuthError
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+#: The redirect path of a link flow (the RFC 8252 loopback server, and the callback of
+#: `reconcile serve`), so that one registration at the provider serves both.
+CALLBACK_PATH = "/oauth/link/callback"
 
 
 def is_secure_url(url: str) -> bool:

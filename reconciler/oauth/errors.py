@@ -23,6 +23,8 @@ _MAX_DESCRIPTION = 300
 class OAuthError(ReconcilerError):
     """An OAuth operation failed. ``str(err)`` is the user-facing message."""
 
+    kind = "provider"
+
     def __init__(
         self,
         message: str,
@@ -59,6 +61,8 @@ class InvalidTokenResponse(OAuthError):
 class TransientError(OAuthError):
     """A temporary failure (5xx, timeout, network error, 429). Back off and keep the old grant.
     ``retry_after`` is the provider's ``Retry-After`` in seconds, when it sent one."""
+
+    kind = "provider_unavailable"
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
         super().__init__(message, **kwargs)

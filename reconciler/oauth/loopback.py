@@ -28,13 +28,12 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from ..model import Provider, Secret
 from .authorize import (
-    CALLBACK_PATH,
     PendingLink,
     finish_link,
     params_from_redirect_url,
     start_link,
 )
-from .endpoints import LOOPBACK_HOSTS
+from .endpoints import CALLBACK_PATH, LOOPBACK_HOSTS
 from .errors import LinkTimeout, OAuthError
 from .tokens import Now, TokenResult
 

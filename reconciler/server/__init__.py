@@ -8,5 +8,8 @@ One concern per module, starlette and uvicorn imported only here (never by other
 - ``pending``: link attempts and device flows in flight (expiry, single use, browser binding);
 - ``service``: the operations behind the routes, shared by ``/v1`` and ``/internal``;
 - ``app``: the starlette application (routes, JSON bodies, errors, headers);
-- ``run``: bind the socket, build the app, run uvicorn (what ``cli.cmd_serve`` calls).
+- ``run``: bind the socket, build the app, run uvicorn (what ``cli.cmd_serve`` calls);
+- ``protocol``: uvicorn's HTTP protocol with a deadline on reading a request's head.
+
+A face: it may import ``operations`` (the door), ``model``, ``errors``, ``secret``.
 """

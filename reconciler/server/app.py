@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import ConflictError, NeedsRelink, ReconcilerError, UndeclaredError, UserError
+from ..errors import ReconcilerError
 from ..model import Secret
 from ..operations import utcnow
 from . import gates, origins
@@ -75,42 +75,35 @@ class Problem(Exception):
         self.headers = dict(headers or {})
 
 
+#: The HTTP answer for each kind of ``errors.ReconcilerError``.
+_STATUS = {
+    "undeclared": (404, "not_declared"),
+    "conflict": (409, "conflict"),
+    "request": (400, "invalid_request"),
+    "config": (500, "config_error"),
+    "vault": (500, "vault_error"),
+    "needs_relink": (409, "needs_relink"),
+    "provider_unavailable": (503, "provider_unavailable"),
+    "provider": (502, "provider_error"),
+    "busy": (503, "busy"),
+}
+
+
 def _problem(error: BaseException) -> Problem:
     """The HTTP answer for an exception; messages never hold secret values (the layers below
     redact them), and unexpected exceptions show only their type."""
-    from ..config import ConfigError
-    from ..oauth.errors import OAuthError, TransientError
-    from ..vault.files import LockTimeout
-    from ..vault.store import VaultError
-
     if isinstance(error, Problem):
         return error
     if isinstance(error, BadRequest):
         return Problem(400, error.error, str(error))
-    if isinstance(error, UndeclaredError):
-        return Problem(404, "not_declared", str(error))
-    if isinstance(error, ConflictError):
-        return Problem(409, "conflict", str(error))
     if isinstance(error, StoreFull):
         return Problem(429, "too_many_pending", str(error))
-    if isinstance(error, UserError):
-        return Problem(400, "invalid_request", str(error))
-    if isinstance(error, ConfigError):
-        return Problem(500, "config_error", str(error))
-    if isinstance(error, VaultError):
-        return Problem(500, "vault_error", str(error))
-    if isinstance(error, NeedsRelink):
-        return Problem(409, "needs_relink", str(error))
-    if isinstance(error, TransientError):
-        return Problem(503, "provider_unavailable", str(error))
-    if isinstance(error, OAuthError):
-        if error.error == "missing_endpoint":
-            return Problem(400, "unsupported_flow", str(error))
-        return Problem(502, "provider_error", str(error))
-    if isinstance(error, LockTimeout):
-        return Problem(503, "busy", "the grant file stayed locked; try again")
     if isinstance(error, ReconcilerError):
-        return Problem(409, "grant_error", str(error))
+        if getattr(error, "error", None) == "missing_endpoint":
+            return Problem(400, "unsupported_flow", str(error))
+        status, code = _STATUS.get(error.kind, (409, "grant_error"))
+        message = "the grant file stayed locked; try again" if error.kind == "busy" else str(error)
+        return Problem(status, code, message)
     where = ""
     trace = error.__traceback__
     while trace is not None and trace.tb_next is not None:

@@ -94,7 +94,7 @@ def prepare(
     link_ttl: timedelta = LINK_TTL,
     header_timeout: float = HEADER_TIMEOUT,
 ) -> Prepared:
-    from .. import config
+    from .. import operations
     from .app import Settings, create_app
 
     environ = os.environ if environ is None else environ
@@ -127,7 +127,7 @@ def prepare(
         raise UserError(str(error)) from None
 
     config_path = Path(os.path.abspath(config_path))
-    config.load(config_path, environ=environ, resolve_values=False)  # fail early on a bad file
+    operations.load_desired(config_path, environ)  # fail early on a bad file
     secret = gates.local_secret(environ)
     control, warning = gates.control_plane_secret(environ)
     if warning:

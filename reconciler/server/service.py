@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..errors import ReconcilerError, UndeclaredError, UserError
-from ..model import Desired, Grant, Provider, Secret
+from .. import operations
+from ..errors import Busy, ReconcilerError, UndeclaredError, UserError
+from ..model import Provider, Secret
+from ..operations import CALLBACK_PATH, LOOPBACK_HOSTS, LinkRequest
 from . import origins
 from .pending import DeviceFlow, DeviceStore, LinkStore, cookie_name
 
@@ -96,84 +98,26 @@ class Service:
 
     # --- shared steps ------------------------------------------------------------------------
 
-    def desired(self) -> Desired:
-        from .. import config
-
-        return config.load(self.config_path, environ=self.environ, resolve_values=False)
-
-    def _provider(self, desired: Desired, name: str) -> Provider:
-        provider = desired.providers.get(name)
-        if provider is None:
-            what = "a static secret, not an OAuth grant" if name in desired.secrets else "not"
-            raise UndeclaredError(f"{name!r} is {what} declared in {desired.path}")
-        return provider
-
-    def _previous(self, desired: Desired, name: str) -> Grant | None:
-        """The grant file's plaintext metadata (granted scopes survive a relink)."""
-        from ..vault.store import VaultError, grant_path, read_grant
-
-        path = grant_path(desired.store_dir, name)
-        if not path.exists():
-            return None
-        try:
-            return read_grant(path, None)
-        except VaultError:
-            return None
-
-    def _scopes(
-        self, provider: Provider, previous: Grant | None, requested: object
-    ) -> tuple[str, ...]:
-        """The declared scopes plus those already granted, plus any the request adds: a
-        request can widen the link but never ask for less than ``providers.yaml`` declares."""
-        from ..apply.lifecycle import link_scopes
-
-        scopes = link_scopes(provider, previous)
+    def _prepare(self, name: str, requested: object) -> LinkRequest:
+        """The link request for ``name``: the declared scopes, those already granted, and
+        any the request adds (it can widen the link, never ask for less than declared)."""
+        request = operations.prepare_link(self.config_path, name, (), self.environ)
         if requested is None:
-            return scopes
+            return request
         if not isinstance(requested, list) or len(requested) > MAX_SCOPES:
             raise BadRequest(f"`scopes` must be a list of at most {MAX_SCOPES} strings")
-        separator = (provider.scope_separator or " ").strip()
+        separator = (request.provider.scope_separator or " ").strip()
         for scope in requested:
             if not isinstance(scope, str) or not SCOPE.fullmatch(scope):
                 raise BadRequest("each scope must be a non-empty string without spaces or quotes")
             if separator and separator in scope:
                 raise BadRequest(f"a scope must not contain the separator {separator!r}")
-        return scopes + tuple(s for s in dict.fromkeys(requested) if s not in scopes)
-
-    def _prepare(self, name: str, requested_scopes: object):
-        from ..apply import lifecycle
-
-        desired = self.desired()
-        provider = self._provider(desired, name)
-        previous = self._previous(desired, name)
-        scopes = self._scopes(provider, previous, requested_scopes)
-        provider = lifecycle.endpoints(provider)
-        secret = lifecycle.client_secret(desired, provider, self.environ)
-        return provider, secret, scopes
-
-    def _store(self, name: str, provider: Provider, result, scopes, secret) -> Grant:
-        """Write the grant a finished flow produced, if ``name`` is still declared."""
-        from ..apply import lifecycle
-
-        desired = self.desired()
-        self._provider(desired, name)
-        return lifecycle.store_link(
-            desired,
-            provider,
-            result,
-            self.clock(),
-            tuple(scopes),
-            client_secret=secret,
-            environ=self.environ,
-            lock_timeout=LOCK_TIMEOUT,
-        )
+        added = tuple(s for s in dict.fromkeys(requested) if s not in request.scopes)
+        return replace(request, scopes=request.scopes + added)
 
     def redirect_uri(self, provider: Provider) -> str:
         """This server's callback, or the provider's configured ``redirect_uri`` (a loopback
         one without a port gets this server's port). It must lead to this server's callback."""
-        from ..oauth.authorize import CALLBACK_PATH
-        from ..oauth.endpoints import LOOPBACK_HOSTS
-
         own = self.base_url + CALLBACK_PATH
         configured = provider.redirect_uri
         if not configured:
@@ -201,15 +145,14 @@ class Service:
     # --- browser link ------------------------------------------------------------------------
 
     def start_link(self, name: object, scopes: object, return_url: object) -> LinkStart:
-        from ..oauth import authorize
-
         name = check_name(name)
         if return_url is not None:
             try:
                 origins.check_return_url(return_url, self.allowed_origins)
             except origins.OriginError as error:
                 raise BadRequest(str(error), "invalid_return_url") from None
-        provider, secret, scopes = self._prepare(name, scopes)
+        request = self._prepare(name, scopes)
+        provider = request.provider
         if provider.flow == "client_credentials":
             raise BadRequest(
                 f"{name} uses the client_credentials flow, which needs no browser; "
@@ -217,9 +160,7 @@ class Service:
                 "unsupported_flow",
             )
         redirect_uri = self.redirect_uri(provider)
-        pending = authorize.start_link(
-            provider, scopes, redirect_uri, client_secret=secret, now=self.clock
-        )
+        pending = operations.begin_browser_link(request, redirect_uri, self.clock)
         self.links.add(name, pending, return_url)  # type: ignore[arg-type]
         parts = urlsplit(redirect_uri)
         start = urlunsplit(
@@ -259,9 +200,6 @@ class Service:
         self, state: str, cookies: Mapping[str, str], params: Mapping[str, list[str]]
     ) -> LinkOutcome:
         """The callback: state, then the browser's cookie, then the provider's answer."""
-        from ..oauth import authorize
-        from ..vault.files import LockTimeout
-
         verdict, attempt = self.links.take(
             state, cookies.get(cookie_name(state)) if state else None
         )
@@ -285,33 +223,36 @@ class Service:
                 return_url,
                 400,
             )
-        pending = attempt.pending
         try:
-            self._provider(self.desired(), name)
-            result = authorize.finish_link(pending, params, now=self.clock)  # type: ignore[arg-type]
-            self._store(name, pending.provider, result, pending.scopes, pending.client_secret)  # type: ignore[attr-defined]
-        except ReconcilerError as error:
-            return LinkOutcome(False, name, str(error), return_url, 400)
-        except LockTimeout:
+            operations.complete_browser_link(
+                self.config_path,
+                name,
+                attempt.pending,  # type: ignore[arg-type]
+                params,
+                self.clock,
+                environ=self.environ,
+                lock_timeout=LOCK_TIMEOUT,
+            )
+        except Busy:
             return LinkOutcome(
                 False, name, f"{name}: the grant file stayed locked; try again.", return_url, 503
             )
+        except ReconcilerError as error:
+            return LinkOutcome(False, name, str(error), return_url, 400)
         return LinkOutcome(True, name, f"Linked {name}.", return_url)
 
     # --- device flow -------------------------------------------------------------------------
 
     def start_device(self, name: object, scopes: object) -> dict[str, object]:
-        from ..oauth import device
-
         name = check_name(name)
-        provider, secret, scopes = self._prepare(name, scopes)
-        authorization = device.start_device_flow(provider, secret, scopes)
+        request = self._prepare(name, scopes)
+        authorization = operations.begin_device_link(request)
         now = self.clock()
         handle = self.devices.add(
             DeviceFlow(
                 name=name,
-                provider=provider,
-                client_secret=secret,
+                provider=request.provider,
+                client_secret=request.client_secret,
                 device_code=authorization.device_code,
                 scopes=tuple(authorization.scopes),
                 expires_at=now + timedelta(seconds=authorization.expires_in),
@@ -328,11 +269,6 @@ class Service:
         }
 
     def poll_device(self, name: object, handle: object) -> dict[str, object]:
-        from ..oauth import device
-        from ..oauth.device import SLOW_DOWN_STEP
-        from ..oauth.errors import TransientError
-        from ..vault.files import LockTimeout
-
         name = check_name(name)
         if not isinstance(handle, str) or not handle:
             raise BadRequest("`device_code` must be the string the device flow start returned")
@@ -348,50 +284,52 @@ class Service:
             }
         if not flow.lock.acquire(blocking=False):  # another poll of this flow is in flight
             return {"poll_status": "authorization_pending", "interval": flow.interval}
+        request = LinkRequest(flow.provider, flow.client_secret, flow.scopes)
         try:
-            poll = device.poll_once(
-                flow.provider, flow.client_secret, flow.device_code, now=self.clock
+            poll = operations.poll_device_link(
+                self.config_path,
+                name,
+                request,
+                flow.device_code,
+                flow.interval,
+                self.clock,
+                environ=self.environ,
+                lock_timeout=LOCK_TIMEOUT,
             )
-            if poll.status == "authorization_pending":
-                return {"poll_status": "authorization_pending", "interval": flow.interval}
-            if poll.status == "slow_down" or isinstance(poll.error, TransientError):
-                flow.interval += SLOW_DOWN_STEP
-                return {"poll_status": "slow_down", "interval": flow.interval}
-            self.devices.drop(handle)  # completed or failed: the device code is used up
-            if poll.status == "error" or poll.token is None:
-                error = poll.error
-                return {
-                    "poll_status": "error",
-                    "error": (error.error if error else None) or "server_error",
-                    "message": str(error) if error else f"{name}: the device flow failed.",
-                }
-            try:
-                grant = self._store(
-                    name, flow.provider, poll.token, flow.scopes, flow.client_secret
-                )
-            except ReconcilerError as error:
-                return {"poll_status": "error", "error": "not_stored", "message": str(error)}
-            except LockTimeout:
-                return {
-                    "poll_status": "error",
-                    "error": "not_stored",
-                    "message": f"{name}: the grant file stayed locked; start the flow again.",
-                }
+        except Busy:
+            self.devices.drop(handle)
             return {
-                "poll_status": "completed",
-                "entry_id": name,
-                "name": name,
-                "granted_scopes": list(grant.granted_scopes),
-                "expires_at": _rfc3339(grant.expires_at),
+                "poll_status": "error",
+                "error": "not_stored",
+                "message": f"{name}: the grant file stayed locked; start the flow again.",
             }
+        except ReconcilerError as failed:
+            self.devices.drop(handle)
+            return {"poll_status": "error", "error": "not_stored", "message": str(failed)}
         finally:
             flow.lock.release()
+        flow.interval = poll.interval
+        if poll.status in ("authorization_pending", "slow_down"):
+            return {"poll_status": poll.status, "interval": flow.interval}
+        self.devices.drop(handle)  # completed or failed: the device code is used up
+        grant, error = poll.grant, poll.error
+        if poll.status == "error" or grant is None:
+            return {
+                "poll_status": "error",
+                "error": getattr(error, "error", None) or "server_error",
+                "message": str(error) if error else f"{name}: the device flow failed.",
+            }
+        return {
+            "poll_status": "completed",
+            "entry_id": name,
+            "name": name,
+            "granted_scopes": list(grant.granted_scopes),
+            "expires_at": _rfc3339(grant.expires_at),
+        }
 
     # --- static secrets and status -----------------------------------------------------------
 
     def put_secret(self, name: object, value: object) -> None:
-        from .. import operations
-
         name = check_name(name)
         if not isinstance(value, str) or not value:
             raise BadRequest("`value` must be a non-empty string")
@@ -400,16 +338,10 @@ class Service:
         operations.put_secret(self.config_path, name, Secret(value), self.environ)
 
     def delete_secret(self, name: object) -> None:
-        from .. import operations
-
         operations.delete_secret(self.config_path, check_name(name), self.environ)
 
     def status(self) -> dict[str, object]:
-        from ..operations import load_state
-        from ..plan import report
-
-        state = load_state(self.config_path, resolve=False, environ=self.environ)
-        rows = report(state.desired, state.actual, self.clock())
+        rows = operations.status(self.config_path, self.clock(), self.environ)
         return {"grants": [row.to_json() for row in rows]}
 
 

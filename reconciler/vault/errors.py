@@ -9,6 +9,8 @@ from ..errors import ReconcilerError
 class VaultError(ReconcilerError):
     """A grant or SOPS file cannot be used. ``str()`` is a one-paragraph user message."""
 
+    kind = "vault"
+
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(message)
         self.path = path

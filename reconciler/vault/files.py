@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import Busy
+
 #: Patterns (relative to the store folder) of files that must not be committed: the lock
 #: sidecars and the temporary files of interrupted writes.
 IGNORED_PATTERNS = ("*.lock", ".*.tmp")
@@ -163,7 +165,7 @@ def fallback_lock_path(path: Path) -> Path:
     return Path(base) / "oauth-reconciler" / "locks" / f"{digest}{LOCK_SUFFIX}"
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(Busy, TimeoutError):
     """The lock was still held by someone else when the timeout ran out."""
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.model import Provider, Secret
 from reconciler.oauth import authorize, device, discovery, loopback, tokens
+from reconciler.oauth.endpoints import CALLBACK_PATH
 from reconciler.oauth.errors import AccessDenied, InvalidGrant, LinkTimeout, OAuthError
 from reconciler.oauth.revocation import revoke
 from reconciler.oauth.tokens import grant_from_result
@@ -33,7 +34,7 @@ def forge(param: str, value: str | None):
     """A tamper function that rewrites ``param`` of the redirect to the loopback callback."""
 
     def tamper(url: str) -> str:
-        if urlsplit(url).path == authorize.CALLBACK_PATH:
+        if urlsplit(url).path == CALLBACK_PATH:
             return replace_param(url, param, value)
         return url
 
@@ -134,7 +135,7 @@ def test_a_wrong_state_is_ignored_and_the_link_waits(auth_server, confidential_c
     stray_pages = []
 
     def send_a_forgery_first(url: str) -> str:
-        if urlsplit(url).path == authorize.CALLBACK_PATH:
+        if urlsplit(url).path == CALLBACK_PATH:
             with http_client() as client:
                 stray_pages.append(client.get(replace_param(url, "state", "forged-state")))
         return url

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.model import Secret
 from reconciler.oauth import loopback
-from reconciler.oauth.authorize import CALLBACK_PATH
+from reconciler.oauth.endpoints import CALLBACK_PATH
 from reconciler.oauth.errors import AccessDenied, LinkTimeout, OAuthError
 from reconciler.oauth.loopback import run_loopback_flow
 
