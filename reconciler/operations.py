@@ -11,10 +11,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .custody import Held
 from .errors import ConflictError, UndeclaredError, UserError
 from .model import Actual, Desired, Grant, Plan, Secret
+
+if TYPE_CHECKING:
+    from .vault.sops.keys import Identities
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class State:
     desired: Desired
     actual: Actual
     #: age identities found the way sops finds them, or None when there are none.
-    identities: list | None
+    identities: Identities | None
     #: Each grant as the scan read it, with its custody basis (``custody.Held``), for the
     #: single-flight re-read to skip what is provably unchanged.
     known: Mapping[str, Held] | None = None
@@ -32,7 +36,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def find_identities(environ: Mapping[str, str] | None = None) -> list | None:
+def find_identities(environ: Mapping[str, str] | None = None) -> Identities | None:
     """The age identities sops would use, or None when there are none (not an error here)."""
     from .vault.sops.keys import load_identities
 
@@ -290,7 +294,7 @@ def _issued(
 def _access_token(
     config_path: Path,
     name: str,
-    identities: list,
+    identities: Identities,
     environ: Mapping[str, str],
     allow_rollback: bool = False,
 ) -> Secret:

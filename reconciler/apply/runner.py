@@ -20,6 +20,7 @@ from ..model import Action, Actual, Browser, Desired, Grant, Plan, Secret
 
 if TYPE_CHECKING:
     from ..custody import Custody, Held
+    from ..vault.sops.keys import Identities
 
 Result = Literal["done", "failed", "pending"]
 
@@ -49,7 +50,7 @@ class Context:
     desired: Desired
     actual: Actual
     #: age identities, or None when none is available (enough for writes, not for rekey).
-    identities: list | None
+    identities: Identities | None
     now: datetime
     #: Asks the user for a `prompt` secret; None when there is no terminal.
     ask_secret: Callable[[str], Secret] | None = None

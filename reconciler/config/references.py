@@ -9,10 +9,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..model import Secret
 from .errors import ConfigError, Issue, PromptRequired
 from .wording import closest, did_you_mean, shown, type_name
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 #: A ``file:`` secret holds one value, not a disk image.
 MAX_SECRET_FILE = 1 << 20
@@ -54,7 +58,7 @@ def resolve_reference(
     base_dir: Path,
     owner: str,
     environ: Mapping[str, str],
-    identities: list | None = None,
+    identities: Identities | None = None,
 ) -> Secret:
     """Read the value a secret reference points at.
 
@@ -166,7 +170,9 @@ def _read_secret_file(path: Path, owner: str, where: str) -> str:
     return text
 
 
-def _read_sops_value(path: Path, key: str, owner: str, where: str, identities: list | None) -> str:
+def _read_sops_value(
+    path: Path, key: str, owner: str, where: str, identities: Identities | None
+) -> str:
     if not path.is_file():
         raise ConfigError(
             Issue(

@@ -20,13 +20,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import Actual, Desired, Grant
 from ..plan.schedule import access_deadline
 from ..vault import cache, store
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
 from .protocol import Held, StaleState
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,10 @@ class FileCustody:
     kind = "files"
 
     def __init__(
-        self, desired: Desired, identities: list | None, environ: Mapping[str, str] | None = None
+        self,
+        desired: Desired,
+        identities: Identities | None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.desired = desired
         self.identities = identities

@@ -25,9 +25,11 @@ from .fingerprint import of_file
 
 TYPE_CHECKING = False  # not typing's: see reconciler.cli
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
     from datetime import datetime
     from pathlib import Path
+
+    from .sops.keys import Identities
 
 #: The first line of every entry; an entry in any other format is a miss.
 FORMAT = "oauth-reconciler token cache 3"
@@ -130,7 +132,7 @@ def _hash(key: str) -> str:
 def read(
     config_path: str | os.PathLike[str],
     name: str,
-    identities: Sequence,
+    identities: Identities,
     environ: Mapping[str, str],
     *,
     config_unchanged: bool = True,
@@ -161,7 +163,7 @@ def read(
 def _read_entry(
     config_path: str | os.PathLike[str],
     name: str,
-    identities: Sequence,
+    identities: Identities,
     environ: Mapping[str, str],
     config_unchanged: bool,
 ) -> dict[str, str] | None:
@@ -239,7 +241,7 @@ def write(
     name: str,
     grant_path: Path,
     token: CachedToken,
-    identities: Sequence,
+    identities: Identities,
     environ: Mapping[str, str],
 ) -> None:
     """Store ``token`` encrypted to the local identities (the cache is for this machine only)."""

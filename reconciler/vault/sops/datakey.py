@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DecryptError, NoIdentityError, source_label, tampered_error
 from .metadata import AgeKey, Metadata
+
+if TYPE_CHECKING:
+    from .keys import Identities
 
 DATA_KEY_SIZE = 32
 
@@ -65,7 +68,7 @@ def wrap_data_key(data_key: bytes, recipients: Sequence[Any]) -> list[str]:
 
 def open_data_key(
     meta: Metadata,
-    identities: Sequence[Any],
+    identities: Identities,
     source: object = None,
     preferred_recipients: Iterable[str] = (),
 ) -> bytes:
@@ -105,7 +108,7 @@ def open_data_key(
 
 
 def _open_entry(
-    entries: Sequence[AgeKey], identities: Sequence[Any], source: object, preferred: frozenset
+    entries: Sequence[AgeKey], identities: Identities, source: object, preferred: frozenset[str]
 ) -> bytes | None:
     """What the first of ``entries`` that ``identities`` open holds; None if none opens."""
     import pyrage
@@ -124,7 +127,7 @@ def _open_entry(
 
 
 def _open_shares(
-    meta: Metadata, identities: Sequence[Any], source: object, preferred: frozenset
+    meta: Metadata, identities: Identities, source: object, preferred: frozenset[str]
 ) -> bytes:
     from .shamir import combine
 

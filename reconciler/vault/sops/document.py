@@ -25,7 +25,7 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...model import Secret
 from ..errors import malformed_error, tampered_error
@@ -56,6 +56,9 @@ from .metadata import (
 )
 from .scalars import RFC3339, GoTime, UnsupportedValue, format_time, to_bytes
 from .syntax import compose_documents, emit_mapping, scalar_value
+
+if TYPE_CHECKING:
+    from .keys import Identities
 
 #: Leaves encrypted in grant files; everything else stays plaintext but MAC-covered.
 GRANT_ENCRYPTED_REGEX = (
@@ -203,7 +206,7 @@ class _Walker:
 
 def load_document(
     data: bytes | str,
-    identities: Sequence[Any] | None,
+    identities: Identities | None,
     source: object = None,
     *,
     preferred_recipients: Iterable[str] = (),
