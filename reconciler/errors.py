@@ -25,7 +25,10 @@ class ReconcilerError(Exception):
     (kept apart for ``-o json``); ``exit_code`` what the CLI exits with."""
 
     exit_code: int = 1
-    hint: str | None = None
+
+    @property
+    def hint(self) -> str | None:
+        return None
 
 
 class NeedsRelink(ReconcilerError):

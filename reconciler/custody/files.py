@@ -95,7 +95,7 @@ class FileCustody:
     def _held(self, name: str, basis: _Basis) -> Held:
         stored = basis.stored
         cached = self._cached(name) if stored is not None and stored.kind == "oauth2" else None
-        if cached is None:
+        if stored is None or cached is None:
             return Held(name, stored, basis)
         grant = replace(
             stored,
@@ -226,6 +226,7 @@ class FileCustody:
 
     def _record(self, name: str, path: Path, grant: Grant, retry_at: datetime | None) -> None:
         assert grant.access_token is not None and grant.obtained_at is not None
+        assert self.identities is not None
         entry = cache.CachedToken(
             access_token=grant.access_token,
             token_type=grant.token_type,

@@ -58,7 +58,7 @@ class CachedToken:
         access_token: Secret,
         token_type: str | None,
         expires_at: datetime | None,
-        obtained_at: datetime,
+        obtained_at: datetime | None,
         refresh_at: datetime | None,
         grant_path: str = "",
         retry_at: datetime | None = None,
@@ -95,7 +95,7 @@ def _usable(
     """``CachedToken.is_fresh`` on POSIX timestamps."""
     if refresh_at is None or now < refresh_at:
         return expires_at is None or now < expires_at
-    return retry_at is not None and now < retry_at and now < expires_at
+    return retry_at is not None and now < retry_at and (expires_at is None or now < expires_at)
 
 
 def cache_dir(environ: Mapping[str, str]) -> str:

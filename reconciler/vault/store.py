@@ -127,7 +127,8 @@ def decrypt_file(path: Path, identities: Identities | None) -> dict[str, Any]:
 
     path = Path(path)
     prepared = _prepare(identities if identities is not None else [])
-    return plain_data(_load(path, prepared).data)
+    data: dict[str, Any] = plain_data(_load(path, prepared).data)
+    return data
 
 
 def _bad(path: Path, what: str) -> MalformedError:
@@ -266,9 +267,9 @@ def scan(store_dir: Path, identities: Identities | None) -> Actual:
         except VaultError as error:
             unreadable[name] = str(error)
     if foreign and not grants:
-        for name, error in foreign.items():
+        for name in foreign:
             try:
-                grants[name] = read_grant(Path(error.path), None)
+                grants[name] = read_grant(store_dir / f"{name}{SUFFIX}", None)
             except VaultError as failure:
                 unreadable[name] = str(failure)
         return Actual(grants, unreadable, decrypted=False, sealed_reason=_foreign_reason(grants))

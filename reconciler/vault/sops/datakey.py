@@ -116,7 +116,8 @@ def _open_entry(
     ours_failed = False
     for entry in sorted(entries, key=lambda k: k.recipient not in preferred):
         try:
-            return pyrage.decrypt(entry.enc.encode(), list(identities))
+            data: bytes = pyrage.decrypt(entry.enc.encode(), list(identities))
+            return data
         except (pyrage.DecryptError, ValueError):
             # An entry for a recipient we hold the identity of must open: if it does not,
             # the entry was altered.

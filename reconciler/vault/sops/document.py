@@ -234,7 +234,7 @@ def load_document(
         data_key = open_data_key(meta, identities, source, preferred_recipients)
         decryptor = Decryptor(data_key, source)
     walker = _Walker(rules, decryptor, source)
-    trees = []
+    trees: list[Any] = []
     for doc in docs:
         if doc.id == "scalar" and scalar_value(doc) is None:
             trees.append({})
@@ -322,10 +322,10 @@ class _LeafSealer:
         return self.cipher.seal(raw, aad, kind)
 
 
-def _envelopes(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple, str]:
+def _envelopes(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
     """The ``ENC[...]`` text of each encrypted value held directly by a mapping of ``tree``
     (list items share their list's path, so they are left out)."""
-    out: dict[tuple, str] = {}
+    out: dict[tuple[str, ...], str] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             out.update(_envelopes(value, (*path, key)))
