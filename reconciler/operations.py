@@ -5,9 +5,8 @@ They glue the stages together: config → vault → plan → apply. Nothing here
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from .errors import ConflictError, UndeclaredError, UserError
 from .model import Actual, Desired, Grant, Plan, Secret
 
 if TYPE_CHECKING:
+    from .apply import Outcome
     from .vault.sops.keys import Identities
 
 
@@ -123,7 +123,7 @@ def run_apply(
     report_unresolved: bool = False,
     allow_foreign_recipients: bool = False,
     allow_rollback: bool = False,
-) -> Iterator:
+) -> Generator[Outcome, None, None]:
     """Carry ``plan`` out, one outcome at a time. With ``report_unresolved``, a failed outcome
     comes first for each secret whose reference does not resolve (a whole run's report)."""
     from .apply import Context, apply, unresolved
@@ -144,7 +144,15 @@ def run_apply(
     )
     if not report_unresolved:
         return apply(plan, context)
-    return itertools.chain(unresolved(state.desired), apply(plan, context))
+    return _after(unresolved(state.desired), apply(plan, context))
+
+
+def _after(
+    first: list[Outcome], rest: Generator[Outcome, None, None]
+) -> Generator[Outcome, None, None]:
+    """``first``, then ``rest``: still a generator, which a face may close early."""
+    yield from first
+    yield from rest
 
 
 def read_token(

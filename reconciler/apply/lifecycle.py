@@ -301,7 +301,11 @@ def revoke(
     custody = open_custody(desired, identities, environ)
     access_tokens = [t for t in (grant.access_token, grant.secondary_token) if t is not None]
     current = custody.read(name).grant if identities else None
-    if current is not None and current.access_token not in (None, *access_tokens):
+    if (
+        current is not None
+        and current.access_token is not None
+        and current.access_token not in access_tokens
+    ):
         access_tokens.insert(0, current.access_token)
     revoked = False
     try:
