@@ -140,7 +140,9 @@ class Service:
                 raise BadRequest(f"a scope must not contain the separator {separator!r}")
         return scopes + tuple(s for s in dict.fromkeys(requested) if s not in scopes)
 
-    def _prepare(self, name: str, requested_scopes: object):
+    def _prepare(
+        self, name: str, requested_scopes: object
+    ) -> tuple[Provider, Secret | None, tuple[str, ...]]:
         from ..apply import lifecycle
 
         desired = self.desired()
@@ -206,7 +208,7 @@ class Service:
         name = check_name(name)
         if return_url is not None:
             try:
-                origins.check_return_url(return_url, self.allowed_origins)
+                return_url = origins.check_return_url(return_url, self.allowed_origins)
             except origins.OriginError as error:
                 raise BadRequest(str(error), "invalid_return_url") from None
         provider, secret, scopes = self._prepare(name, scopes)
@@ -220,7 +222,7 @@ class Service:
         pending = authorize.start_link(
             provider, scopes, redirect_uri, client_secret=secret, now=self.clock
         )
-        self.links.add(name, pending, return_url)  # type: ignore[arg-type]
+        self.links.add(name, pending, return_url)
         parts = urlsplit(redirect_uri)
         start = urlunsplit(
             (parts.scheme, parts.netloc, START_PATH, urlencode({"state": pending.state}), "")
@@ -248,11 +250,11 @@ class Service:
         pending = attempt.pending
         max_age = max(1, int((attempt.expires_at - self.clock()).total_seconds()))
         return FirstHop(
-            pending.authorization_url,  # type: ignore[attr-defined]
+            pending.authorization_url,
             cookie_name(state),
             value,
             max_age,
-            urlsplit(pending.redirect_uri).scheme == "https",  # type: ignore[attr-defined]
+            urlsplit(pending.redirect_uri).scheme == "https",
         )
 
     def finish_link(
@@ -288,8 +290,8 @@ class Service:
         pending = attempt.pending
         try:
             self._provider(self.desired(), name)
-            result = authorize.finish_link(pending, params, now=self.clock)  # type: ignore[arg-type]
-            self._store(name, pending.provider, result, pending.scopes, pending.client_secret)  # type: ignore[attr-defined]
+            result = authorize.finish_link(pending, params, now=self.clock)
+            self._store(name, pending.provider, result, pending.scopes, pending.client_secret)
         except ReconcilerError as error:
             return LinkOutcome(False, name, str(error), return_url, 400)
         except LockTimeout:
