@@ -26,11 +26,14 @@ class ReconcilerError(Exception):
     (kept apart for ``-o json``); ``exit_code`` what the CLI exits with."""
 
     exit_code: int = 1
-    hint: str | None = None
     #: What kind of failure, for faces that answer in their own terms (an HTTP status):
     #: config, vault, provider, provider_unavailable, needs_relink, busy, request,
     #: undeclared, conflict.
     kind: str = "error"
+
+    @property
+    def hint(self) -> str | None:
+        return None
 
 
 class NeedsRelink(ReconcilerError):

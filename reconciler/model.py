@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import ReconcilerError
-from .secret import Secret
+from .secret import Secret as Secret  # re-exported: the stages take Secret from here
 
 Flow = Literal["authorization_code", "device_code", "client_credentials"]
 GrantKind = Literal["oauth2", "secret"]

@@ -5,9 +5,8 @@ They glue the stages together: config → vault → plan → apply. Nothing here
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,13 +24,17 @@ if TYPE_CHECKING:
     from .oauth.tokens import TokenResult
     from .plan import GrantReport
 
+if TYPE_CHECKING:
+    from .apply import Outcome
+    from .vault.sops.keys import Identities
+
 
 @dataclass(frozen=True)
 class State:
     desired: Desired
     actual: Actual
     #: age identities found the way sops finds them, or None when there are none.
-    identities: list | None
+    identities: Identities | None
     #: Each grant as the scan read it, with its custody basis (``custody.Held``), for the
     #: single-flight re-read to skip what is provably unchanged.
     known: Mapping[str, Held] | None = None
@@ -41,7 +44,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def find_identities(environ: Mapping[str, str] | None = None) -> list | None:
+def find_identities(environ: Mapping[str, str] | None = None) -> Identities | None:
     """The age identities sops would use, or None when there are none (not an error here)."""
     from .vault.sops.keys import load_identities
 
@@ -128,7 +131,7 @@ def run_apply(
     report_unresolved: bool = False,
     allow_foreign_recipients: bool = False,
     allow_rollback: bool = False,
-) -> Iterator:
+) -> Generator[Outcome, None, None]:
     """Carry ``plan`` out, one outcome at a time. With ``report_unresolved``, a failed outcome
     comes first for each secret whose reference does not resolve (a whole run's report)."""
     from .apply import Context, apply, unresolved
@@ -149,7 +152,15 @@ def run_apply(
     )
     if not report_unresolved:
         return apply(plan, context)
-    return itertools.chain(unresolved(state.desired), apply(plan, context))
+    return _after(unresolved(state.desired), apply(plan, context))
+
+
+def _after(
+    first: list[Outcome], rest: Generator[Outcome, None, None]
+) -> Generator[Outcome, None, None]:
+    """``first``, then ``rest``: still a generator, which a face may close early."""
+    yield from first
+    yield from rest
 
 
 def read_token(
@@ -299,7 +310,7 @@ def _issued(
 def _access_token(
     config_path: Path,
     name: str,
-    identities: list,
+    identities: Identities,
     environ: Mapping[str, str],
     allow_rollback: bool = False,
 ) -> Secret:
@@ -427,7 +438,7 @@ def poll_device_link(
     config_path: Path,
     name: str,
     request: LinkRequest,
-    device_code: str,
+    device_code: Secret,
     interval: int,
     now: Callable[[], datetime],
     *,

@@ -3,6 +3,10 @@ fast path can use it without loading the rest of the model."""
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # not typing's: see reconciler.cli
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 
 class Secret:
     """A string whose ``repr``/``str`` never show it; ``reveal()`` it at the point of use."""
@@ -35,5 +39,5 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("Secret values are not picklable")

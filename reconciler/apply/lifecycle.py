@@ -14,11 +14,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ..custody import Custody, Held, open_custody
 from ..errors import NeedsRelink, ReconcilerError
 from ..model import Browser, Desired, Grant, Provider, Secret
 from ..plan.schedule import is_due
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
@@ -114,7 +118,7 @@ def store_link(
     client_secret: Secret | None = None,
     environ: Mapping[str, str] | None = None,
     lock_timeout: float | None = None,
-    identities: list | None = None,
+    identities: Identities | None = None,
 ) -> Grant:
     """Write the grant a finished link flow produced (``result``: an ``oauth.TokenResult``),
     under the grant's lock so that it cannot interleave with a refresh. The CLI flows and the
@@ -156,7 +160,7 @@ def refresh(
     desired: Desired,
     name: str,
     now: datetime,
-    identities: list,
+    identities: Identities,
     *,
     force: bool = False,
     rejected: Secret | None = None,
@@ -278,7 +282,7 @@ def revoke(
     *,
     force: bool = False,
     environ: Mapping[str, str] | None = None,
-    identities: list | None = None,
+    identities: Identities | None = None,
 ) -> str:
     """Revoke ``grant`` at the provider (refresh token, then access tokens; RFC 7009) and
     delete it. Without a revocation endpoint, only ``force`` deletes.
@@ -297,7 +301,11 @@ def revoke(
     custody = open_custody(desired, identities, environ)
     access_tokens = [t for t in (grant.access_token, grant.secondary_token) if t is not None]
     current = custody.read(name).grant if identities else None
-    if current is not None and current.access_token not in (None, *access_tokens):
+    if (
+        current is not None
+        and current.access_token is not None
+        and current.access_token not in access_tokens
+    ):
         access_tokens.insert(0, current.access_token)
     revoked = False
     try:

@@ -48,10 +48,13 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from ..model import Desired, Secret
+
+if TYPE_CHECKING:
+    import httpx2
 
 Event = Literal["needs-relink", "recovered", "linked"]
 EVENTS: tuple[str, ...] = ("needs-relink", "recovered", "linked")
@@ -246,7 +249,7 @@ class _Deliverer:
         self._cond = threading.Condition()
         self._busy = False
         self._closing = False
-        self._client = None
+        self._client: httpx2.Client | None = None
         thread = threading.Thread(target=self._run, name="reconciler-notify", daemon=True)
         thread.start()
         atexit.register(self._at_exit)
@@ -312,7 +315,7 @@ class _Deliverer:
             status = None
             problem = f"{type(error).__name__}"
         else:
-            if 200 <= status < 300:
+            if 200 <= response.status_code < 300:
                 if delivery.attempts > 1:
                     log.info(
                         "notify: %s %s delivered to %s (attempt %d)",
@@ -347,7 +350,7 @@ class _Deliverer:
         )
         return False
 
-    def _http(self):
+    def _http(self) -> httpx2.Client:
         if self._client is None:
             import httpx2
 

@@ -10,7 +10,7 @@ terminal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, cast
@@ -20,6 +20,7 @@ from ..model import Action, Actual, Browser, Desired, Grant, Plan, Secret
 
 if TYPE_CHECKING:
     from ..custody import Custody, Held
+    from ..vault.sops.keys import Identities
 
 Result = Literal["done", "failed", "pending"]
 
@@ -49,7 +50,7 @@ class Context:
     desired: Desired
     actual: Actual
     #: age identities, or None when none is available (enough for writes, not for rekey).
-    identities: list | None
+    identities: Identities | None
     now: datetime
     #: Asks the user for a `prompt` secret; None when there is no terminal.
     ask_secret: Callable[[str], Secret] | None = None
@@ -71,7 +72,7 @@ class Context:
     allow_rollback: bool = False
 
 
-def apply(plan: Plan, context: Context) -> Iterator[Outcome]:
+def apply(plan: Plan, context: Context) -> Generator[Outcome, None, None]:
     """Yield one outcome per action, as soon as it is known (so faces can show progress).
 
     Refresh outcomes come in the order the refreshes finish (those that finish while another
@@ -344,8 +345,11 @@ def _refresh(action: Action, context: Context) -> str:
         allow_rollback=context.allow_rollback,
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
-    kept = before is not None and grant.access_token == before.access_token
-    if kept and grant.obtained_at == before.obtained_at:
+    if (
+        before is not None
+        and grant.access_token == before.access_token
+        and grant.obtained_at == before.obtained_at
+    ):
         return (
             f"kept the current token (valid until {expiry}): the provider failed "
             "transiently, so the refresh is retried later"

@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
 #: Below this many refreshes, forking costs more than it brings.
 FORK_THRESHOLD = 64
@@ -28,6 +29,12 @@ THREADS_PER_PROCESS = 4
 
 #: ``(job number, result, message)``; result "crash" carries an unexpected error's summary.
 Report = tuple[int, str, str]
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    #: The reading end of a worker's pipe.
+    Reader = Connection[object, Report]
 
 
 class WorkerError(RuntimeError):
@@ -64,7 +71,7 @@ class Forked:
         processes = max(1, min(processes or min(_cores(), MAX_PROCESSES), count))
         context = multiprocessing.get_context("fork")
         self._stop = context.Event()
-        self._expected: dict[object, int] = {}  # reader -> jobs still to report
+        self._expected: dict[Reader, int] = {}  # reader -> jobs still to report
         self._processes = []
         # Anything buffered now would be written again by every child.
         sys.stdout.flush()
@@ -88,7 +95,8 @@ class Forked:
         from multiprocessing.connection import wait
 
         while self._expected:
-            ready = wait(list(self._expected), timeout=None if block else 0)
+            # wait() hands back the objects it was given: here, only readers.
+            ready = cast("list[Reader]", wait(list(self._expected), timeout=None if block else 0))
             if not ready:
                 return
             for reader in ready:
@@ -102,7 +110,7 @@ class Forked:
                     raise WorkerError(message)
                 yield number, result, message
 
-    def _finished(self, reader: object) -> None:
+    def _finished(self, reader: Reader) -> None:
         missing = self._expected.pop(reader)
         reader.close()
         if missing and not self._stop.is_set():

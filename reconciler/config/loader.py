@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..model import Desired, Notify, Provider, Secret, SecretSpec
 from .document import read_document
@@ -23,13 +24,16 @@ from .store import DEFAULT_STORE_DIR, resolve_recipients, resolve_store_dir
 from .syntax import NAME, URL, URL_HINT
 from .wording import shown
 
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
+
 
 def load(
     path: Path,
     *,
     environ: Mapping[str, str] | None = None,
     resolve_values: bool = True,
-    identities: list | None = None,
+    identities: Identities | None = None,
 ) -> Desired:
     """Read, validate and resolve ``providers.yaml``.
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..model import Secret
 from .errors import ConfigError, Issue, PromptRequired
 from .schemes import SCHEMES, Context
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 REFERENCE_HINT = "use " + ", ".join(scheme.SYNTAX for scheme in SCHEMES.values()) + " or prompt"
 #: What a key file holds: an age identity line, or a PEM/OpenSSH private key block.
@@ -45,7 +49,7 @@ def resolve_reference(
     base_dir: Path,
     owner: str,
     environ: Mapping[str, str],
-    identities: list | None = None,
+    identities: Identities | None = None,
 ) -> Secret:
     """Read the value a secret reference points at.
 

@@ -122,6 +122,7 @@ def _describe(error: Any, doc: Document) -> list[tuple[NodePath, Issue, int, str
     schema = error.schema if isinstance(error.schema, dict) else {}
     in_names = "propertyNames" in error.absolute_schema_path
     rank = 1
+    hint: str | None
 
     if validator == "additionalProperties" and isinstance(instance, dict):
         allowed = list(schema.get("properties", {}))

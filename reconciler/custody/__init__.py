@@ -22,13 +22,17 @@ May import: ``model``, ``errors``, ``plan`` (the refresh deadline), ``vault``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ..model import Desired
 from .protocol import Custody, Held, StaleState
 
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
+
 
 def open_custody(
-    desired: Desired, identities: list | None, environ: Mapping[str, str] | None = None
+    desired: Desired, identities: Identities | None, environ: Mapping[str, str] | None = None
 ) -> Custody:
     """The custody that ``desired`` declares (today: the grant files)."""
     from .files import FileCustody

@@ -20,13 +20,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import Actual, Desired, Grant
 from ..plan.schedule import access_deadline
 from ..vault import cache, store
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
 from .protocol import Held, StaleState
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,10 @@ class FileCustody:
     kind = "files"
 
     def __init__(
-        self, desired: Desired, identities: list | None, environ: Mapping[str, str] | None = None
+        self,
+        desired: Desired,
+        identities: Identities | None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.desired = desired
         self.identities = identities
@@ -89,7 +95,7 @@ class FileCustody:
     def _held(self, name: str, basis: _Basis) -> Held:
         stored = basis.stored
         cached = self._cached(name) if stored is not None and stored.kind == "oauth2" else None
-        if cached is None:
+        if stored is None or cached is None:
             return Held(name, stored, basis)
         grant = replace(
             stored,
@@ -220,6 +226,7 @@ class FileCustody:
 
     def _record(self, name: str, path: Path, grant: Grant, retry_at: datetime | None) -> None:
         assert grant.access_token is not None and grant.obtained_at is not None
+        assert self.identities is not None
         entry = cache.CachedToken(
             access_token=grant.access_token,
             token_type=grant.token_type,

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ..model import Provider, Secret
 from . import quirks
@@ -72,9 +72,10 @@ class DevicePoll:
     error: OAuthError | None = None
 
 
-def _int_field(provider: Provider, payload: dict, key: str, default: int | None) -> int:
+def _int_field(provider: Provider, payload: dict[str, Any], key: str, default: int | None) -> int:
     value = payload.get(key, default)
     try:
+        # Any JSON value may come: int() refusing it is the check (caught below).
         number = int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         number = -1
@@ -177,6 +178,7 @@ def start_device_flow(
                 error="invalid_device_response",
                 provider=name,
             )
+    # The loop above checked these three are non-empty strings; mypy cannot follow a loop.
     return DeviceAuthorization(
         device_code=Secret(device_code),  # type: ignore[arg-type]
         # Shown to the user: no control character of the provider's reaches a terminal (the

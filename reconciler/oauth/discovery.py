@@ -235,7 +235,7 @@ def resolve_endpoints(
     supported = metadata.get("token_endpoint_auth_methods_supported")
     if provider.token_endpoint_auth_method is None and isinstance(supported, list):
         if provider.client_secret_ref:
-            choices = ("client_secret_basic", "client_secret_post")
+            choices: tuple[str, ...] = ("client_secret_basic", "client_secret_post")
         else:
             choices = ("none",)
         for method in choices:

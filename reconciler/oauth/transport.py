@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -109,11 +109,12 @@ def tls_context() -> ssl.SSLContext:
             context = httpx2.create_ssl_context()
             context.set_alpn_protocols(list(ALPN))
 
-            def alpn_already_set(protocols: Sequence[str]) -> None:
+            def alpn_already_set(protocols: Iterable[str]) -> None:
                 if tuple(protocols) != ALPN:
                     raise ValueError(f"ALPN {list(protocols)} asked for; this context has {ALPN}")
 
-            context.set_alpn_protocols = alpn_already_set  # type: ignore[method-assign]
+            # Replacing the method is the point (see above); mypy types it as the unbound one.
+            context.set_alpn_protocols = alpn_already_set  # type: ignore[method-assign, assignment]
             _tls = context
         return _tls
 

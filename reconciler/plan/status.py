@@ -67,7 +67,8 @@ def report(desired: Desired, actual: Actual, now: datetime) -> list[GrantReport]
                 GrantReport(name, declared_kinds[name], "missing", scopes, (), None, None, True)
             )
             continue
-        status, reason = grant.status, grant.status_reason
+        status: str = grant.status
+        reason = grant.status_reason
         if status == "ok" and grant.expires_at is not None:
             deadline = access_deadline(grant.expires_at, grant.obtained_at, desired.refresh_before)
             if grant.expires_at <= now:

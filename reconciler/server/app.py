@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ReconcilerError
@@ -25,6 +25,10 @@ from ..operations import utcnow
 from . import gates, origins
 from .pending import LINK_TTL, StoreFull, cookie_name
 from .service import BadRequest, FirstHop, LinkOutcome, Service
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 log = logging.getLogger("reconciler.server")
 
@@ -346,7 +350,8 @@ def create_app(settings: Settings):
             route("/internal/outbound-secrets/v1/delete", "POST", internal_delete),
         ]
 
-    async def http_error(request, exc: HTTPException):
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)  # the one exception it is registered for
         error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = {404: "no such route", 405: "method not allowed on this route"}.get(
             exc.status_code, str(exc.detail)

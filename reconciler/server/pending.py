@@ -21,8 +21,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ..model import Provider, Secret
+
+if TYPE_CHECKING:
+    from ..oauth.authorize import PendingLink
 
 LINK_TTL = timedelta(minutes=15)
 #: At most this many attempts/flows in flight; a client that starts more gets an error.
@@ -45,8 +49,8 @@ def cookie_name(state: str) -> str:
 @dataclass
 class LinkAttempt:
     name: str
-    #: ``oauth.authorize.PendingLink``: provider (with endpoints), scopes, verifier, state...
-    pending: object
+    #: provider (with endpoints), scopes, verifier, state...
+    pending: PendingLink
     return_url: str | None
     created_at: datetime
     expires_at: datetime
@@ -64,7 +68,7 @@ class LinkStore:
         for key in [k for k, v in self._items.items() if v.expires_at <= now]:
             del self._items[key]
 
-    def add(self, name: str, pending, return_url: str | None) -> LinkAttempt:
+    def add(self, name: str, pending: PendingLink, return_url: str | None) -> LinkAttempt:
         now = self.clock()
         attempt = LinkAttempt(name, pending, return_url, now, now + self.ttl)
         with self._lock:

@@ -25,7 +25,8 @@ def with_header_deadline(header_timeout: float) -> type[asyncio.Protocol]:
     class HeaderDeadlineProtocol(H11Protocol):
         _head_deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport) -> None:  # type: ignore[override]
+        # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport; so does this.
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 

@@ -16,16 +16,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..operations import UserError, utcnow
 from . import gates, origins
 from .pending import LINK_TTL
 from .protocol import HEADER_TIMEOUT
 
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
+
 
 @dataclass
 class Prepared:
-    app: object
+    app: ASGIApp
     sock: socket.socket = field(repr=False)
     #: The URL a local client uses, e.g. ``http://127.0.0.1:8765``.
     url: str
@@ -37,7 +42,7 @@ class Prepared:
     allowed_origins: tuple[str, ...]
     warnings: list[str] = field(default_factory=list)
     header_timeout: float = HEADER_TIMEOUT
-    server: object | None = None
+    server: uvicorn.Server | None = None
 
     def run(self) -> None:
         try:
@@ -68,7 +73,7 @@ class Prepared:
     def stop(self) -> None:
         """Ask a running server to exit (for tests that run it in a thread)."""
         if self.server is not None:
-            self.server.should_exit = True  # type: ignore[attr-defined]
+            self.server.should_exit = True
 
 
 def _addresses(host: str, port: int) -> list[tuple]:

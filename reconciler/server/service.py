@@ -148,7 +148,7 @@ class Service:
         name = check_name(name)
         if return_url is not None:
             try:
-                origins.check_return_url(return_url, self.allowed_origins)
+                return_url = origins.check_return_url(return_url, self.allowed_origins)
             except origins.OriginError as error:
                 raise BadRequest(str(error), "invalid_return_url") from None
         request = self._prepare(name, scopes)
@@ -161,7 +161,7 @@ class Service:
             )
         redirect_uri = self.redirect_uri(provider)
         pending = operations.begin_browser_link(request, redirect_uri, self.clock)
-        self.links.add(name, pending, return_url)  # type: ignore[arg-type]
+        self.links.add(name, pending, return_url)
         parts = urlsplit(redirect_uri)
         start = urlunsplit(
             (parts.scheme, parts.netloc, START_PATH, urlencode({"state": pending.state}), "")
@@ -189,11 +189,11 @@ class Service:
         pending = attempt.pending
         max_age = max(1, int((attempt.expires_at - self.clock()).total_seconds()))
         return FirstHop(
-            pending.authorization_url,  # type: ignore[attr-defined]
+            pending.authorization_url,
             cookie_name(state),
             value,
             max_age,
-            urlsplit(pending.redirect_uri).scheme == "https",  # type: ignore[attr-defined]
+            urlsplit(pending.redirect_uri).scheme == "https",
         )
 
     def finish_link(
@@ -227,7 +227,7 @@ class Service:
             operations.complete_browser_link(
                 self.config_path,
                 name,
-                attempt.pending,  # type: ignore[arg-type]
+                attempt.pending,
                 params,
                 self.clock,
                 environ=self.environ,

@@ -25,9 +25,11 @@ from .fingerprint import of_file
 
 TYPE_CHECKING = False  # not typing's: see reconciler.cli
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
     from datetime import datetime
     from pathlib import Path
+
+    from .sops.keys import Identities
 
 #: The first line of every entry; an entry in any other format is a miss.
 FORMAT = "oauth-reconciler token cache 3"
@@ -56,7 +58,7 @@ class CachedToken:
         access_token: Secret,
         token_type: str | None,
         expires_at: datetime | None,
-        obtained_at: datetime,
+        obtained_at: datetime | None,
         refresh_at: datetime | None,
         grant_path: str = "",
         retry_at: datetime | None = None,
@@ -93,7 +95,7 @@ def _usable(
     """``CachedToken.is_fresh`` on POSIX timestamps."""
     if refresh_at is None or now < refresh_at:
         return expires_at is None or now < expires_at
-    return retry_at is not None and now < retry_at and now < expires_at
+    return retry_at is not None and now < retry_at and (expires_at is None or now < expires_at)
 
 
 def cache_dir(environ: Mapping[str, str]) -> str:
@@ -130,7 +132,7 @@ def _hash(key: str) -> str:
 def read(
     config_path: str | os.PathLike[str],
     name: str,
-    identities: Sequence,
+    identities: Identities,
     environ: Mapping[str, str],
     *,
     config_unchanged: bool = True,
@@ -161,7 +163,7 @@ def read(
 def _read_entry(
     config_path: str | os.PathLike[str],
     name: str,
-    identities: Sequence,
+    identities: Identities,
     environ: Mapping[str, str],
     config_unchanged: bool,
 ) -> dict[str, str] | None:
@@ -239,7 +241,7 @@ def write(
     name: str,
     grant_path: Path,
     token: CachedToken,
-    identities: Sequence,
+    identities: Identities,
     environ: Mapping[str, str],
 ) -> None:
     """Store ``token`` encrypted to the local identities (the cache is for this machine only)."""

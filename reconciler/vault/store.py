@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import ENCRYPTED_FIELDS, Actual, Grant, Secret
 from .errors import (
@@ -27,6 +27,9 @@ from .errors import (
 )
 from .sops.document import GRANT_ENCRYPTED_REGEX, Document
 from .sops.scalars import GoTime, parse_time
+
+if TYPE_CHECKING:
+    from .sops.keys import Identities, Identity
 
 SUFFIX = ".sops.yaml"
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
@@ -69,14 +72,14 @@ class _Prepared:
 
     __slots__ = ("identities", "recipients")
 
-    def __init__(self, identities: Iterable[Any]) -> None:
+    def __init__(self, identities: Iterable[Identity | str]) -> None:
         from .sops.keys import identity_recipients, normalize_identities
 
         self.identities = normalize_identities(identities)
         self.recipients = identity_recipients(self.identities)
 
 
-def _prepare(identities: Any) -> _Prepared | None:
+def _prepare(identities: Identities | _Prepared | None) -> _Prepared | None:
     if identities is None:
         return None
     if isinstance(identities, _Prepared):
@@ -110,21 +113,22 @@ def _load(path: Path, prepared: _Prepared | None) -> Document:
     return load_document(data, prepared.identities, path, preferred_recipients=prepared.recipients)
 
 
-def read_grant(path: Path, identities: list | None) -> Grant:
+def read_grant(path: Path, identities: Identities | None) -> Grant:
     """Read one grant file. ``identities=None``: plaintext metadata only, nothing decrypted,
     no key needed. Otherwise open the data key, decrypt every leaf and verify the MAC."""
     path = Path(path)
     return _to_grant(path, _load(path, _prepare(identities)))
 
 
-def decrypt_file(path: Path, identities: list) -> dict:
+def decrypt_file(path: Path, identities: Identities | None) -> dict[str, Any]:
     """Any SOPS YAML file → a plain Python mapping (MAC verified). Values are str, int,
     float, bool, None, datetime, lists and dicts; used for ``sops:PATH#dotted.key``."""
     from .sops.document import plain_data
 
     path = Path(path)
     prepared = _prepare(identities if identities is not None else [])
-    return plain_data(_load(path, prepared).data)
+    data: dict[str, Any] = plain_data(_load(path, prepared).data)
+    return data
 
 
 def _bad(path: Path, what: str) -> MalformedError:
@@ -228,7 +232,7 @@ def _to_grant(path: Path, doc: Document) -> Grant:
     return Grant(**fields)
 
 
-def scan(store_dir: Path, identities: list | None) -> Actual:
+def scan(store_dir: Path, identities: Identities | None) -> Actual:
     """Read every ``*.sops.yaml`` in ``store_dir``. A file that fails is reported in
     ``Actual.unreadable[name]`` with its message; one bad file never stops the scan.
 
@@ -263,9 +267,9 @@ def scan(store_dir: Path, identities: list | None) -> Actual:
         except VaultError as error:
             unreadable[name] = str(error)
     if foreign and not grants:
-        for name, error in foreign.items():
+        for name in foreign:
             try:
-                grants[name] = read_grant(Path(error.path), None)
+                grants[name] = read_grant(store_dir / f"{name}{SUFFIX}", None)
             except VaultError as failure:
                 unreadable[name] = str(failure)
         return Actual(grants, unreadable, decrypted=False, sealed_reason=_foreign_reason(grants))

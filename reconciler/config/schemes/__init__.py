@@ -20,7 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ...vault.sops.keys import Identities
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Context:
     where: str
     base_dir: Path
     environ: Mapping[str, str]
-    identities: Any = None
+    identities: Identities | None = None
 
 
 def _discover() -> dict[str, ModuleType]:

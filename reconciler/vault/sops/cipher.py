@@ -129,10 +129,10 @@ def _convert_decrypted(raw: bytes, kind: str) -> Any:
     if kind == "float":
         if not text or "_" in text or text != text.strip():
             raise ValueError("float")
-        value = float(text)
-        if math.isinf(value) and "inf" not in text.lower():
+        real = float(text)
+        if math.isinf(real) and "inf" not in text.lower():
             raise ValueError("float")
-        return value
+        return real
     if kind == "bool":
         if text in ("1", "t", "T", "TRUE", "true", "True"):
             return True

@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DecryptError, NoIdentityError, source_label, tampered_error
 from .metadata import AgeKey, Metadata
+
+if TYPE_CHECKING:
+    from .keys import Identities
 
 DATA_KEY_SIZE = 32
 
@@ -65,7 +68,7 @@ def wrap_data_key(data_key: bytes, recipients: Sequence[Any]) -> list[str]:
 
 def open_data_key(
     meta: Metadata,
-    identities: Sequence[Any],
+    identities: Identities,
     source: object = None,
     preferred_recipients: Iterable[str] = (),
 ) -> bytes:
@@ -105,7 +108,7 @@ def open_data_key(
 
 
 def _open_entry(
-    entries: Sequence[AgeKey], identities: Sequence[Any], source: object, preferred: frozenset
+    entries: Sequence[AgeKey], identities: Identities, source: object, preferred: frozenset[str]
 ) -> bytes | None:
     """What the first of ``entries`` that ``identities`` open holds; None if none opens."""
     import pyrage
@@ -113,7 +116,8 @@ def _open_entry(
     ours_failed = False
     for entry in sorted(entries, key=lambda k: k.recipient not in preferred):
         try:
-            return pyrage.decrypt(entry.enc.encode(), list(identities))
+            data: bytes = pyrage.decrypt(entry.enc.encode(), list(identities))
+            return data
         except (pyrage.DecryptError, ValueError):
             # An entry for a recipient we hold the identity of must open: if it does not,
             # the entry was altered.
@@ -124,7 +128,7 @@ def _open_entry(
 
 
 def _open_shares(
-    meta: Metadata, identities: Sequence[Any], source: object, preferred: frozenset
+    meta: Metadata, identities: Identities, source: object, preferred: frozenset[str]
 ) -> bytes:
     from .shamir import combine
 

@@ -25,7 +25,7 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...model import Secret
 from ..errors import malformed_error, tampered_error
@@ -56,6 +56,9 @@ from .metadata import (
 )
 from .scalars import RFC3339, GoTime, UnsupportedValue, format_time, to_bytes
 from .syntax import compose_documents, emit_mapping, scalar_value
+
+if TYPE_CHECKING:
+    from .keys import Identities
 
 #: Leaves encrypted in grant files; everything else stays plaintext but MAC-covered.
 GRANT_ENCRYPTED_REGEX = (
@@ -203,7 +206,7 @@ class _Walker:
 
 def load_document(
     data: bytes | str,
-    identities: Sequence[Any] | None,
+    identities: Identities | None,
     source: object = None,
     *,
     preferred_recipients: Iterable[str] = (),
@@ -231,7 +234,7 @@ def load_document(
         data_key = open_data_key(meta, identities, source, preferred_recipients)
         decryptor = Decryptor(data_key, source)
     walker = _Walker(rules, decryptor, source)
-    trees = []
+    trees: list[Any] = []
     for doc in docs:
         if doc.id == "scalar" and scalar_value(doc) is None:
             trees.append({})
@@ -319,10 +322,10 @@ class _LeafSealer:
         return self.cipher.seal(raw, aad, kind)
 
 
-def _envelopes(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple, str]:
+def _envelopes(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
     """The ``ENC[...]`` text of each encrypted value held directly by a mapping of ``tree``
     (list items share their list's path, so they are left out)."""
-    out: dict[tuple, str] = {}
+    out: dict[tuple[str, ...], str] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             out.update(_envelopes(value, (*path, key)))

@@ -22,8 +22,16 @@ import os
 
 TYPE_CHECKING = False  # not typing's: see reconciler.cli
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
+    from typing import TypeAlias
+
+    import pyrage
+
+    #: An age identity as pyrage gives it: X25519 (from key files) or SSH (ed25519, RSA).
+    Identity: TypeAlias = "pyrage.x25519.Identity | pyrage.ssh.Identity"
+    #: The identities a read may decrypt with, as every reader takes them.
+    Identities: TypeAlias = Sequence[Identity]
 
 SOPS_AGE_KEY = "SOPS_AGE_KEY"
 SOPS_AGE_KEY_FILE = "SOPS_AGE_KEY_FILE"
@@ -40,7 +48,7 @@ class IdentityReport:
     """What a lookup found: the identities, and where it looked (for messages)."""
 
     def __init__(self) -> None:
-        self.identities: list = []
+        self.identities: list[Identity] = []
         #: location -> number of identities found there
         self.found: dict[str, int] = {}
         #: locations that were not set or did not exist
@@ -60,21 +68,21 @@ class IdentityReport:
         return text
 
 
-def parse_identities(text: str, source: str = "identity") -> list:
+def parse_identities(text: str, source: str = "identity") -> list[Identity]:
     """Parse age identities, one per line (``AGE-SECRET-KEY-1...``); skip empty lines, ``#``
     comments and identities of other kinds (see ``read_identities``). Raises ValueError
     naming the source and line number, never the line."""
     return read_identities(text, source)[0]
 
 
-def read_identities(text: str, source: str = "identity") -> tuple[list, list[str]]:
+def read_identities(text: str, source: str = "identity") -> tuple[list[Identity], list[str]]:
     """The X25519 identities in ``text``, and a note for each identity line of a kind
     reconcile cannot use (post-quantum ``AGE-SECRET-KEY-PQ-1...``, age plugins): such a line
     is skipped, so that the same key file serves sops and reconcile. Anything else that is
     not an identity raises ValueError (as in sops)."""
     import pyrage
 
-    identities = []
+    identities: list[Identity] = []
     skipped = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -112,7 +120,7 @@ def _other_identity_kind(line: str) -> str | None:
     return None
 
 
-def _ssh_identity(path: str) -> object:
+def _ssh_identity(path: str) -> Identity:
     import pyrage
 
     with open(path, "rb") as file:
@@ -154,7 +162,7 @@ def find_identities(
     environ = os.environ if environ is None else environ
     report = IdentityReport()
 
-    def add(location: str, read: Callable[[], tuple[list, list[str]]]) -> None:
+    def add(location: str, read: Callable[[], tuple[list[Identity], list[str]]]) -> None:
         try:
             ids, skipped = read()
         except (OSError, ValueError) as error:
@@ -251,7 +259,7 @@ def _describe_error(location: str, error: BaseException) -> str:
 
 def load_identities(
     environ: Mapping[str, str] | None = None, *, required: bool = False, ssh: bool = True
-) -> list:
+) -> list[Identity]:
     """The age identities sops would use (possibly none). With ``required``, raise
     NoIdentityError, saying where sops looks, when there are none. ``ssh`` as for
     ``find_identities``."""
@@ -274,9 +282,9 @@ def no_identity_message(report: IdentityReport | None = None, subject: str = "")
     )
 
 
-def normalize_identities(identities: Iterable[object]) -> list:
+def normalize_identities(identities: Iterable[Identity | str]) -> list[Identity]:
     """Accept pyrage identities or ``AGE-SECRET-KEY-1...`` strings; return pyrage objects."""
-    out: list = []
+    out: list[Identity] = []
     for identity in identities:
         if isinstance(identity, str):
             out.extend(parse_identities(identity, "identity"))

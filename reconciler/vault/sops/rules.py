@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import MalformedError
 from .keys import split_recipients, validate_recipients
@@ -102,7 +103,7 @@ _RULE_OTHER_KEYS = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault_transit
 _GROUP_OTHER_KEYS = ("pgp", "kms", "gcp_kms", "azure_keyvault", "hc_vault")
 
 
-def _rule(config: Path, index: int, pattern: str, rule: dict) -> CreationRule:
+def _rule(config: Path, index: int, pattern: str, rule: dict[str, Any]) -> CreationRule:
     where = f"creation_rules[{index}]"
     try:
         groups = rule.get("key_groups")

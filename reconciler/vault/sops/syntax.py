@@ -37,16 +37,22 @@ _STR_TAG = TAG_PREFIX + "str"
 @lru_cache(maxsize=1)
 def _loader_class() -> type:
     import yaml
-    from yaml.nodes import ScalarNode
+    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
     base = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
     seq_tag, map_tag = TAG_PREFIX + "seq", TAG_PREFIX + "map"
 
+    # The base is picked at run time (the C loader when PyYAML was built with it).
     class _NodeLoader(base):  # type: ignore[misc, valid-type]
         """Composes nodes only; untagged plain scalars get a marker tag instead of PyYAML's
         YAML 1.1 typing, so we can type them with Go's rules ourselves."""
 
-        def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+        def resolve(
+            self,
+            kind: type[ScalarNode | SequenceNode | MappingNode],
+            value: str,
+            implicit: tuple[bool, bool],
+        ) -> str:
             if kind is ScalarNode:
                 return _PLAIN if implicit[0] else _STR_TAG
             return map_tag if kind.id == "mapping" else seq_tag
@@ -117,7 +123,8 @@ def _yaml11_resolver() -> Any:
 def _yaml11_plain_is_str(text: str) -> bool:
     from yaml.nodes import ScalarNode
 
-    return _yaml11_resolver().resolve(ScalarNode, text, (True, False)) == _STR_TAG
+    tag: str = _yaml11_resolver().resolve(ScalarNode, text, (True, False))
+    return tag == _STR_TAG
 
 
 _ESCAPES = {
@@ -186,7 +193,7 @@ LeafWriter = Callable[[Any, tuple[str, ...]], Any]
 
 
 def _emit_value(
-    lines: list[str], prefix: str, value: Any, indent: str, leaf: LeafWriter, path: tuple
+    lines: list[str], prefix: str, value: Any, indent: str, leaf: LeafWriter, path: tuple[str, ...]
 ) -> None:
     """Append ``prefix`` + value (a mapping key line or a list dash) in block style."""
     if isinstance(value, Mapping):
@@ -214,7 +221,11 @@ def _emit_value(
 
 
 def emit_mapping(
-    lines: list[str], mapping: Mapping, indent: str, leaf: LeafWriter, path: tuple
+    lines: list[str],
+    mapping: Mapping[str, Any],
+    indent: str,
+    leaf: LeafWriter,
+    path: tuple[str, ...],
 ) -> None:
     """Append ``mapping`` in block style; every leaf goes through ``leaf`` first (list items
     get the key path of their list)."""
