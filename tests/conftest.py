@@ -3,7 +3,7 @@
 Markers (registered in pyproject.toml) are set here by folder and fixture, not by hand:
 ``e2e`` for every test under tests/e2e/ or using the real authorization server
 (``auth_server``), ``cluster`` for every test under tests/cluster/ (real etcd). The fast loop is
-``python -m pytest -m "not e2e and not cluster"``.
+``python -m pytest -m "not e2e and not cluster" -n 2`` (pytest-xdist, both cores).
 """
 
 from __future__ import annotations
