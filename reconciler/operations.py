@@ -10,22 +10,20 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from .custody import Held
 from .errors import ConflictError, ReconcilerError, UndeclaredError, UserError
 from .model import Actual, Desired, Grant, Plan, Provider, Secret
-from .oauth.endpoints import CALLBACK_PATH as CALLBACK_PATH  # the faces' link routes
-from .oauth.endpoints import LOOPBACK_HOSTS as LOOPBACK_HOSTS
 
+TYPE_CHECKING = False  # not typing's: importing typing costs every short command ~3 ms
 if TYPE_CHECKING:
+    from typing import Any
+
+    from .apply import Outcome
+    from .custody import Held
     from .oauth.authorize import PendingLink
     from .oauth.device import DeviceAuthorization
     from .oauth.tokens import TokenResult
     from .plan import GrantReport
-
-if TYPE_CHECKING:
-    from .apply import Outcome
     from .vault.sops.keys import Identities
 
 

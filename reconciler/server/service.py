@@ -19,7 +19,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from .. import operations
 from ..errors import Busy, ReconcilerError, UndeclaredError, UserError
 from ..model import Provider, Secret
-from ..operations import CALLBACK_PATH, LOOPBACK_HOSTS, LinkRequest
+from ..oauth.endpoints import CALLBACK_PATH, LOOPBACK_HOSTS
+from ..operations import LinkRequest
 from . import origins
 from .pending import DeviceFlow, DeviceStore, LinkStore, cookie_name
 
