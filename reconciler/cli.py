@@ -467,7 +467,7 @@ def _json_line(document: object) -> str:
 def _browser(args: argparse.Namespace):
     """How a link flow reaches the person at this terminal."""
     from .model import Browser
-    from .oauth.loopback import system_browser
+    from .operations import open_browser
 
     def show(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -476,7 +476,7 @@ def _browser(args: argparse.Namespace):
         return sys.stdin.readline() or None
 
     return Browser(
-        open=None if args.no_browser else system_browser,
+        open=None if args.no_browser else open_browser,
         show=show,
         timeout=args.link_timeout,
         read_pasted=read_pasted if sys.stdin.isatty() else None,

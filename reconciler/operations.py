@@ -347,6 +347,13 @@ def link(
     )
 
 
+def open_browser(url: str) -> None:
+    """Open ``url`` in the system browser (``$BROWSER`` honoured); raise if there is none."""
+    from .oauth.loopback import system_browser
+
+    system_browser(url)
+
+
 # --- link flows a long-running face drives step by step (`reconcile serve`) -----------------
 
 
