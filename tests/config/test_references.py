@@ -179,16 +179,23 @@ def _pem(label: str) -> str:
     return f"-----BEGIN {label}-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAAS\n-----END {label}-----\n"
 
 
+def _age_identity() -> str:
+    import pyrage
+
+    return str(pyrage.x25519.Identity.generate())
+
+
 @pytest.mark.parametrize(
     "content",
     [
-        "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQ\n",
-        "# created: 2026-01-01T00:00:00Z\n# public key: age1x\nAGE-SECRET-KEY-1ABC\n",
+        _age_identity() + "\n",
+        "# created: 2026-01-01T00:00:00Z\n# public key: age1x\n" + _age_identity() + "\n",
         _pem("OPENSSH PRIVATE KEY"),
         _pem("PRIVATE KEY"),
         _pem("RSA PRIVATE KEY"),
         _pem("ENCRYPTED PRIVATE KEY"),
     ],
+    ids=["age-identity", "age-keys-file", "openssh", "pkcs8", "rsa", "encrypted-pkcs8"],
 )
 def test_a_reference_to_a_key_is_refused(tmp_path: Path, content: str) -> None:
     write(tmp_path, content, "key.txt")
