@@ -35,6 +35,7 @@ def open_custody(
     desired: Desired, identities: Identities | None, environ: Mapping[str, str] | None = None
 ) -> Custody:
     """The custody that ``desired`` declares (today: the grant files)."""
+    # Each backend is loaded when declared: the file one brings the SOPS stack, etcd's its client.
     from .files import FileCustody
 
     return FileCustody(desired, identities, environ)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from ..model import Actual, Desired, Grant
 from ..plan.schedule import access_deadline
 from ..vault import cache, store
+from ..vault.errors import VaultError
+from ..vault.files import file_lock
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
 from .protocol import Held, StaleState
 
@@ -134,9 +136,6 @@ class FileCustody:
 
         ``replacing``: the caller writes a new grant whatever the old one holds (a link), so
         only its plaintext is read, and a file that cannot be read at all reads as none."""
-        from ..vault.errors import VaultError
-        from ..vault.files import file_lock
-
         path = self.path(name)
         with file_lock(path, timeout=timeout):
             if replacing:
@@ -250,7 +249,7 @@ class FileCustody:
 
     def changes(self, stop: Any) -> Iterator[str]:
         """Names whose grant file or cache entry changed, until ``stop`` (an Event) is set."""
-        import watchfiles
+        import watchfiles  # its Rust extension is loaded only by a long-running face
 
         names = self.desired.names()
         entries = {cache.entry_path(self.desired.path, name, self.environ): name for name in names}
