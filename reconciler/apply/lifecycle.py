@@ -16,10 +16,19 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ..config import resolve_reference
 from ..custody import Custody, Held, open_custody
 from ..errors import NeedsRelink, ReconcilerError
 from ..model import Browser, Desired, Grant, Provider, Secret
+from ..oauth import revocation, tokens
+from ..oauth.device import run_device_flow
+from ..oauth.discovery import resolve_endpoints
+from ..oauth.errors import InvalidGrant, OAuthError, TransientError
+from ..oauth.loopback import run_loopback_flow
+from ..oauth.tokens import client_credentials, grant_from_result
 from ..plan.schedule import is_due
+from .notify import emit
+from .prompt import DevicePrompt
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -39,7 +48,6 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 def client_secret(
     desired: Desired, provider: Provider, environ: Mapping[str, str] | None = None
 ) -> Secret | None:
-    from ..config import resolve_reference
 
     if not provider.client_secret_ref:
         return None
@@ -53,7 +61,6 @@ def client_secret(
 
 def endpoints(provider: Provider) -> Provider:
     """The provider with discovered endpoints filled in (cached, so offline after once)."""
-    from ..oauth.discovery import resolve_endpoints
 
     return resolve_endpoints(provider)
 
@@ -79,20 +86,13 @@ def link(
     if device and flow != "client_credentials":
         flow = "device_code"
     if flow == "client_credentials":
-        from ..oauth.tokens import client_credentials
-
         result = client_credentials(provider, secret, now=now, scopes=scopes)
     elif flow == "device_code":
-        from ..oauth.device import run_device_flow
-        from .prompt import DevicePrompt
-
         prompt = DevicePrompt(name, browser.show, browser.open)
         result = run_device_flow(
             provider, secret, scopes, announce=prompt.announce, waiting=prompt.waiting, now=now
         )
     else:
-        from ..oauth.loopback import run_loopback_flow
-
         paste = "; or paste here the address it ends on" if browser.read_pasted else ""
         browser.show(f"{name}: waiting up to {browser.timeout:g} s for the browser{paste}")
         result = run_loopback_flow(
@@ -124,7 +124,6 @@ def store_link(
     under the grant's lock so that it cannot interleave with a refresh. The CLI flows and the
     HTTP callback both end here. With ``identities``, the new access token is also recorded
     for fast reads."""
-    from ..oauth.tokens import grant_from_result
 
     grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
     grant = replace(grant, client_secret=client_secret, extra=_durable_extra(provider, grant))
@@ -214,8 +213,6 @@ def _refresh_held(
     now: datetime,
     environ: Mapping[str, str] | None,
 ) -> Grant:
-    from ..oauth import tokens
-    from ..oauth.errors import InvalidGrant, TransientError
 
     name = held.name
     provider = endpoints(desired.providers[name])
@@ -265,7 +262,6 @@ def _notify(
     never waits on the network: delivery is queued (see `apply.notify`)."""
     if desired.notify is None:
         return
-    from .notify import emit
 
     emit(desired, event, name, reason=reason, environ=environ)
 
@@ -290,8 +286,6 @@ def revoke(
     With ``identities``, the access token a refresh recorded for fast reads (the file's one
     is then stale) is revoked too: it is the one scripts were given.
     """
-    from ..oauth import revocation
-    from ..oauth.errors import OAuthError
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
     provider = endpoints(provider) if provider.issuer else provider

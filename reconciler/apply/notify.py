@@ -51,7 +51,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
+from ..config import ConfigError, resolve_reference
 from ..model import Desired, Secret
+from ..vault.sops.keys import load_identities
 
 if TYPE_CHECKING:
     import httpx2
@@ -188,13 +190,10 @@ def _signing_key(desired: Desired, environ: Mapping[str, str] | None) -> Secret 
     ref = desired.notify.secret_ref if desired.notify else None
     if ref is None:
         return None
-    from ..config import ConfigError, resolve_reference
 
     environ = os.environ if environ is None else environ
     identities = None
     if ref.startswith("sops:"):
-        from ..vault.sops.keys import load_identities
-
         identities = load_identities(environ) or None
     try:
         return resolve_reference(

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, cast
 
+from ..custody import open_custody
 from ..errors import ReconcilerError, message_of
 from ..model import Action, Actual, Browser, Desired, Grant, Plan, Secret
+from ..vault.sops.keys import identity_recipients, normalize_identities
+from . import lifecycle, workers
+from .workers import Forked
 
 if TYPE_CHECKING:
     from ..custody import Custody, Held
@@ -117,7 +121,6 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
         else:
             ready.append(action)
     _import_refresh_stack()
-    from . import workers
 
     if not after and workers.can_fork(len(ready)):
         yield from _apply_forked(ready, others, context)
@@ -157,7 +160,6 @@ def _apply_forked(
 ) -> Iterator[Outcome]:
     """``_apply_concurrently`` with the refreshes in forked worker processes, which start
     before any other action does (a link starts threads, and a fork needs none)."""
-    from .workers import Forked
 
     def carry_out(number: int) -> tuple[str, str]:  # in a worker process
         outcome = _carry_out(refreshes[number], context)
@@ -176,13 +178,10 @@ def _apply_forked(
 
 
 def _import_refresh_stack() -> None:
-    """Import, once and on this thread, what a refresh imports lazily: worker threads that
-    import the same packages at the same moment only queue on the import locks (and a circular
-    import between two of them can fail)."""
-    from ..config import references  # noqa: F401
-    from ..oauth import discovery, errors, tokens, transport  # noqa: F401
-    from ..vault import cache, files, store  # noqa: F401
-    from . import lifecycle  # noqa: F401
+    """Import, once and on this thread, what a refresh imports lazily (the grant-file custody
+    with the SOPS stack, Authlib, httpx2): worker threads that import the same packages at the
+    same moment only queue on the import locks."""
+    from ..custody import files  # noqa: F401
 
     try:
         import authlib.integrations.httpx_client
@@ -260,7 +259,6 @@ def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str,
     pulled commit that changed them would otherwise lock the user out of their own grants (and
     hand whatever the file holds to someone else). Machines with no identity, or only SSH ones
     (whose recipients are not known here), are not checked."""
-    from ..vault.sops.keys import identity_recipients, normalize_identities
 
     if context.allow_foreign_recipients or context.identities is None:
         return
@@ -278,7 +276,6 @@ def _keeps_this_machine(action: Action, context: Context, recipients: tuple[str,
 
 
 def _custody(context: Context) -> Custody:
-    from ..custody import open_custody
 
     return open_custody(context.desired, context.identities, context.environ)
 
@@ -286,8 +283,6 @@ def _custody(context: Context) -> Custody:
 def _prune(action: Action, context: Context) -> str:
     grant = context.actual.grants[action.name]
     if grant.kind == "oauth2":
-        from . import lifecycle
-
         if context.identities is None:
             raise ApplyError(_needs_identity(action.name, "revoking the grant"))
         held = _custody(context).read(action.name)
@@ -305,7 +300,6 @@ def _prune(action: Action, context: Context) -> str:
 
 
 def _link(action: Action, context: Context) -> str:
-    from . import lifecycle
 
     provider = context.desired.providers[action.name]
     needs_user = provider.flow != "client_credentials"
@@ -329,7 +323,6 @@ def _link(action: Action, context: Context) -> str:
 
 
 def _refresh(action: Action, context: Context) -> str:
-    from . import lifecycle
 
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "refreshing"))
