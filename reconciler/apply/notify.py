@@ -351,7 +351,7 @@ class _Deliverer:
 
     def _http(self) -> httpx2.Client:
         if self._client is None:
-            import httpx2
+            import httpx2  # heavy; loaded only when a webhook is configured and an event is sent
 
             self._client = httpx2.Client(
                 timeout=httpx2.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
