@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from . import execenv, operations
+from .catalog import summaries
+from .errors import ReconcilerError, message_of
+from .model import Browser, Secret
+
 TYPE_CHECKING = False  # not typing's: importing typing alone costs a short command ~4 ms
 if TYPE_CHECKING:  # and the parser is built only when a command needs it
     import argparse
@@ -238,7 +243,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _message(error: Exception) -> str:
-    from .errors import ReconcilerError, message_of
 
     if isinstance(error, ReconcilerError | OSError):
         return message_of(error)
@@ -282,24 +286,19 @@ class Output:
 
 
 def _load(args: argparse.Namespace, out: Output):
-    from .operations import load_state, unreadable_error
 
-    state = load_state(args.file)
+    state = operations.load_state(args.file)
     _warn_exposed(state.desired, out)
-    return state, unreadable_error(state.actual)
+    return state, operations.unreadable_error(state.actual)
 
 
 def _unresolved(state) -> Exception | None:
-    from .operations import unresolved_error
-
-    return unresolved_error(state.desired)
+    return operations.unresolved_error(state.desired)
 
 
 def _warn_exposed(desired, out: Output) -> list[str]:
     """Warn about `file:` references whose plaintext git would commit; return the warnings."""
-    from .operations import exposed_sources
-
-    found = exposed_sources(desired)
+    found = operations.exposed_sources(desired)
     for warning in found:
         out.warning(warning)
     return found
@@ -340,10 +339,8 @@ def _plan_text(plan, state) -> str:
 
 
 def cmd_plan(args: argparse.Namespace, out: Output) -> int:
-    from .operations import make_plan, utcnow
-
     state, unreadable = _load(args, out)
-    plan = make_plan(state, utcnow(), prune=args.prune)
+    plan = operations.make_plan(state, operations.utcnow(), prune=args.prune)
     out.result(_plan_text(plan, state), _plan_document(plan))
     problems = [error for error in (_unresolved(state), unreadable) if error is not None]
     for error in problems:
@@ -354,13 +351,11 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
-    from .operations import make_plan, run_apply, utcnow
-
     if args.watch:
         return cmd_watch(args, out)
     state, unreadable = _load(args, out)
-    now = utcnow()
-    plan = make_plan(state, now, prune=args.prune)
+    now = operations.utcnow()
+    plan = operations.make_plan(state, now, prune=args.prune)
     for note in plan.notes:
         out.progress(f"note: {note}")
     ask = _ask_secret if sys.stdin.isatty() and not out.json else None
@@ -368,7 +363,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     browser = _browser(args)
     links = any(action.action in ("link", "relink") for action in plan.actions)
     link = not args.no_link and not (links and _nobody_to_link(args, out))
-    run = run_apply(
+    run = operations.run_apply(
         state,
         plan,
         now,
@@ -416,7 +411,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     """`reconcile --watch`: one line per event on stderr; with -o json, JSON lines on stdout."""
     from dataclasses import replace
 
-    from . import watch
+    from . import watch  # the watch loop (and watchfiles) load only for `--watch`
 
     def report(event: watch.Event) -> None:
         if out.json:
@@ -466,8 +461,6 @@ def _json_line(document: object) -> str:
 
 def _browser(args: argparse.Namespace):
     """How a link flow reaches the person at this terminal."""
-    from .model import Browser
-    from .operations import open_browser
 
     def show(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -476,7 +469,7 @@ def _browser(args: argparse.Namespace):
         return sys.stdin.readline() or None
 
     return Browser(
-        open=None if args.no_browser else open_browser,
+        open=None if args.no_browser else operations.open_browser,
         show=show,
         timeout=args.link_timeout,
         read_pasted=read_pasted if sys.stdin.isatty() else None,
@@ -486,15 +479,11 @@ def _browser(args: argparse.Namespace):
 def _ask_secret(name: str):
     import getpass
 
-    from .model import Secret
-
     return Secret(getpass.getpass(f"Value for secret {name!r} (input hidden): "))
 
 
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    from .operations import status, utcnow
-
-    rows = status(args.file, utcnow())
+    rows = operations.status(args.file, operations.utcnow())
     out.result(_status_table(rows), {"grants": [row.to_json() for row in rows]})
     return EXIT_ERROR if any(row.status == "invalid" for row in rows) else EXIT_OK
 
@@ -546,9 +535,7 @@ def _scopes_cell(row) -> str:
 
 
 def cmd_validate(args: argparse.Namespace, out: Output) -> int:
-    from .operations import validate
-
-    desired = validate(args.file)
+    desired = operations.validate(args.file)
     exposed = _warn_exposed(desired, out)
     count = len(desired.providers) + len(desired.secrets)
     out.result(
@@ -560,9 +547,7 @@ def cmd_validate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> int:
-    from .operations import init_project
-
-    done = init_project(args.file)
+    done = operations.init_project(args.file)
     for path, what in done.files.items():
         out.progress(f"{what}: {path}")
     document = {"files": {str(path): what for path, what in done.files.items()}}
@@ -576,7 +561,6 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_presets(args: argparse.Namespace, out: Output) -> int:
-    from .catalog import summaries
 
     presets = summaries()
     out.result(_presets_text(presets), {"presets": presets})
@@ -605,9 +589,7 @@ def _presets_text(presets: list[dict]) -> str:
 
 
 def cmd_token(args: argparse.Namespace, out: Output) -> int:
-    from .operations import read_token
-
-    token = read_token(args.file, args.name, allow_rollback=args.force)
+    token = operations.read_token(args.file, args.name, allow_rollback=args.force)
     if out.json:
         out.result("", {"name": args.name, "token": token.reveal()})
     else:
@@ -616,9 +598,7 @@ def cmd_token(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_link(args: argparse.Namespace, out: Output) -> int:
-    from .operations import link
-
-    grant = link(args.file, args.name, _browser(args), device=args.device)
+    grant = operations.link(args.file, args.name, _browser(args), device=args.device)
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else None
     out.result(
         f"{args.name}: linked; granted {' '.join(grant.granted_scopes) or '(no scopes)'}"
@@ -633,8 +613,6 @@ def cmd_link(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace, out: Output) -> int:
-    from .operations import revoke
-
     if sys.stdin.isatty() and not args.yes:
         print(
             f"Revoke {args.name!r} at the provider and delete its grant file? "
@@ -646,13 +624,12 @@ def cmd_revoke(args: argparse.Namespace, out: Output) -> int:
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             out.error(f"{args.name}: not revoked; nothing was changed (`--yes` skips the question)")
             return EXIT_ERROR
-    message = revoke(args.file, args.name, force=args.force)
+    message = operations.revoke(args.file, args.name, force=args.force)
     out.result(f"{args.name}: {message}", {"name": args.name, "result": message})
     return EXIT_OK
 
 
 def cmd_exec(args: argparse.Namespace, out: Output) -> int:
-    from . import execenv
 
     try:
         command = execenv.command_of(args.argv)
@@ -664,7 +641,7 @@ def cmd_exec(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
-    from .server.run import prepare
+    from .server.run import prepare  # starlette and uvicorn load only for `serve`
 
     server = prepare(
         args.file,

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import operations, runtime
+from reconciler import runtime
 from reconciler.model import Secret
+from reconciler.operations import tokens as operations_tokens
 from reconciler.vault import store
 
 from .support import STATIC_VALUE, Project, providers_yaml
@@ -42,7 +43,7 @@ def spies(monkeypatch):
     import pyrage
 
     return {
-        "read_token": Spy(monkeypatch, operations, "read_token"),
+        "read_token": Spy(monkeypatch, operations_tokens, "read_token"),
         "read_grant": Spy(monkeypatch, store, "read_grant"),
         "decrypt": Spy(monkeypatch, pyrage, "decrypt"),
     }
