@@ -43,7 +43,7 @@ def _run(argv: list[str]) -> int:
     if token is not None:
         sys.stdout.write(token + "\n")
         return 0
-    from .cli import main as run_command
+    from .cli import main as run_command  # argparse and the stages: only past the cache
 
     return run_command(argv)
 
@@ -66,7 +66,7 @@ def cached_token(argv: list[str]) -> str | None:
         return None
     import os
 
-    from .vault.cache import fresh_token
+    from .vault.cache import fresh_token  # pyrage: only for `reconcile token`
 
     try:
         return fresh_token(config, words[1], os.environ)

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from . import operations
+
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 #: Exit codes when the command cannot be run, as env(1) and POSIX shells report them.
@@ -64,14 +66,12 @@ def resolve(
     config_path: Path, pairs: Sequence[tuple[str, str]], environ: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """``{VARIABLE: value}`` for every pair; raises ``operations.UserError`` (and the other
-    errors of ``read_token``) before anything runs."""
-    from .operations import read_token
-
+    errors of ``operations.read_token``) before anything runs."""
     values: dict[str, str] = {}
     resolved: dict[str, str] = {}
     for variable, name in pairs:
         if name not in resolved:
-            resolved[name] = read_token(config_path, name, environ).reveal()
+            resolved[name] = operations.read_token(config_path, name, environ).reveal()
         values[variable] = resolved[name]
     return values
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from ..catalog import UnknownPreset, load_preset
 from ..model import Provider
 from .document import Document
 from .errors import ConfigError, Issue
@@ -26,7 +27,6 @@ _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -> Provider | None:
     """The provider ``name`` declares, or None after adding its problems to ``issues``."""
-    from ..catalog import UnknownPreset, load_preset
 
     here = ("providers", name)
     preset: dict = {}

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model import ENCRYPTED_FIELDS
+from ..vault.files import IGNORED_PATTERNS, atomic_write
+from ..vault.sops.keys import generate_identity, load_identities
+from ..vault.sops.rules import creation_rule_for
 
 STARTER_CONFIG = """\
 # Desired state for oauth-reconciler: the OAuth grants and API keys your scripts need.
@@ -59,8 +62,6 @@ def initialise(
 ) -> Initialised:
     """Create the missing pieces of a project around ``config_path``; never overwrite, but add
     a creation rule for the grant files to an existing ``.sops.yaml`` that has none."""
-    from ..vault.files import atomic_write
-    from ..vault.sops.keys import generate_identity, load_identities
 
     folder = config_path.parent
     done = Initialised()
@@ -113,9 +114,6 @@ def _ensure_rule(sops_yaml: Path, store_dir: str, recipient: str) -> tuple[str, 
     (an unusual layout) leave the file alone and say which lines to add."""
     import yaml
 
-    from ..vault.files import atomic_write
-    from ..vault.sops.rules import creation_rule_for
-
     probe = sops_yaml.parent / store_dir / "grant.sops.yaml"
     rule = creation_rule_for(probe, sops_yaml)
     if rule is not None:
@@ -164,7 +162,6 @@ def _parses_to(text: str, expected: object) -> bool:
 
 
 def ignored_patterns(store_dir: str) -> list[str]:
-    from ..vault.files import IGNORED_PATTERNS
 
     return [f"{store_dir}/{pattern}" for pattern in IGNORED_PATTERNS]
 

@@ -35,6 +35,7 @@ def resolve_recipients(
     if store.get("recipients"):
         declared = tuple(store["recipients"])
         return {name: declared for name in names}
+    # The SOPS stack (cryptography) loads only when recipients come from .sops.yaml.
     from ..vault.sops import rules
     from ..vault.store import VaultError
 

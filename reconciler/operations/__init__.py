@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 
+from .. import errors
+
 TYPE_CHECKING = False  # not typing's: importing typing costs every short command ~3 ms
 if TYPE_CHECKING:
     from ..errors import ConflictError, UndeclaredError, UserError
@@ -149,8 +151,6 @@ __all__ = [
 def __getattr__(name: str) -> object:
     """Load the module that holds ``name`` on first use (PEP 562)."""
     if name in _ERRORS:
-        from .. import errors
-
         return getattr(errors, name)
     home = _HOMES.get(name)
     if home is None:

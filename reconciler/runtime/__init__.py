@@ -66,7 +66,7 @@ def clear() -> None:
 def __getattr__(name: str) -> object:
     # ``Auth`` subclasses ``httpx2.Auth``: httpx2 is imported only when it is asked for.
     if name == "Auth":
-        from .auth import Auth
+        from .auth import Auth  # httpx2: only when Auth is asked for
 
         globals()["Auth"] = Auth
         return Auth

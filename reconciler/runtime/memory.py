@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, NoReturn
 
+from .. import operations
 from ..errors import ReconcilerError, message_of
 from ..vault.fingerprint import of_file
 
@@ -120,8 +121,6 @@ def _read(key: _Key) -> Secret:
     lock held."""
     from pathlib import Path
 
-    from .. import operations
-
     config_path, name = key
     try:
         issued = operations.issue_token(Path(config_path), name)
@@ -132,8 +131,6 @@ def _read(key: _Key) -> Secret:
 
 def _force_refresh(key: _Key, rejected: Secret) -> Secret | None:
     from pathlib import Path
-
-    from .. import operations
 
     config_path, name = key
     try:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from ..model import Secret
 from ..operations import UserError
+from ..vault.files import atomic_write
 
 LOCAL_SECRET_ENV = "RECONCILER_SERVE_TOKEN"
 CONTROL_PLANE_ENV = "RECONCILER_CONTROL_PLANE_SECRET"
@@ -83,7 +84,6 @@ def local_secret(environ: Mapping[str, str]) -> LocalSecret:
         return LocalSecret(_read_token_file(path), str(path), path)
     except FileNotFoundError:
         pass
-    from ..vault.files import atomic_write
 
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import operations
 from ..operations import UserError, utcnow
 from . import gates, origins
 from .pending import LINK_TTL
@@ -55,7 +56,7 @@ class Prepared:
     def _run(self) -> None:
         import uvicorn
 
-        from .protocol import with_header_deadline
+        from .protocol import with_header_deadline  # uvicorn: only when serving
 
         config = uvicorn.Config(
             self.app,
@@ -99,8 +100,7 @@ def prepare(
     link_ttl: timedelta = LINK_TTL,
     header_timeout: float = HEADER_TIMEOUT,
 ) -> Prepared:
-    from .. import operations
-    from .app import Settings, create_app
+    from .app import Settings, create_app  # starlette: once its presence is checked
 
     environ = os.environ if environ is None else environ
     try:

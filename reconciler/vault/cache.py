@@ -249,7 +249,7 @@ def write(
 
     import pyrage
 
-    from .files import replace_cache_file
+    from .files import replace_cache_file  # writes only: the read path stays lean
 
     recipients = [i.to_public() for i in identities if hasattr(i, "to_public")]
     if not recipients:
@@ -291,7 +291,7 @@ def fresh_token(config_path: str, name: str, environ: Mapping[str, str]) -> str 
     path of `reconcile token` (no config parsing, no YAML, no AES, no HTTP)."""
     import time
 
-    from .sops.keys import load_identities
+    from .sops.keys import load_identities  # the fast path: nothing else of the vault
 
     identities = load_identities(environ, ssh=False)  # entries are for X25519 identities only
     entry = _read_entry(config_path, name, identities, environ, True) if identities else None
@@ -336,7 +336,7 @@ def remember_seen(
     memory is what stands between an old file and its superseded refresh token."""
     from pathlib import Path
 
-    from .files import atomic_write
+    from .files import atomic_write  # writes only: the read path stays lean
 
     known = newest_seen(grant_path, environ)
     if known is not None and known >= version:

@@ -25,7 +25,15 @@ from .errors import (
     VaultError,
     restore_hint,
 )
-from .sops.document import GRANT_ENCRYPTED_REGEX, Document
+from .files import atomic_write, durable_delete
+from .sops.document import (
+    GRANT_ENCRYPTED_REGEX,
+    Document,
+    encode_document,
+    load_document,
+    plain_data,
+)
+from .sops.keys import identity_recipients, no_identity_message, normalize_identities
 from .sops.scalars import GoTime, parse_time
 
 if TYPE_CHECKING:
@@ -73,7 +81,6 @@ class _Prepared:
     __slots__ = ("identities", "recipients")
 
     def __init__(self, identities: Iterable[Identity | str]) -> None:
-        from .sops.keys import identity_recipients, normalize_identities
 
         self.identities = normalize_identities(identities)
         self.recipients = identity_recipients(self.identities)
@@ -89,14 +96,11 @@ def _prepare(identities: Identities | _Prepared | None) -> _Prepared | None:
     except ValueError as error:
         raise NoIdentityError(f"the age identities given are not usable: {error}") from None
     if not prepared.identities:
-        from .sops.keys import no_identity_message
-
         raise NoIdentityError(no_identity_message())
     return prepared
 
 
 def _load(path: Path, prepared: _Prepared | None) -> Document:
-    from .sops.document import load_document
 
     try:
         data = path.read_bytes()
@@ -123,7 +127,6 @@ def read_grant(path: Path, identities: Identities | None) -> Grant:
 def decrypt_file(path: Path, identities: Identities | None) -> dict[str, Any]:
     """Any SOPS YAML file → a plain Python mapping (MAC verified). Values are str, int,
     float, bool, None, datetime, lists and dicts; used for ``sops:PATH#dotted.key``."""
-    from .sops.document import plain_data
 
     path = Path(path)
     prepared = _prepare(identities if identities is not None else [])
@@ -338,8 +341,6 @@ def write_grant(path: Path, grant: Grant, recipients: Sequence[str]) -> datetime
     """Encrypt ``grant`` for ``recipients`` and replace ``path`` atomically; return the
     version written (``Grant.modified``). The whole file is encrypted in memory first, so no
     plaintext secret ever reaches the disk."""
-    from .files import atomic_write
-    from .sops.document import encode_document
 
     path = Path(path)
     if _name_of(path) != grant.name:
@@ -392,7 +393,6 @@ def _replaced(path: Path) -> bytes | None:
     """The bytes of the grant file a write replaces (None if there is none). A file split
     among several key groups (Shamir) is not replaced by one that any single recipient
     opens: that would weaken it without anyone having asked."""
-    from .sops.document import load_document
 
     try:
         raw = path.read_bytes()
@@ -415,7 +415,6 @@ def _replaced(path: Path) -> bytes | None:
 
 def delete_grant(path: Path) -> None:
     """Remove a grant file durably (the folder is fsynced). A missing file is not an error."""
-    from .files import durable_delete
 
     durable_delete(Path(path))
 

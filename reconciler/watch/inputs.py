@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..vault.sops.rules import find_sops_config
+
 #: Largest file hashed whole; bigger ones are fingerprinted by size and mtime.
 _MAX_HASHED = 1 << 20
 _GRANT_SUFFIX = ".sops.yaml"
@@ -156,7 +158,6 @@ def _layout(config_path: Path, text: bytes | None, environ, previous: _Layout | 
 
 def _sops_candidates(store_dir: Path, base: Path) -> Iterator[Path]:
     """The ``.sops.yaml`` that governs the grant files, and any closer one that could appear."""
-    from ..vault.sops.rules import find_sops_config
 
     governing = find_sops_config(store_dir)
     if governing is not None:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from .. import operations
 from ..errors import message_of
 from ..model import Action, Actual, Desired, Plan
 from ..plan.schedule import next_refresh
@@ -167,9 +168,8 @@ class _Hold:
 
 
 def _now() -> datetime:
-    from ..operations import utcnow
 
-    return utcnow()
+    return operations.utcnow()
 
 
 class Watcher:
@@ -239,9 +239,8 @@ class Watcher:
             self.cycle("start")
             self._loop()
         self.report(Event("stopped", "stopped", fields={}))
-        from ..operations import flush_notifications
 
-        flush_notifications()
+        operations.flush_notifications()
         return 0
 
     def _loop(self) -> None:
@@ -329,14 +328,13 @@ class Watcher:
             self.wake = _now() + RETRY_FIRST
 
     def _cycle(self) -> None:
-        from ..operations import load_state, make_plan, run_apply
 
         for _ in range(MAX_PASSES):
             if self.stop.is_set():
                 return
             inputs = self._survey()
             try:
-                state = load_state(self.config_path, environ=self.environ)
+                state = operations.load_state(self.config_path, environ=self.environ)
             except Exception as error:
                 if self._settling(inputs):
                     continue
@@ -345,7 +343,7 @@ class Watcher:
                 self._config_error(error)
                 return
             now = _now()
-            plan = make_plan(state, now, prune=self.prune)
+            plan = operations.make_plan(state, now, prune=self.prune)
             self._show_problems(state, plan)
             actions = self._actionable(plan, inputs, now)
             if not actions:
@@ -367,7 +365,7 @@ class Watcher:
             rest = tuple(a for a in actions if a not in interactive)
             if not rest:
                 continue
-            outcomes = run_apply(
+            outcomes = operations.run_apply(
                 state,
                 Plan(rest, plan.notes),
                 now,
@@ -405,11 +403,10 @@ class Watcher:
         )
 
     def _show_problems(self, state, plan: Plan) -> None:
-        from ..operations import unreadable_error, unresolved_error
 
         for kind, problem in (
-            ("unreadable", unreadable_error(state.actual)),
-            ("unresolved", unresolved_error(state.desired)),
+            ("unreadable", operations.unreadable_error(state.actual)),
+            ("unresolved", operations.unresolved_error(state.desired)),
         ):
             text = str(problem) if problem else None
             event = Event("error", text, level="error", fields={"kind": kind}) if text else None
@@ -493,7 +490,6 @@ class Watcher:
     # ----------------------------------------------------------------- link flows
 
     def _start_link(self, state, action: Action, inputs: Inputs) -> None:
-        from ..operations import run_apply
 
         name = action.name
         with self._lock:
@@ -509,7 +505,7 @@ class Watcher:
 
         def work() -> None:
             try:
-                outcomes = run_apply(
+                outcomes = operations.run_apply(
                     state,
                     Plan((action,)),
                     _now(),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DecryptError, NoIdentityError, source_label, tampered_error
 from .metadata import AgeKey, Metadata
+from .shamir import combine
 
 if TYPE_CHECKING:
     from .keys import Identities
@@ -130,7 +131,6 @@ def _open_entry(
 def _open_shares(
     meta: Metadata, identities: Identities, source: object, preferred: frozenset[str]
 ) -> bytes:
-    from .shamir import combine
 
     shares: list[bytes] = []
     for group in meta.key_groups:

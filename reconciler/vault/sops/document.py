@@ -45,6 +45,7 @@ from .datakey import (
     remember_data_key,
     wrap_data_key,
 )
+from .keys import parse_recipient
 from .metadata import (
     DEFAULT_UNENCRYPTED_SUFFIX,
     SOPS_VERSION,
@@ -348,7 +349,6 @@ def encode_document(
     (sops' default), except keys ending in ``_unencrypted``. ``replacing`` is the file this
     one replaces: if it was opened here and has the same recipients, its data key is kept,
     and so is the ciphertext of every encrypted value that did not change."""
-    from .keys import parse_recipient
 
     if not recipients:
         raise ValueError("at least one age recipient is needed to write a SOPS file")

@@ -265,7 +265,7 @@ def load_identities(
     ``find_identities``."""
     report = find_identities(environ, ssh=ssh)
     if required and not report.identities:
-        from ..errors import NoIdentityError
+        from ..errors import NoIdentityError  # keys loads alone on the token fast path
 
         raise NoIdentityError(no_identity_message(report))
     return report.identities
@@ -311,7 +311,7 @@ def generate_identity(path: Path) -> str:
 
     import pyrage
 
-    from ..files import atomic_write
+    from ..files import atomic_write  # keys loads alone on the token fast path
 
     path = Path(path).expanduser()
     if path.exists():
