@@ -6,6 +6,6 @@ layer and those below; see the README's layout):
 1 stages      ``config/``, ``plan/``, ``vault/``, ``oauth/``
 2 custody     ``custody/``
 3 apply       ``apply/``
-4 the door    ``operations``
+4 the door    ``operations/``
 5 faces       ``cli``, ``entry``, ``watch/``, ``server/``, ``runtime/``, ``execenv``
 """

@@ -11,5 +11,7 @@ One concern per module, starlette and uvicorn imported only here (never by other
 - ``run``: bind the socket, build the app, run uvicorn (what ``cli.cmd_serve`` calls);
 - ``protocol``: uvicorn's HTTP protocol with a deadline on reading a request's head.
 
-A face: it may import ``operations`` (the door), ``model``, ``errors``, ``secret``.
+A face: it may import ``operations`` (the door), ``model``, ``errors``, ``secret``; and, for
+no logic of theirs, ``oauth.endpoints`` (the callback path and loopback hosts) and
+``vault.files`` (writing its own local-secret file atomically).
 """
