@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import getpass
+import json
+import os
 import sys
+import textwrap
+import traceback
+from dataclasses import replace
+from pathlib import Path
 
 from . import execenv, operations
 from .catalog import summaries
@@ -10,8 +18,7 @@ from .errors import ReconcilerError, message_of
 from .model import Browser, Secret
 
 TYPE_CHECKING = False  # not typing's: importing typing alone costs a short command ~4 ms
-if TYPE_CHECKING:  # and the parser is built only when a command needs it
-    import argparse
+if TYPE_CHECKING:
     from collections.abc import Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -35,8 +42,6 @@ _SYMBOLS = {"link": "+", "prune": "-"}
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Options accepted before or after the command. On subcommands they default to
     SUPPRESS so that a value given before the command is not reset after it."""
-    import argparse
-    from pathlib import Path
 
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
@@ -60,8 +65,6 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import argparse
-
     class Parser(argparse.ArgumentParser):
         def error(self, message: str):  # exit 1, not argparse's 2: 2 means "changes pending"
             self.print_usage(sys.stderr)
@@ -135,8 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _apply_options(parser: argparse.ArgumentParser) -> None:
     """`apply`'s options, on `apply` and on the bare command alike. They default to SUPPRESS
     everywhere (``main`` fills the defaults), so a value given before the command is kept."""
-    import argparse
-
     parser.add_argument(
         "--prune", action="store_true", default=argparse.SUPPRESS,
         help="revoke and delete undeclared grants",
@@ -159,8 +160,6 @@ def _apply_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _force_option(parser: argparse.ArgumentParser) -> None:
-    import argparse
-
     parser.add_argument(
         "--force", action="store_true", default=argparse.SUPPRESS,
         help="refresh even from a grant file older than one this machine has seen (rollback)",
@@ -168,8 +167,6 @@ def _force_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _link_options(parser: argparse.ArgumentParser) -> None:
-    import argparse
-
     parser.add_argument(
         "--device", action="store_true", default=argparse.SUPPRESS,
         help="use the device flow (headless machines)",
@@ -185,8 +182,6 @@ def _link_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _version_action() -> type[argparse.Action]:
-    import argparse
-
     class Version(argparse.Action):
         """``--version``: the installed package's version, looked up only when asked for."""
 
@@ -201,8 +196,6 @@ def _version() -> str:
     """The installed version, from the name of the package's ``.dist-info`` folder
     (``{name}-{version}.dist-info``), found first on ``sys.path`` as ``importlib.metadata``
     finds it, without that module's ~100 ms of imports and scanning."""
-    import os
-
     prefix, suffix = "oauth_reconciler-", ".dist-info"
     for folder in sys.path:
         try:
@@ -235,8 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise  # the reader went away (`| head`): ``entry`` ends quietly
     except Exception as error:
         if args.verbose:
-            import traceback
-
             traceback.print_exc()
         out.failed(_message(error), getattr(error, "hint", None))
         return getattr(error, "exit_code", EXIT_ERROR)
@@ -277,8 +268,6 @@ class Output:
 
     def result(self, text: str, document: object) -> None:
         if self.json:
-            import json
-
             json.dump(document, sys.stdout, indent=2)
             sys.stdout.write("\n")
         elif text:
@@ -409,8 +398,6 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     """`reconcile --watch`: one line per event on stderr; with -o json, JSON lines on stdout."""
-    from dataclasses import replace
-
     from . import watch  # the watch loop (and watchfiles) load only for `--watch`
 
     def report(event: watch.Event) -> None:
@@ -440,7 +427,7 @@ def _nobody_to_link(args: argparse.Namespace, out: Output) -> bool:
     wait for nobody (cron, CI), so link flows are left pending as with `--no-link`."""
     if args.device or args.no_browser or sys.stdin.isatty():
         return False
-    import webbrowser
+    import webbrowser  # its import (subprocess, shlex: ~8 ms) only when a browser may open
 
     try:
         webbrowser.get()
@@ -454,8 +441,6 @@ def _nobody_to_link(args: argparse.Namespace, out: Output) -> bool:
 
 
 def _json_line(document: object) -> str:
-    import json
-
     return json.dumps(document) + "\n"
 
 
@@ -477,8 +462,6 @@ def _browser(args: argparse.Namespace):
 
 
 def _ask_secret(name: str):
-    import getpass
-
     return Secret(getpass.getpass(f"Value for secret {name!r} (input hidden): "))
 
 
@@ -569,8 +552,6 @@ def cmd_presets(args: argparse.Namespace, out: Output) -> int:
 
 def _presets_text(presets: list[dict]) -> str:
     """A table of name, title and flows; each preset's notes and URL variables under it."""
-    import textwrap
-
     name_width = max(len("NAME"), *(len(p["name"]) for p in presets))
     title_width = max(len("TITLE"), *(len(p["title"]) for p in presets))
     indent = " " * (name_width + 2)

@@ -8,6 +8,7 @@ to ``cli.main``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False  # not typing's: see reconciler.cli
@@ -30,8 +31,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         for stream in (sys.stdout, sys.stderr):
             os.dup2(devnull, stream.fileno())  # what is still buffered goes nowhere
@@ -64,8 +63,6 @@ def cached_token(argv: list[str]) -> str | None:
             words.pop(at)
     if len(words) != 2 or words[0] != "token" or words[1].startswith("-"):
         return None
-    import os
-
     from .vault.cache import fresh_token  # pyrage: only for `reconcile token`
 
     try:

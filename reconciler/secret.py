@@ -29,7 +29,7 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
-        import hmac
+        import hmac  # hashlib and OpenSSL (~4 ms): the cached token read compares no secrets
 
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 

@@ -11,8 +11,10 @@ terminal.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from queue import SimpleQueue
 from typing import TYPE_CHECKING, Literal, cast
 
 from ..custody import open_custody
@@ -108,9 +110,6 @@ def unresolved(desired: Desired) -> list[Outcome]:
 
 
 def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -> Iterator[Outcome]:
-    from concurrent.futures import Future, ThreadPoolExecutor
-    from queue import SimpleQueue
-
     others = [action for action in plan.actions if action.action != "refresh"]
     last_other = {action.name: index for index, action in enumerate(others)}
     after: dict[int, list[Action]] = {}  # index in ``others`` -> refreshes that wait for it
@@ -184,7 +183,7 @@ def _import_refresh_stack() -> None:
     from ..custody import files  # noqa: F401
 
     try:
-        import authlib.integrations.httpx_client
+        import authlib.integrations.httpx_client  # the refresh stack, once, before the threads
         import authlib.oauth2.rfc6749.parameters  # noqa: F401
         import httpx2  # noqa: F401
     except ImportError:  # each refresh then reports it

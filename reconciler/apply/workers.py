@@ -15,10 +15,14 @@ elsewhere, and for few refreshes, ``apply`` keeps to threads.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, cast
 
 #: Below this many refreshes, forking costs more than it brings.
@@ -66,8 +70,6 @@ class Forked:
         processes: int | None = None,
         threads: int = THREADS_PER_PROCESS,
     ) -> None:
-        import multiprocessing
-
         processes = max(1, min(processes or min(_cores(), MAX_PROCESSES), count))
         context = multiprocessing.get_context("fork")
         self._stop = context.Event()
@@ -92,8 +94,6 @@ class Forked:
     def reports(self, *, block: bool = True) -> Iterator[Report]:
         """Reports as they arrive; with ``block=False`` only those already there. Raises
         WorkerError for a crashed job or a worker that died with jobs unreported."""
-        from multiprocessing.connection import wait
-
         while self._expected:
             # wait() hands back the objects it was given: here, only readers.
             ready = cast("list[Reader]", wait(list(self._expected), timeout=None if block else 0))
@@ -131,9 +131,6 @@ class Forked:
 
 def _work(share: range, carry_out, writer, stop, threads: int, parent: int) -> None:
     """A worker process: its share of the jobs on ``threads`` threads."""
-    import signal
-    from concurrent.futures import ThreadPoolExecutor
-
     # Ctrl-C is the parent's to handle: it stops handing out work, and jobs under way finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sending = threading.Lock()

@@ -6,10 +6,13 @@ alias bombs and absurd nesting. Every failure is a :class:`ConfigError` pointing
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .errors import ConfigError, Issue
 
@@ -76,8 +79,6 @@ def json_path(path: Sequence[str | int]) -> str:
         elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
             out += "." + part
         else:
-            import json
-
             out += "[" + json.dumps(part) + "]"
     return out
 
@@ -114,8 +115,6 @@ def _read_text(path: Path) -> str:
 
 
 def _parse(text: str, file: str) -> Document:
-    import yaml
-
     doc = Document(file)
     loader_class = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
     loader = loader_class(text)
@@ -161,8 +160,6 @@ class _Builder:
             table[path] = _mark(node)
 
     def build(self, node: Any, path: NodePath, depth: int = 0) -> Any:
-        import yaml
-
         self.count += 1
         if self.count > MAX_NODES:
             raise self._error(
@@ -202,8 +199,6 @@ class _Builder:
             self.active.discard(id(node))
 
     def _mapping(self, node: Any, path: NodePath, depth: int) -> dict:
-        import yaml
-
         result: dict[str, Any] = {}
         merges = []
         for key_node, value_node in node.value:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from ..model import ENCRYPTED_FIELDS
 from ..vault.files import IGNORED_PATTERNS, atomic_write
 from ..vault.sops.keys import generate_identity, load_identities
@@ -112,8 +114,6 @@ def _ensure_rule(sops_yaml: Path, store_dir: str, recipient: str) -> tuple[str, 
     """Keep an existing ``.sops.yaml``; when none of its creation rules covers the grant files,
     append one, provided the result parses to exactly the old rules plus the new one. Else
     (an unusual layout) leave the file alone and say which lines to add."""
-    import yaml
-
     probe = sops_yaml.parent / store_dir / "grant.sops.yaml"
     rule = creation_rule_for(probe, sops_yaml)
     if rule is not None:
@@ -153,8 +153,6 @@ def _item_indent(text: str) -> str:
 
 
 def _parses_to(text: str, expected: object) -> bool:
-    import yaml
-
     try:
         return yaml.safe_load(text) == expected
     except yaml.YAMLError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -30,8 +31,6 @@ def type_name(value: object) -> str:
 
 def closest(word: object, candidates: Iterable[str]) -> str | None:
     """The candidate ``word`` was most likely meant to be, ignoring case, if any is close."""
-    import difflib
-
     candidates = list(candidates)
     text = str(word)
     lowered = {c.lower(): c for c in candidates}

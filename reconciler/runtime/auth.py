@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncGenerator, Generator
 
 import httpx2
+from anyio.to_thread import run_sync
 
 from . import memory
 
@@ -49,8 +50,6 @@ class Auth(httpx2.Auth):
     async def async_auth_flow(
         self, request: httpx2.Request
     ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        from anyio.to_thread import run_sync
-
         await request.aread()
         token = memory.peek(self._key)  # a few os.stat calls: fine on the event loop
         if token is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from .. import operations
@@ -119,8 +120,6 @@ def after_rejection(key: _Key, rejected: Secret) -> Secret | None:
 def _read(key: _Key) -> Secret:
     """``operations.issue_token``, kept in-process as long as it allows. Call with the key's
     lock held."""
-    from pathlib import Path
-
     config_path, name = key
     try:
         issued = operations.issue_token(Path(config_path), name)
@@ -130,8 +129,6 @@ def _read(key: _Key) -> Secret:
 
 
 def _force_refresh(key: _Key, rejected: Secret) -> Secret | None:
-    from pathlib import Path
-
     config_path, name = key
     try:
         issued = operations.reissue_rejected(Path(config_path), name, rejected)

@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
 from ..errors import ReconcilerError
 from ..model import Secret
 from ..operations import utcnow
@@ -28,7 +34,6 @@ from .service import BadRequest, FirstHop, LinkOutcome, Service
 
 if TYPE_CHECKING:
     from starlette.requests import Request
-    from starlette.responses import Response
 
 log = logging.getLogger("reconciler.server")
 
@@ -119,7 +124,6 @@ def _problem(error: BaseException) -> Problem:
 
 
 def _json_response(status: int, document: object, headers: Mapping[str, str] | None = None):
-    from starlette.responses import Response
 
     if status == 204:
         return Response(status_code=204, headers=dict(headers or {}))
@@ -165,7 +169,6 @@ Work = Callable[[dict[str, Any], Mapping[str, str]], object]
 def _route(work: Work, *, body: bool, status: int = 200, max_body: int = MAX_BODY):
     """An endpoint: read the JSON body (if any), run ``work(body, path_params)`` in a worker
     thread, answer its result as JSON (``None``: 204), or the error as ``{error, message}``."""
-    from starlette.concurrency import run_in_threadpool
 
     async def endpoint(request):
         try:
@@ -194,14 +197,12 @@ h1{{font-size:1.3rem}}</style></head>
 
 
 def _page(status: int, title: str, body: str):
-    from starlette.responses import HTMLResponse
 
     text = _PAGE.format(title=html.escape(title), body=html.escape(body))
     return HTMLResponse(text, status)
 
 
 def _outcome_response(outcome: LinkOutcome):
-    from starlette.responses import RedirectResponse
 
     if outcome.return_url and outcome.name:
         if outcome.ok:
@@ -229,11 +230,6 @@ def _single(params: Mapping[str, list[str]], key: str) -> str:
 
 def create_app(settings: Settings):
     """The ASGI application for ``settings``."""
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-    from starlette.responses import RedirectResponse
-    from starlette.routing import Route
 
     port = settings.port
     allowed = frozenset([*origins.loopback_origins(port), settings.url, *settings.allowed_origins])

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import asyncio
 
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 #: Seconds a client has to send a whole request head.
 HEADER_TIMEOUT = 10.0
 
 
 def with_header_deadline(header_timeout: float) -> type[asyncio.Protocol]:
     """The uvicorn ``http`` protocol class that enforces ``header_timeout``."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderDeadlineProtocol(H11Protocol):
         _head_deadline: asyncio.TimerHandle | None = None

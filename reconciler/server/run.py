@@ -18,14 +18,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import uvicorn
+
 from .. import operations
 from ..operations import UserError, utcnow
 from . import gates, origins
+from .app import Settings, create_app
 from .pending import LINK_TTL
-from .protocol import HEADER_TIMEOUT
+from .protocol import HEADER_TIMEOUT, with_header_deadline
 
 if TYPE_CHECKING:
-    import uvicorn
     from starlette.types import ASGIApp
 
 
@@ -54,10 +56,6 @@ class Prepared:
             self.sock.close()
 
     def _run(self) -> None:
-        import uvicorn
-
-        from .protocol import with_header_deadline  # uvicorn: only when serving
-
         config = uvicorn.Config(
             self.app,
             http=with_header_deadline(self.header_timeout),
@@ -100,16 +98,7 @@ def prepare(
     link_ttl: timedelta = LINK_TTL,
     header_timeout: float = HEADER_TIMEOUT,
 ) -> Prepared:
-    from .app import Settings, create_app  # starlette: once its presence is checked
-
     environ = os.environ if environ is None else environ
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UserError(
-            "`reconcile serve` needs starlette and uvicorn: pip install 'oauth-reconciler[serve]'"
-        ) from None
     if not 0 <= port <= 65535:
         raise UserError(f"--port {port} is not a TCP port (0 picks a free one)")
     warnings: list[str] = []

@@ -18,7 +18,11 @@ Beside it, the rollback memory: the newest version of each grant file this machi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+
+import pyrage
 
 from ..secret import Secret
 from .fingerprint import of_file
@@ -169,8 +173,6 @@ def _read_entry(
 ) -> dict[str, str] | None:
     """The entry's fields (unescaped), if it exists, decrypts, is for (``config_path``,
     ``name``) and still matches the files on disk."""
-    import pyrage
-
     key = _key(config_path, name)
     try:
         with open(_entry_file(key, environ), "rb") as file:
@@ -222,7 +224,7 @@ def _number(text: str) -> float | None:
 
 
 def _moment(text: str) -> datetime | None:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime  # not at the top: see the module docstring
 
     timestamp = _number(text)
     return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
@@ -245,9 +247,7 @@ def write(
     environ: Mapping[str, str],
 ) -> None:
     """Store ``token`` encrypted to the local identities (the cache is for this machine only)."""
-    from pathlib import Path
-
-    import pyrage
+    from pathlib import Path  # writes only, as the next import
 
     from .files import replace_cache_file  # writes only: the read path stays lean
 
@@ -280,8 +280,6 @@ def write(
 
 
 def drop(config_path: Path, name: str, environ: Mapping[str, str]) -> None:
-    import contextlib
-
     with contextlib.suppress(FileNotFoundError):
         os.unlink(entry_path(config_path, name, environ))
 
@@ -289,8 +287,6 @@ def drop(config_path: Path, name: str, environ: Mapping[str, str]) -> None:
 def fresh_token(config_path: str, name: str, environ: Mapping[str, str]) -> str | None:
     """The cached token for ``name`` when it can be handed out as is, else None: the fast
     path of `reconcile token` (no config parsing, no YAML, no AES, no HTTP)."""
-    import time
-
     from .sops.keys import load_identities  # the fast path: nothing else of the vault
 
     identities = load_identities(environ, ssh=False)  # entries are for X25519 identities only
@@ -334,7 +330,7 @@ def remember_seen(
 ) -> None:
     """Record ``version`` of ``grant_path`` unless a newer one is remembered. Durable: the
     memory is what stands between an old file and its superseded refresh token."""
-    from pathlib import Path
+    from pathlib import Path  # writes only, as the next import
 
     from .files import atomic_write  # writes only: the read path stays lean
 

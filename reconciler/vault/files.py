@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -218,8 +219,6 @@ def file_lock(
     would race with other waiters). ``timeout=None`` waits for ever; otherwise LockTimeout is
     raised.
     """
-    import fcntl
-
     fd, lock = _open_lock_for(Path(path))
     try:
         operation = fcntl.LOCK_SH if shared else fcntl.LOCK_EX

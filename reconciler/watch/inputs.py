@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from ..vault.sops.rules import find_sops_config
 
 #: Largest file hashed whole; bigger ones are fingerprinted by size and mtime.
@@ -130,8 +132,6 @@ class _Layout:
 
 def _layout(config_path: Path, text: bytes | None, environ, previous: _Layout | None) -> _Layout:
     """Where the inputs are, from a plain YAML parse (it must work on invalid configs too)."""
-    import yaml
-
     base = config_path.parent
     try:
         loader = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader

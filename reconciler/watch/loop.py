@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import watchfiles
+
 from .. import operations
 from ..errors import message_of
 from ..model import Action, Actual, Desired, Plan
@@ -244,8 +246,6 @@ class Watcher:
         return 0
 
     def _loop(self) -> None:
-        import watchfiles
-
         force_polling = None
         folders = (self.recorded or self._survey()).folders
         looked = time.monotonic()

@@ -54,6 +54,7 @@ _AESGCM: Any = None
 def _aesgcm(key: bytes) -> Any:
     global _AESGCM
     if _AESGCM is None:
+        # cryptography (~10 ms) only once a value is en- or decrypted, never for a keyless plan
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         _AESGCM = AESGCM
@@ -91,7 +92,7 @@ class Encryptor:
         m = _ENVELOPE.fullmatch(envelope)
         if m is None or m.group(4) != kind:
             return False
-        from cryptography.exceptions import InvalidTag
+        from cryptography.exceptions import InvalidTag  # loaded with AESGCM, see _aesgcm
 
         try:
             data, iv, tag = _b64(m.group(1)), _b64(m.group(2)), _b64(m.group(3))
@@ -189,7 +190,7 @@ class Decryptor:
             data, iv, tag = _b64(m.group(1)), _b64(m.group(2)), _b64(m.group(3))
         except (binascii.Error, ValueError):
             raise tampered_error(self.source, damaged) from None
-        from cryptography.exceptions import InvalidTag
+        from cryptography.exceptions import InvalidTag  # loaded with AESGCM, see _aesgcm
 
         kind = m.group(4)
         try:

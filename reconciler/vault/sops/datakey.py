@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pyrage
+
 from ..errors import DecryptError, NoIdentityError, source_label, tampered_error
 from .metadata import AgeKey, Metadata
 from .shamir import combine
@@ -62,8 +64,6 @@ def kept_data_key(raw: bytes | None, recipients: Sequence[str]) -> tuple[bytes, 
 
 def wrap_data_key(data_key: bytes, recipients: Sequence[Any]) -> list[str]:
     """The armored age ciphertext of ``data_key`` for each (parsed) recipient, in order."""
-    import pyrage
-
     return [pyrage.encrypt(data_key, [r], armored=True).decode("ascii") for r in recipients]
 
 
@@ -112,8 +112,6 @@ def _open_entry(
     entries: Sequence[AgeKey], identities: Identities, source: object, preferred: frozenset[str]
 ) -> bytes | None:
     """What the first of ``entries`` that ``identities`` open holds; None if none opens."""
-    import pyrage
-
     ours_failed = False
     for entry in sorted(entries, key=lambda k: k.recipient not in preferred):
         try:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 
+import pyrage
+
 TYPE_CHECKING = False  # not typing's: see reconciler.cli
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
     from typing import TypeAlias
-
-    import pyrage
 
     #: An age identity as pyrage gives it: X25519 (from key files) or SSH (ed25519, RSA).
     Identity: TypeAlias = "pyrage.x25519.Identity | pyrage.ssh.Identity"
@@ -80,8 +80,6 @@ def read_identities(text: str, source: str = "identity") -> tuple[list[Identity]
     reconcile cannot use (post-quantum ``AGE-SECRET-KEY-PQ-1...``, age plugins): such a line
     is skipped, so that the same key file serves sops and reconcile. Anything else that is
     not an identity raises ValueError (as in sops)."""
-    import pyrage
-
     identities: list[Identity] = []
     skipped = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -121,8 +119,6 @@ def _other_identity_kind(line: str) -> str | None:
 
 
 def _ssh_identity(path: str) -> Identity:
-    import pyrage
-
     with open(path, "rb") as file:
         return pyrage.ssh.Identity.from_buffer(file.read())
 
@@ -138,7 +134,7 @@ def user_config_dir(environ: Mapping[str, str]) -> str | None:
 
 def default_keys_file(environ: Mapping[str, str] | None = None) -> Path | None:
     """``$XDG_CONFIG_HOME/sops/age/keys.txt`` (``~/.config/sops/age/keys.txt``)."""
-    from pathlib import Path
+    from pathlib import Path  # this module loads alone on the token fast path, which uses str
 
     found = _keys_txt(os.environ if environ is None else environ)
     return Path(found) if found is not None else None
@@ -229,8 +225,8 @@ class _CommandFailed(ValueError):
 
 def _run(command: str) -> str:
     """The output of ``$SOPS_AGE_KEY_CMD`` (its modules are loaded only when one is set)."""
-    import shlex
-    import subprocess
+    import shlex  # these two (~5 ms) only for a key command (SOPS_AGE_KEY_CMD),
+    import subprocess  # never on the cached read
 
     args = shlex.split(command)
     if not args:
@@ -306,10 +302,8 @@ def identity_recipients(identities: Iterable[object]) -> frozenset[str]:
 def generate_identity(path: Path) -> str:
     """Create an age identity file at ``path`` (mode 0600, age-keygen's format) and return
     its recipient. Refuses to overwrite an existing file."""
-    from datetime import datetime
-    from pathlib import Path
-
-    import pyrage
+    from datetime import datetime  # these three only to create a key: keys loads alone on
+    from pathlib import Path  # the token fast path
 
     from ..files import atomic_write  # keys loads alone on the token fast path
 
@@ -337,8 +331,6 @@ _BECH32 = frozenset("qpzry9x8gf2tvdw0s3jn54khce6mua7l")
 def parse_recipient(text: str) -> object:
     """A pyrage recipient for an age X25519 (``age1...``) or SSH (``ssh-ed25519 ...``,
     ``ssh-rsa ...``) public key. Raises ValueError for anything else."""
-    import pyrage
-
     text = text.strip()
     if text.startswith("age1"):
         if text.count("1") > 1 and not set(text[4:]) <= _BECH32:

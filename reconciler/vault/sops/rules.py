@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..errors import MalformedError
 from .keys import split_recipients, validate_recipients
 
@@ -56,8 +58,6 @@ def creation_rule_for(file_path: Path, config: Path | None = None) -> CreationRu
     the path relative to the config's folder when the file is below it, else the absolute
     path; ``re.search`` semantics; a rule without ``path_regex`` matches everything.
     None when there is no config or no rule matches."""
-    import yaml
-
     file_abs = os.path.abspath(file_path)
     if config is None:
         config = find_sops_config(Path(file_abs).parent)

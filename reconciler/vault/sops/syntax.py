@@ -2,7 +2,8 @@
 YAML whose scalars every reader (yaml.v3, libyaml, PyYAML) types the same.
 
 The MAC is computed from the composed node graph and the scalar source text, never from
-PyYAML-constructed Python objects. PyYAML is imported on first use.
+PyYAML-constructed Python objects. PyYAML is imported with this module, which
+``reconcile token``'s fast path never loads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from ..errors import malformed_error
 from .scalars import (
@@ -36,9 +41,6 @@ _STR_TAG = TAG_PREFIX + "str"
 
 @lru_cache(maxsize=1)
 def _loader_class() -> type:
-    import yaml
-    from yaml.nodes import MappingNode, ScalarNode, SequenceNode
-
     base = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
     seq_tag, map_tag = TAG_PREFIX + "seq", TAG_PREFIX + "map"
 
@@ -62,8 +64,6 @@ def _loader_class() -> type:
 
 def compose_documents(data: bytes | str, source: object = None) -> list[Any]:
     """Every YAML document of ``data`` as a node graph (C loader when available)."""
-    import yaml
-
     loader = _loader_class()(data)
     try:
         docs = []
@@ -115,14 +115,10 @@ def _plain_ok(text: str) -> bool:
 
 @lru_cache(maxsize=1)
 def _yaml11_resolver() -> Any:
-    from yaml.resolver import Resolver
-
     return Resolver()
 
 
 def _yaml11_plain_is_str(text: str) -> bool:
-    from yaml.nodes import ScalarNode
-
     tag: str = _yaml11_resolver().resolve(ScalarNode, text, (True, False))
     return tag == _STR_TAG
 
