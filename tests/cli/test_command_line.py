@@ -78,6 +78,9 @@ def test_presets_lists_the_catalog_without_a_config(project):
     assert "device flow must be enabled" in github["notes"]
     assert presets["asana"]["flows"] == ["authorization_code"]
     assert presets["microsoft"]["vars"] == {"tenant": "common"}
+    slack = " ".join(presets["slack"]["notes"].split())
+    assert "`reconcile token` prints the bot token" in slack  # which token is printed,
+    assert "secondary_token" in slack and "sops -d --extract" in slack  # and how to read the other
 
     text = project.reconcile("presets")
     assert text.code == 0, text.stderr

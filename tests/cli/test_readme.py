@@ -10,7 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
+from tests.support import sops_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,8 +29,7 @@ def quickstart_blocks() -> list[str]:
 
 
 def test_the_quickstart_runs_in_one_shell_in_order(project, tmp_path):
-    if shutil.which("sops") is None:
-        pytest.skip("sops is not installed")
+    sops_folder = str(Path(sops_binary()).parent)  # the README's `sops -d` runs by name
     root = tmp_path / "checkout"
     shutil.copytree(ROOT / "examples", root / "examples")
     shutil.copy(ROOT / "pyproject.toml", root)
@@ -40,7 +39,9 @@ def test_the_quickstart_runs_in_one_shell_in_order(project, tmp_path):
     home = Path(project.env["HOME"])
     env = {
         **project.env,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), project.env["PATH"]]),
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), sops_folder, project.env["PATH"]]
+        ),
     }
     del env["SOPS_AGE_KEY_FILE"]  # `reconcile init` creates the identity where sops looks
     done = subprocess.run(
@@ -56,3 +57,10 @@ def test_serve_needs_nothing_beyond_the_readme_install():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     required = {re.split(r"[<>=\[ ]", spec, maxsplit=1)[0] for spec in project["dependencies"]}
     assert {"starlette", "uvicorn"} <= required
+
+
+def test_the_readme_says_what_sops_cannot_detect_and_where_sops_comes_from():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### What SOPS cannot detect", 1)[1].split("\n#", 1)[0]
+    assert "**Rollback.**" in section and "--force" in section
+    assert "sops-binary" in readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]

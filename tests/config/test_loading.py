@@ -101,6 +101,14 @@ def test_defaults(tmp_path: Path) -> None:
     assert desired.notify is None
 
 
+def test_every_token_exchange_has_a_30_second_deadline_by_default(tmp_path: Path) -> None:
+    body = "providers:\n  gh:\n    preset: github\n    client_id: abc\n"
+    desired = load(write(tmp_path, minimal(body)), environ={})
+    assert desired.providers["gh"].request_deadline == 30.0
+    custom = minimal("defaults:\n  request_deadline: 5s\n" + body)
+    assert load(write(tmp_path, custom), environ={}).providers["gh"].request_deadline == 5.0
+
+
 def test_store_dir_is_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
     path = write(
         tmp_path,

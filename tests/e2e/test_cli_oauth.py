@@ -635,3 +635,18 @@ def test_the_leak_check_finds_a_planted_token(e2e):
     finally:
         child.communicate(b"")
     e2e.sampler.seen.clear()
+
+
+def test_apply_refreshes_what_is_due_while_another_reference_is_unset(e2e):
+    """SPEC §3: one unresolvable reference (an unset ``env:``) fails its own grant only."""
+    client = e2e.auth.add_client("due-app", "due-secret")
+    link_expiring(e2e, "due", client)
+    e2e.config["secrets"] = {"openai": {"value": "env:E2E_UNSET_OPENAI_KEY"}}
+    e2e.write_config()
+
+    ran = e2e.run("apply")
+    assert ran.code == 1, ran
+    assert e2e.token_calls("refresh_token") == 1
+    assert "openai" in ran.stderr and "E2E_UNSET_OPENAI_KEY" in ran.stderr
+    assert e2e.sops_decrypt("due")["access_token"] == e2e.latest(client).access_token
+    assert not e2e.grant_file("openai").exists()

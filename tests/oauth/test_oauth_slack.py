@@ -3,7 +3,6 @@ the real CLI and `sops` read them back."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from datetime import UTC, datetime
 
@@ -14,6 +13,7 @@ from reconciler.apply import lifecycle
 from reconciler.config import load
 from reconciler.custody.files import FileCustody
 from reconciler.oauth import tokens
+from tests.support import sops_binary
 
 from .support import SLACK_V2
 
@@ -58,11 +58,8 @@ def test_both_tokens_are_kept_encrypted_with_their_scopes(slack, project):
     assert plain["extra"]["secondary_granted_scopes"] == "chat:write,channels:history"
     assert plain["secondary_token"].startswith("ENC[AES256_GCM,")
 
-    sops = shutil.which("sops")
-    if sops is None:
-        pytest.skip("sops is not installed")
     done = subprocess.run(
-        [sops, "-d", "--extract", '["secondary_token"]', str(slack)],
+        [sops_binary(), "-d", "--extract", '["secondary_token"]', str(slack)],
         env={**project.env, "SOPS_AGE_KEY_FILE": str(project.key_file)},
         capture_output=True,
         text=True,
