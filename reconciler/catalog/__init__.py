@@ -10,10 +10,9 @@ May import: nothing of the project (it is data).
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from functools import cache, lru_cache
-from importlib import resources
+from pathlib import Path
 
 __all__ = ["UnknownPreset", "load_preset", "preset_names", "summaries"]
 
@@ -34,14 +33,21 @@ class UnknownPreset(KeyError):
         return f"unknown preset `{self.name}` ({hint}known presets: {', '.join(self.known)})"
 
 
+#: The presets' YAML files, beside this module (package data; importlib.resources would cost
+#: every command ~5 ms of zipfile imports for the same files).
+_FOLDER = Path(__file__).resolve().parent
+
+
 def _closest(name: str, known: tuple[str, ...]) -> str | None:
+    import difflib  # only for a did-you-mean hint
+
     matches = difflib.get_close_matches(str(name).lower(), known, n=1, cutoff=0.6)
     return matches[0] if matches else None
 
 
 @lru_cache(maxsize=1)
 def _names() -> tuple[str, ...]:
-    folder = resources.files(__name__)
+    folder = _FOLDER
     return tuple(
         sorted(
             entry.name[: -len(".yaml")]
@@ -61,7 +67,7 @@ def _load(name: str) -> dict:
     import yaml  # ~15 ms, and the CLI imports this module for every command
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    text = resources.files(__name__).joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    text = (_FOLDER / f"{name}.yaml").read_text(encoding="utf-8")
     data = yaml.load(text, Loader=loader)
     if not isinstance(data, dict):  # pragma: no cover - guarded by the catalog tests
         raise ValueError(f"preset {name}: not a mapping")

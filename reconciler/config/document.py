@@ -6,7 +6,6 @@ alias bombs and absurd nesting. Every failure is a :class:`ConfigError` pointing
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +71,8 @@ class Document:
 
 def json_path(path: Sequence[str | int]) -> str:
     """``path`` written as a JSON path: ``$.providers.github.scopes[0]``."""
+    import json  # only to quote an odd key in a message
+
     out = "$"
     for part in path:
         if isinstance(part, int):

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +37,21 @@ def load_schema(name: str = "providers") -> dict:
 
 
 def _schema_text(name: str) -> str:
-    try:
-        return resources.files("reconciler.schemas").joinpath(name).read_text(encoding="utf-8")
-    except ModuleNotFoundError:
-        # A source checkout: packaging maps schemas/ to reconciler.schemas, git does not.
-        here = Path(__file__).resolve().parents[2] / "schemas" / name
-        return here.read_text(encoding="utf-8")
+    # Installed, the schemas are package data (reconciler/schemas/); in a source checkout,
+    # which packaging maps that way and git does not, they are at the top (schemas/).
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "schemas", package.parent / "schemas"):
+        if (folder / name).is_file():
+            return (folder / name).read_text(encoding="utf-8")
+    raise FileNotFoundError(f"{name}: not in {package / 'schemas'} (a broken installation)")
 
 
 @lru_cache(maxsize=4)
 def _schema(name: str) -> dict:
     """The schema as validated: for providers.yaml, with the preset names read from the
     catalog, so that adding a preset is adding its YAML file."""
+    import json  # not for config.locate (runtime's static read)
+
     schema = json.loads(_schema_text(f"{name}.schema.json"))
     if name == "providers":
         schema["$defs"]["provider"]["properties"]["preset"]["enum"] = preset_names()
@@ -257,6 +258,8 @@ def _describe(error: Any, doc: Document) -> list[tuple[NodePath, Issue, int, str
 def _valid_marker(doc: Document) -> str | None:
     """A file named after the document's content and the schema's: it exists once they were
     found to agree."""
+    import json  # not for config.locate (runtime's static read)
+
     try:
         content = json.dumps(doc.data, sort_keys=True, default=repr)
     except (TypeError, ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -31,6 +30,8 @@ def type_name(value: object) -> str:
 
 def closest(word: object, candidates: Iterable[str]) -> str | None:
     """The candidate ``word`` was most likely meant to be, ignoring case, if any is close."""
+    import difflib  # only for a did-you-mean hint
+
     candidates = list(candidates)
     text = str(word)
     lowered = {c.lower(): c for c in candidates}

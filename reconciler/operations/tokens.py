@@ -4,19 +4,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from .. import config
+from ..custody import StaleState, open_custody
 from ..errors import UserError
 from ..model import Secret
+from ..plan import is_due
 from ..vault import cache
 from ..vault.fingerprint import of_file
 from ..vault.sops.keys import load_identities
 from ..vault.store import grant_path, read_grant
 from .basics import utcnow
 from .issued import Issued, issued
+
+TYPE_CHECKING = False  # not typing's: see reconciler.cli
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 
 def read_token(
@@ -57,10 +64,34 @@ def read_token(
         entry = cache.CachedToken(grant.value, None, None, utcnow(), None)
         cache.write(config_path, name, path, entry, identities, environ)
         return grant.value
-    # The OAuth stack (the apply lifecycle) loads only when a token must be refreshed.
+    served = _served_as_is(config_path, name, identities, environ)
+    if served is not None:
+        return served
+    # The OAuth stack (the apply lifecycle, ~100 ms of imports) only when a refresh may be due.
     from .refreshes import access_token
 
     return access_token(config_path, name, identities, environ, allow_rollback)
+
+
+def _served_as_is(
+    config_path: Path, name: str, identities: Identities, environ: Mapping[str, str]
+) -> Secret | None:
+    """The grant's access token when it is not due for a refresh (as ``lifecycle.refresh``
+    decides under the lock), recorded for fast reads; None when a refresh must decide."""
+    desired = config.load(config_path, environ=environ, resolve_values=False)
+    if name not in desired.providers:
+        return None  # the refresh path says why
+    custody = open_custody(desired, identities, environ)
+    held = custody.read(name)
+    grant = held.grant
+    if grant is None or grant.status != "ok" or grant.access_token is None:
+        return None
+    if is_due(grant, desired.refresh_before, desired.keepalive, utcnow()):
+        return None
+    if not held.recorded:
+        with contextlib.suppress(StaleState):  # another writer got in first: it records
+            custody.commit(held, grant, durable=False)
+    return grant.access_token
 
 
 def issue_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Issued:

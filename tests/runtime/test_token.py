@@ -258,3 +258,31 @@ def test_import_is_cheap_and_auth_is_lazy():
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
     ).stdout
     assert out.split("\n")[:2] == ["[]", "True"]
+
+
+def test_a_valid_token_not_yet_cached_is_served_without_the_oauth_stack(project):
+    """Nothing due: the first read in a process, with no cache entry yet, reads the grant file
+    and records the token, but loads neither the OAuth stack nor the apply lifecycle."""
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "oauth-reconciler"
+    code = (
+        "import sys\n"
+        "from reconciler import runtime\n"
+        f"print(runtime.token('api', {str(project.config)!r}))\n"
+        "heavy = ('authlib', 'httpx2', 'reconciler.oauth', 'reconciler.apply')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    for attempt in ("no entry", "entry written by the first"):
+        if attempt == "no entry":
+            subprocess.run(["rm", "-rf", str(cache)], check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        token, loaded = done.stdout.splitlines()
+        assert accepted(project, token) and loaded == "[]", attempt
+    assert any(cache.rglob("*")), "the first read recorded the token for fast reads"
+    assert project.auth.token_calls == {"authorization_code": 1}
