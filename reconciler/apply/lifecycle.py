@@ -20,11 +20,12 @@ from ..config import resolve_reference
 from ..custody import Custody, Held, open_custody
 from ..errors import NeedsRelink, ReconcilerError
 from ..model import Browser, Desired, Grant, Provider, Secret
-from ..oauth import revocation, tokens
+from ..oauth import mcp, revocation, tokens
 from ..oauth.device import run_device_flow
 from ..oauth.discovery import resolve_endpoints
 from ..oauth.errors import InvalidGrant, OAuthError, TransientError
 from ..oauth.loopback import run_loopback_flow
+from ..oauth.registration import REJECTED, SOURCE_KEY
 from ..oauth.tokens import client_credentials, grant_from_result
 from ..plan.schedule import is_due
 from .notify import emit
@@ -33,6 +34,9 @@ from .prompt import DevicePrompt
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
 
+#: ``Grant.extra`` key of the scopes a resource server asked for in a 403 ``insufficient_scope``
+#: challenge; the next link asks for them too.
+ASKED_SCOPES_KEY = "scopes_asked"
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
 
@@ -59,10 +63,22 @@ def client_secret(
     )
 
 
-def endpoints(provider: Provider) -> Provider:
-    """The provider with discovered endpoints filled in (cached, so offline after once)."""
+def endpoints(provider: Provider, grant: Grant | None = None, *, linking: bool = False) -> Provider:
+    """The provider with discovered endpoints filled in (cached, so offline after once). An
+    MCP server's (SPEC §8): for a link, discovered from the server, with its client chosen or
+    registered (``grant``: the one in place, whose registered client may be reused); else from
+    what ``grant`` recorded."""
 
+    if provider.mcp:
+        if linking or grant is None:
+            return mcp.for_link(provider, grant)
+        return mcp.for_grant(provider, grant)
     return resolve_endpoints(provider)
+
+
+def bound_secret(provider: Provider) -> Secret | None:
+    """The secret of the client an MCP provider was bound to (a registered one's), if any."""
+    return mcp.client_secret(provider)
 
 
 def link(
@@ -76,8 +92,8 @@ def link(
     environ: Mapping[str, str] | None = None,
 ) -> Grant:
     """Run the link flow for ``name`` and write the new grant file."""
-    provider = endpoints(desired.providers[name])
-    secret = client_secret(desired, provider, environ)
+    provider = endpoints(desired.providers[name], previous, linking=True)
+    secret = client_secret(desired, provider, environ) or mcp.client_secret(provider)
     scopes = link_scopes(provider, previous)
     # `--device` is how a person is reached on a headless machine, not a change of the declared
     # flow: the grant records the declared flow (else the next plan asks for a relink), and a
@@ -127,6 +143,7 @@ def store_link(
 
     grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
     grant = replace(grant, client_secret=client_secret, extra=_durable_extra(provider, grant))
+    grant = mcp.record(provider, grant)
     custody = open_custody(desired, identities, environ)
     with custody.single_flight(provider.name, timeout=lock_timeout, replacing=True) as held:
         was = held.grant.status if held.grant is not None else None
@@ -139,8 +156,12 @@ def store_link(
 def link_scopes(provider: Provider, previous: Grant | None) -> tuple[str, ...]:
     """Ask for the declared scopes plus those already granted (a relink never loses scopes)."""
     scopes = list(provider.scopes)
-    if previous is not None and previous.kind == "oauth2" and previous.status == "ok":
-        scopes += [s for s in previous.granted_scopes if s not in scopes]
+    if previous is not None and previous.kind == "oauth2":
+        if previous.status == "ok":
+            scopes += [s for s in previous.granted_scopes if s not in scopes]
+        # Scopes a resource server asked for (a 403 insufficient_scope): the relink gets them.
+        asked = previous.extra.get(ASKED_SCOPES_KEY, "").split()
+        scopes += [s for s in asked if s not in scopes]
     return tuple(scopes)
 
 
@@ -215,7 +236,7 @@ def _refresh_held(
 ) -> Grant:
 
     name = held.name
-    provider = endpoints(desired.providers[name])
+    provider = endpoints(desired.providers[name], grant)
     secret = client_secret(desired, provider, environ) or grant.client_secret
     try:
         if provider.flow == "client_credentials" or grant.refresh_token is None:
@@ -234,9 +255,20 @@ def _refresh_held(
         wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
         custody.commit(held, grant, durable=False, retry_at=now + wait)
         return grant
-    except InvalidGrant as error:
+    except OAuthError as error:
+        rejected_client = (
+            error.error == "invalid_client" and grant.extra.get(SOURCE_KEY) == "registered"
+        )
+        if not isinstance(error, InvalidGrant) and not rejected_client:
+            raise
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
+        if rejected_client:
+            # The authorization server no longer knows the client it registered for this
+            # grant (RFC 7591): the next link registers a new one.
+            reason = "the authorization server no longer accepts the registered client"
+            extra = {**grant.extra, SOURCE_KEY: REJECTED}
+            marked = replace(marked, status_reason=reason, extra=extra)
         custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
         _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
@@ -288,7 +320,10 @@ def revoke(
     """
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
-    provider = endpoints(provider) if provider.issuer else provider
+    if provider.mcp:
+        provider = endpoints(provider, grant)
+    elif provider.issuer:
+        provider = endpoints(provider)
     secret = (
         client_secret(desired, provider, environ) if name in desired.providers else None
     ) or grant.client_secret
