@@ -11,7 +11,7 @@ the refresh token records only the new access token (the churn rule).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -280,6 +280,40 @@ def _refresh_held(
     # alone does (and checks).
     custody.commit(held, fresh, durable=durable, recipients=grant.recipients or None)
     return fresh
+
+
+def mark_under_scoped(
+    desired: Desired,
+    name: str,
+    scopes: Sequence[str],
+    identities: Identities,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> NeedsRelink:
+    """A resource server answered 403 ``insufficient_scope`` (RFC 6750 §3.1) asking for
+    ``scopes``: mark the grant ``needs-relink``, remember the scopes so that the next link asks
+    for them, and return the error naming them."""
+    asked = tuple(dict.fromkeys(scopes))
+    wanted = ", ".join(asked) if asked else "scopes it did not name"
+    custody = open_custody(desired, identities, environ)
+    with custody.single_flight(name) as held:
+        grant = held.grant
+        if grant is None or grant.kind != "oauth2":
+            raise NeedsRelink(f"{name}: there is no grant yet; run `reconcile link {name}`")
+        missing = [s for s in asked if s not in grant.granted_scopes] or list(asked)
+        reason = f"the resource server asks for {wanted}" if asked else "insufficient_scope"
+        known = grant.extra.get(ASKED_SCOPES_KEY, "").split()
+        extra = dict(grant.extra)
+        if missing:
+            extra[ASKED_SCOPES_KEY] = " ".join(dict.fromkeys([*known, *missing]))
+        marked = replace(grant, status="needs-relink", status_reason=reason, extra=extra)
+        custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
+    _notify(desired, "needs-relink", name, reason=reason, environ=environ)
+    return NeedsRelink(
+        f"{name}: the server refused the token for lack of scope (insufficient_scope) and asks "
+        f"for {wanted}; the grant is marked needs-relink. Run `reconcile link {name}`: the new "
+        "link asks for them."
+    )
 
 
 def _notify(
