@@ -11,7 +11,8 @@
   ``POST /introspect`` (``aud`` is the token's resource), for the protected resources.
 
 Knobs: ``resources`` (the resource URIs it issues tokens for), ``require_resource`` (refuse a
-request without one), ``registration_error`` (answer every registration with this error code),
+request without one), ``registration_refused`` (answer every registration with
+``invalid_client_metadata`` and ``registration_refusal``),
 ``public_registration`` (offer ``none``: public clients), ``metadata_overrides``.
 Observations: ``registrations`` (what each registration asked for), ``issued_secrets``
 (every client secret and registration access token handed out).
@@ -107,8 +108,8 @@ class Registration(ClientRegistrationEndpoint):
 
     def extract_client_metadata(self, request):
         state = self.server.state
-        if state.registration_error:
-            raise InvalidClientMetadataError(state.registration_error_description)
+        if state.registration_refused:
+            raise InvalidClientMetadataError(state.registration_refusal)
         return super().extract_client_metadata(request)
 
     def generate_client_secret(self, request):
@@ -176,8 +177,8 @@ class McpAuthServer(AuthServer):
     def __init__(self, **kwargs: Any) -> None:
         self.resources: set[str] = set()
         self.require_resource = True
-        self.registration_error: str | None = None
-        self.registration_error_description = "redirect_uris are not allowed here"
+        self.registration_refused = False
+        self.registration_refusal = "loopback redirect URIs are not allowed here"
         self.public_registration = False
         self.registrations: list[dict[str, Any]] = []
         #: Every client secret and registration access token handed out.
