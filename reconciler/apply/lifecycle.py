@@ -187,6 +187,7 @@ def refresh(
     environ: Mapping[str, str] | None = None,
     known: Held | None = None,
     allow_rollback: bool = False,
+    rediscover: bool = False,
 ) -> Grant:
     """Refresh ``name`` if it is (still) due, single-flight under the grant's lock (see
     ``custody``); return the usable grant.
@@ -199,6 +200,9 @@ def refresh(
 
     A grant that custody knows to be superseded (an older grant file put back) is not
     refreshed unless ``allow_rollback`` (`--force`): its refresh token may have been used.
+
+    With ``rediscover`` (apply), an MCP grant's server is asked again for its authorization
+    server first; when that has changed, the grant is marked ``needs-relink`` instead.
     """
     custody = open_custody(desired, identities, environ)
     with custody.single_flight(name, known) as held:
@@ -218,7 +222,32 @@ def refresh(
             return grant
         if held.superseded is not None and not allow_rollback:
             raise GrantError(held.superseded)
+        if rediscover:
+            _check_authorization_server(desired, custody, held, grant, environ)
         return _refresh_held(desired, custody, held, grant, now, environ)
+
+
+def _check_authorization_server(
+    desired: Desired,
+    custody: Custody,
+    held: Held,
+    grant: Grant,
+    environ: Mapping[str, str] | None,
+) -> None:
+    """Mark an MCP grant ``needs-relink`` when its server now trusts another authorization
+    server than the one that issued the grant (its tokens cannot be used there)."""
+    provider = desired.providers[held.name]
+    moved = mcp.moved_authorization_server(provider, grant)
+    if moved is None:
+        return
+    reason = (
+        f"the MCP server now names the authorization server {moved} "
+        f"(the grant is from {grant.authorization_server})"
+    )
+    marked = replace(grant, status="needs-relink", status_reason=reason)
+    custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
+    _notify(desired, "needs-relink", held.name, reason=reason, environ=environ)
+    raise NeedsRelink(_relink_message(marked))
 
 
 def _valid(grant: Grant, now: datetime) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..model import Grant, Provider, Secret
 from .discovery import ENDPOINT_FIELDS, discover
-from .errors import OAuthError
+from .errors import OAuthError, TransientError
 from .registration import SOURCE_KEY, URI_KEY, Client, choose_client
 from .resource import discover_resource
 
@@ -77,6 +77,21 @@ def for_grant(provider: Provider, grant: Grant) -> Provider:
             grant.extra.get(URI_KEY),
         )
     return _bound(provider, Binding(resource, issuer, client), metadata, grant.scopes)
+
+
+def moved_authorization_server(provider: Provider, grant: Grant) -> str | None:
+    """Ask the MCP server again which authorization server it trusts (RFC 9728); the new one
+    when it is no longer the one ``grant`` was linked at, else None. An unreachable server
+    (a transient failure) tells nothing: None."""
+    if not provider.mcp or not grant.authorization_server:
+        return None
+    try:
+        found = discover_resource(provider)
+    except TransientError:
+        return None
+    if found.authorization_server == grant.authorization_server:
+        return None
+    return found.authorization_server
 
 
 def _bound(

@@ -7,6 +7,8 @@ import time
 
 import httpx2
 
+from .authserver import McpAuthServer
+
 
 def _works(cli, name: str, resource) -> None:
     token = cli.run("token", name).stdout.strip()
@@ -120,3 +122,37 @@ def test_a_forgotten_registration_is_replaced_at_the_next_link(cli, resource_ser
     new = cli.raw("tools")
     assert new["client_id"] != old and new["status"] == "ok"
     _works(cli, "tools", resource_server)
+
+
+def test_apply_notices_a_new_authorization_server_and_relinks_there(cli, resource_server):
+    auth = cli.auth
+    auth.token_lifetime = 1
+    cli.declare_mcp("tools", resource_server)
+    cli.write_config()
+    assert cli.run("apply").code == 0
+    time.sleep(1.1)
+
+    moved = McpAuthServer().start()
+    try:
+        moved.resources.add(resource_server.url)
+        resource_server.auth = moved  # the MCP server now trusts (and introspects at) it
+        ran = cli.run("apply")
+        assert ran.code == 1, ran
+        assert auth.token_calls["refresh_token"] == 0, "nothing is sent to the old server"
+        raw = cli.raw("tools")
+        assert raw["status"] == "needs-relink"
+        assert moved.issuer in raw["status_reason"]
+        plan = cli.run("plan")
+        assert "relink" in plan.stdout and moved.issuer in plan.stdout
+
+        ran = cli.run("apply")
+        assert ran.code == 0, ran
+        raw = cli.raw("tools")
+        assert raw["authorization_server"] == moved.issuer
+        assert len(moved.registrations) == 1, "a new client, registered at the new server"
+        cli.client_secrets.extend(moved.issued_secrets)
+        cli.client_secrets.extend(t.access_token for t in moved.tokens)
+        cli.client_secrets.extend(t.refresh_token for t in moved.tokens if t.refresh_token)
+        _works(cli, "tools", resource_server)
+    finally:
+        moved.stop()
