@@ -4,7 +4,9 @@ metadata document (its URL is the client ID) when the authorization server annou
 
 A registered client (``client_id``, ``client_secret``, ``registration_access_token``,
 ``registration_client_uri``) is kept in the grant file, the secrets encrypted, and reused on
-the next link with the same authorization server, unless the server has since rejected it.
+the next link with the same authorization server, unless the server has since rejected it (a
+refresh met ``invalid_client``) or no longer knows it (RFC 7592 §2.1: its client configuration
+endpoint answers 401, 403 or 404); a new client is then registered.
 
 Importing this module is cheap: httpx2 is imported by ``transport`` when a request is sent.
 """
@@ -63,9 +65,28 @@ def choose_client(
     ):
         return Client(provider.client_metadata_url, "metadata-document", "none")
     kept = stored_client(previous, authorization_server)
-    if kept is not None:
+    if kept is not None and still_registered(provider, kept):
         return kept
     return register(provider, metadata, scopes)
+
+
+def still_registered(provider: Provider, client: Client) -> bool:
+    """Whether the authorization server still knows ``client``, asked with its registration
+    access token at its ``registration_client_uri`` (RFC 7592 §2.1) when it has both: a 401,
+    403 or 404 means the registration is gone. Without them, or when the answer is anything
+    else, the client is assumed to be known (a refresh that meets ``invalid_client`` marks it
+    rejected)."""
+    uri, token = client.registration_client_uri, client.registration_access_token
+    if not uri or token is None:
+        return True
+    response = send(
+        provider,
+        "GET",
+        uri,
+        what="client configuration endpoint",
+        headers={"Accept": "application/json", "Authorization": f"Bearer {token.reveal()}"},
+    )
+    return response.status_code not in (401, 403, 404)
 
 
 def stored_client(grant: Grant | None, authorization_server: str) -> Client | None:

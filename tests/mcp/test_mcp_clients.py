@@ -156,3 +156,25 @@ def test_apply_notices_a_new_authorization_server_and_relinks_there(cli, resourc
         _works(cli, "tools", resource_server)
     finally:
         moved.stop()
+
+
+def test_a_relink_asks_whether_the_registration_is_still_known(cli, resource_server):
+    """RFC 7592 §2.1: before reusing a registered client, its configuration endpoint is read
+    with the registration access token; a forgotten client is registered again before the
+    browser is sent anywhere."""
+    auth = cli.auth
+    cli.declare_mcp("tools", resource_server, scopes=["read"])
+    cli.write_config()
+    assert cli.run("apply").code == 0
+    old = cli.raw("tools")["client_id"]
+    auth.forget_client(old)
+    cli.declare_mcp("tools", resource_server, scopes=["read", "write"])
+    cli.write_config()
+
+    ran = cli.run("apply")
+    assert ran.code == 0, ran
+    reads = [r for r in auth.requests if r.method == "GET" and r.path == f"/register/{old}"]
+    assert len(reads) == 1
+    assert len(auth.registrations) == 2
+    assert cli.raw("tools")["client_id"] != old
+    _works(cli, "tools", resource_server)
