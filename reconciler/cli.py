@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import execenv, operations
-from .catalog import summaries
+from .catalog import MCP_EXAMPLE, summaries
 from .errors import ReconcilerError, message_of
 from .model import Browser, Secret
 
@@ -563,7 +563,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
 def cmd_presets(args: argparse.Namespace, out: Output) -> int:
 
     presets = summaries()
-    out.result(_presets_text(presets), {"presets": presets})
+    out.result(_presets_text(presets), {"presets": presets, "mcp": MCP_EXAMPLE})
     return EXIT_OK
 
 
@@ -585,6 +585,8 @@ def _presets_text(presets: list[dict]) -> str:
             )
         for text in details:
             lines += textwrap.wrap(text, 96, initial_indent=indent, subsequent_indent=indent)
+    lines += ["", *textwrap.wrap(MCP_EXAMPLE["note"], 98)]
+    lines += ["  " + line for line in MCP_EXAMPLE["yaml"].splitlines()]
     return "\n".join(lines)
 
 
