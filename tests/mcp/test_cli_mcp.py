@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
+
+from reconciler import operations
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -97,3 +100,50 @@ def test_a_refresh_keeps_the_resource_binding(cli, resource_server):
     assert auth.find_token(fresh, "access_token").resource == resource_server.url
     assert httpx2.get(resource_server.url, headers=_bearer(fresh)).status_code == 200
     assert cli.raw("tools")["resource"] == resource_server.url
+
+
+def test_a_link_through_the_http_surface_stores_the_registered_client(
+    cli, resource_server, monkeypatch
+):
+    """`reconcile serve` starts and finishes a link with the operations used here: the client
+    is registered when the link starts, and stored with the grant when it completes."""
+    cli.declare_mcp("tools", resource_server)
+    cli.write_config()
+    for variable in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "SOPS_AGE_KEY_FILE"):
+        monkeypatch.setenv(variable, cli.env[variable])
+    config = cli.project.config
+
+    request = operations.prepare_link(config, "tools")
+    assert len(cli.auth.registrations) == 1
+    assert request.provider.token_params["resource"] == resource_server.url
+    pending = operations.begin_browser_link(
+        request, "http://127.0.0.1:8765/oauth/link/callback", operations.utcnow
+    )
+    answer = httpx2.get(pending.authorization_url)  # the browser, approving
+    assert answer.status_code == 302
+    params = parse_qs(urlsplit(answer.headers["location"]).query)
+    grant = operations.complete_browser_link(config, "tools", pending, params, operations.utcnow)
+
+    assert grant.resource == resource_server.url
+    raw = cli.raw("tools")
+    assert raw["extra"]["client_source"] == "registered"
+    assert raw["registration_access_token"].startswith("ENC[AES256_GCM,")
+    assert raw["client_secret"].startswith("ENC[AES256_GCM,")
+    assert httpx2.get(resource_server.url, headers=_bearer(grant.access_token.reveal())).is_success
+
+
+def test_revoke_uses_the_recorded_client_and_authorization_server(cli, resource_server):
+    cli.declare_mcp("tools", resource_server)
+    cli.write_config()
+    assert cli.run("apply").code == 0
+    token = cli.run("token", "tools").stdout.strip()
+    client_id = cli.raw("tools")["client_id"]
+
+    ran = cli.run("revoke", "tools", "--yes")
+    assert ran.code == 0, ran
+    assert not cli.grant_file("tools").exists()
+    revocations = [r for r in cli.auth.requests if r.path == "/revoke"]
+    assert revocations and all(r.headers.get("authorization") for r in revocations)
+    assert cli.auth.find_token(token, "access_token").access_revoked
+    assert cli.latest(cli.auth.clients[client_id]).refresh_revoked
+    assert httpx2.get(resource_server.url, headers=_bearer(token)).status_code == 401
