@@ -43,6 +43,16 @@ def for_link(provider: Provider, previous: Grant | None = None) -> Provider:
     grant in place, whose registered client is reused when it still can be."""
     found = discover_resource(provider)
     metadata = discover(found.authorization_server, name=provider.name)
+    methods = metadata.get("code_challenge_methods_supported")
+    if not isinstance(methods, list) or "S256" not in methods:
+        raise OAuthError(
+            f"{provider.name}: the authorization server {found.authorization_server} does not "
+            "announce PKCE with S256 (`code_challenge_methods_supported`), which MCP requires "
+            "to protect the authorization code, so no link was started. Nothing was written; "
+            "report it to the server's operator.",
+            error="pkce_unsupported",
+            provider=provider.name,
+        )
     scopes = provider.scopes or found.scopes
     client = choose_client(provider, metadata, scopes, previous, found.authorization_server)
     binding = Binding(found.resource, found.authorization_server, client)

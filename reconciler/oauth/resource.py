@@ -106,7 +106,8 @@ def discover_resource(provider: Provider) -> ProtectedResource:
             "in providers.yaml.",
             "insecure_endpoint",
         )
-    probe = _get(provider, url, "MCP server", "application/json, text/event-stream")
+    # JSON only: a server that would answer a GET with an event stream says 405 or 406 instead.
+    probe = _get(provider, url, "MCP server", "application/json")
     challenge = parse_challenge(probe.headers.get("www-authenticate"))
     challenged = probe.status_code == 401 and challenge is not None
     candidates = well_known_urls(url)

@@ -62,3 +62,10 @@ def test_no_registration_endpoint_and_no_client_id(declared):
     declared.auth.metadata_overrides = {"registration_endpoint": None}
     message = _fails_cleanly(declared, "offers no dynamic client registration")
     assert "client_id" in message
+
+
+def test_an_authorization_server_without_pkce_s256_is_refused(declared):
+    declared.auth.metadata_overrides = {"code_challenge_methods_supported": ["plain"]}
+    message = _fails_cleanly(declared, "PKCE with S256")
+    assert declared.auth.issuer in message
+    assert declared.auth.registrations == []
