@@ -86,6 +86,10 @@ def _relink_reason(provider: Provider, grant: Grant) -> str | None:
         return f"needs relink: {grant.status_reason}" if grant.status_reason else "needs relink"
     if grant.flow is not None and grant.flow != provider.flow:
         return f"flow changed from {grant.flow} to {provider.flow}"
+    if provider.mcp and not grant.resource:
+        return "declared as an MCP server, but the grant is not bound to one"
+    if grant.resource and not provider.mcp:
+        return "no longer declared as an MCP server"
     if provider.mcp and grant.resource and canonical_resource(provider.mcp) != grant.resource:
         return f"MCP server changed from {grant.resource} to {canonical_resource(provider.mcp)}"
     if provider.mcp and not provider.client_id:

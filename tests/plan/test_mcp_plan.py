@@ -74,3 +74,14 @@ def test_scopes_declared_later_are_a_relink():
     assert reasons(mcp_provider(scopes=("read", "write")), mcp_grant()) == [
         ("relink", "scopes not granted: write")
     ]
+
+
+def test_switching_between_an_mcp_server_and_a_plain_provider_is_a_relink():
+    plain = oauth_grant(flow="authorization_code", client_id="cid", granted_scopes=())
+    assert reasons(mcp_provider(), plain) == [
+        ("relink", "declared as an MCP server, but the grant is not bound to one")
+    ]
+    provider = github(flow="authorization_code", scopes=("read",))
+    assert reasons(provider, mcp_grant(client_id="cid")) == [
+        ("relink", "no longer declared as an MCP server")
+    ]
