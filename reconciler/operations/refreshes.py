@@ -64,7 +64,10 @@ def reissue_rejected(
 
 
 def insufficient_scope(
-    config_path: Path, name: str, challenge: str, environ: Mapping[str, str] | None = None
+    config_path: str | Path,
+    name: str,
+    challenge: str,
+    environ: Mapping[str, str] | None = None,
 ) -> NeedsRelink | None:
     """An API answered 403 with ``challenge`` (its ``WWW-Authenticate``): for an
     ``insufficient_scope`` Bearer challenge (RFC 6750 §3.1), mark the grant ``needs-relink``
@@ -73,7 +76,7 @@ def insufficient_scope(
     if params is None or params.get("error") != "insufficient_scope":
         return None
     environ = os.environ if environ is None else environ
-    desired = config.load(config_path, environ=environ, resolve_values=False)
+    desired = config.load(Path(config_path), environ=environ, resolve_values=False)
     if name not in desired.providers:
         return None
     identities = load_identities(environ, required=True)
