@@ -44,6 +44,12 @@ def test_apply_links_an_mcp_server_with_a_registered_client(cli, resource_server
     plain = cli.sops_decrypt("tools")
     assert plain["client_secret"] == auth.clients[client_id].client_secret
     assert plain["registration_access_token"] == auth.registration_tokens[registration_id]
+    # Neither shows in the file's bytes nor in anything apply printed (the leak check of the
+    # `cli` fixture then scans every file, output and command line of the test as well).
+    text = cli.grant_file("tools").read_text()
+    for secret in (plain["client_secret"], plain["registration_access_token"]):
+        assert secret not in text
+        assert secret not in ran.stdout + ran.stderr
 
     # Every authorization and token request named the resource.
     authorize = [r for r in auth.requests if r.path == "/authorize"]
