@@ -92,6 +92,12 @@ def link(
     environ: Mapping[str, str] | None = None,
 ) -> Grant:
     """Run the link flow for ``name`` and write the new grant file."""
+    if device and desired.providers[name].mcp:
+        raise GrantError(
+            f"{name}: an MCP server is linked in a browser (authorization code with PKCE, SPEC "
+            "§8), not with a device code; use `--no-browser` to print the address and paste "
+            "back the one the browser ends on."
+        )
     provider = endpoints(desired.providers[name], previous, linking=True)
     secret = client_secret(desired, provider, environ) or mcp.client_secret(provider)
     scopes = link_scopes(provider, previous)

@@ -69,3 +69,11 @@ def test_an_authorization_server_without_pkce_s256_is_refused(declared):
     message = _fails_cleanly(declared, "PKCE with S256")
     assert declared.auth.issuer in message
     assert declared.auth.registrations == []
+
+
+def test_an_mcp_server_is_not_linked_with_a_device_code(declared):
+    ran = declared.run("link", "tools", "--device")
+    assert ran.code == 1, ran
+    assert "linked in a browser" in ran.stderr and "--no-browser" in ran.stderr
+    assert declared.project.snapshot() == {}
+    assert declared.auth.registrations == []
