@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import execenv, operations
-from .catalog import summaries
+from .catalog import MCP_EXAMPLE, summaries
 from .errors import ReconcilerError, message_of
 from .model import Browser, Secret
 
@@ -546,7 +546,7 @@ def cmd_init(args: argparse.Namespace, out: Output) -> int:
 def cmd_presets(args: argparse.Namespace, out: Output) -> int:
 
     presets = summaries()
-    out.result(_presets_text(presets), {"presets": presets})
+    out.result(_presets_text(presets), {"presets": presets, "mcp": MCP_EXAMPLE})
     return EXIT_OK
 
 
@@ -566,6 +566,8 @@ def _presets_text(presets: list[dict]) -> str:
             )
         for text in details:
             lines += textwrap.wrap(text, 96, initial_indent=indent, subsequent_indent=indent)
+    lines += ["", *textwrap.wrap(MCP_EXAMPLE["note"], 98)]
+    lines += ["  " + line for line in MCP_EXAMPLE["yaml"].splitlines()]
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ReconcilerError
 from .secret import Secret as Secret  # re-exported: the stages take Secret from here
@@ -27,7 +28,24 @@ ENCRYPTED_FIELDS = (
     "value",
     "client_secret",
     "secondary_token",
+    "registration_access_token",
 )
+
+
+def canonical_resource(url: str) -> str:
+    """The canonical form of a resource URI (RFC 8707 §2; RFC 3986 §6.2.2, §6.2.3): scheme and
+    host in lower case, no default port, no fragment, no trailing slash on a bare origin. An
+    MCP grant records it, and ``plan`` compares the declared ``mcp`` URL with it."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(scheme)
+    netloc = host if port is None or port == default else f"{host}:{port}"
+    path = "" if parts.path == "/" else parts.path
+    return urlunsplit((scheme, netloc, path, parts.query, ""))
 
 
 @dataclass(frozen=True)
@@ -58,6 +76,12 @@ class Provider:
     #: Seconds that one HTTP exchange with the provider may take, body included
     #: (``defaults.request_deadline``).
     request_deadline: float = 30.0
+    #: The MCP endpoint this grant is for (SPEC §8): the protected resource whose metadata
+    #: names the authorization server; ``client_id`` may then be empty (registered at link).
+    mcp: str | None = None
+    #: A client ID metadata document (its URL is the client ID), used with ``mcp`` when the
+    #: authorization server supports them and no ``client_id`` is declared.
+    client_metadata_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +148,13 @@ class Grant:
     #: A second access token the provider issued with the grant's (Slack: the bot token beside
     #: the user token, or the other way round); ``extra`` says which and its granted scopes.
     secondary_token: Secret | None = None
+    #: A registered client's RFC 7591 registration access token (MCP grants, SPEC §8).
+    registration_access_token: Secret | None = None
+    #: The RFC 8707 resource (canonical MCP URI) the tokens are bound to, and the issuer of
+    #: the authorization server that issued them (MCP grants); plaintext, so that ``plan``
+    #: sees a changed MCP URL without a key.
+    resource: str | None = None
+    authorization_server: str | None = None
     #: The age recipients the file is encrypted to (from its ``sops`` metadata).
     recipients: tuple[str, ...] = ()
     #: Names of the encrypted leaves present in the file (their keys are plaintext in SOPS).

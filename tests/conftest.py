@@ -1,7 +1,7 @@
 """Shared fixtures: an isolated project folder with its own age identity and environment.
 
 Markers (registered in pyproject.toml) are set here by folder and fixture, not by hand:
-``e2e`` for every test under tests/e2e/ or using the real authorization server
+``e2e`` for every test under tests/e2e/ and tests/mcp/ or using the real authorization server
 (``auth_server``), ``cluster`` for every test under tests/cluster/ (real etcd). The fast loop is
 ``python -m pytest -m "not e2e and not cluster" -n 2`` (pytest-xdist, both cores).
 """
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tests.e2e.authserver import AuthServer
 
 TESTS = Path(__file__).resolve().parent
-MARK_BY_FOLDER = {TESTS / "e2e": "e2e", TESTS / "cluster": "cluster"}
+MARK_BY_FOLDER = {TESTS / "e2e": "e2e", TESTS / "mcp": "e2e", TESTS / "cluster": "cluster"}
 MARK_BY_FIXTURE = {"auth_server": "e2e"}
 
 

@@ -11,7 +11,7 @@ the refresh token records only the new access token (the churn rule).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -20,11 +20,12 @@ from ..config import resolve_reference
 from ..custody import Custody, Held, open_custody
 from ..errors import NeedsRelink, ReconcilerError
 from ..model import Browser, Desired, Grant, Provider, Secret
-from ..oauth import revocation, tokens
+from ..oauth import mcp, revocation, tokens
 from ..oauth.device import run_device_flow
 from ..oauth.discovery import resolve_endpoints
 from ..oauth.errors import InvalidGrant, OAuthError, TransientError
 from ..oauth.loopback import run_loopback_flow
+from ..oauth.registration import REJECTED, SOURCE_KEY
 from ..oauth.tokens import client_credentials, grant_from_result
 from ..plan.schedule import is_due
 from .notify import emit
@@ -33,6 +34,9 @@ from .prompt import DevicePrompt
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
 
+#: ``Grant.extra`` key of the scopes a resource server asked for in a 403 ``insufficient_scope``
+#: challenge; the next link asks for them too.
+ASKED_SCOPES_KEY = "scopes_asked"
 #: How long to leave a provider alone after a transient failure without ``Retry-After``.
 TRANSIENT_BACKOFF = timedelta(minutes=1)
 
@@ -59,10 +63,22 @@ def client_secret(
     )
 
 
-def endpoints(provider: Provider) -> Provider:
-    """The provider with discovered endpoints filled in (cached, so offline after once)."""
+def endpoints(provider: Provider, grant: Grant | None = None, *, linking: bool = False) -> Provider:
+    """The provider with discovered endpoints filled in (cached, so offline after once). An
+    MCP server's (SPEC §8): for a link, discovered from the server, with its client chosen or
+    registered (``grant``: the one in place, whose registered client may be reused); else from
+    what ``grant`` recorded."""
 
+    if provider.mcp:
+        if linking or grant is None:
+            return mcp.for_link(provider, grant)
+        return mcp.for_grant(provider, grant)
     return resolve_endpoints(provider)
+
+
+def bound_secret(provider: Provider) -> Secret | None:
+    """The secret of the client an MCP provider was bound to (a registered one's), if any."""
+    return mcp.client_secret(provider)
 
 
 def link(
@@ -76,8 +92,14 @@ def link(
     environ: Mapping[str, str] | None = None,
 ) -> Grant:
     """Run the link flow for ``name`` and write the new grant file."""
-    provider = endpoints(desired.providers[name])
-    secret = client_secret(desired, provider, environ)
+    if device and desired.providers[name].mcp:
+        raise GrantError(
+            f"{name}: an MCP server is linked in a browser (authorization code with PKCE, SPEC "
+            "§8), not with a device code; use `--no-browser` to print the address and paste "
+            "back the one the browser ends on."
+        )
+    provider = endpoints(desired.providers[name], previous, linking=True)
+    secret = client_secret(desired, provider, environ) or mcp.client_secret(provider)
     scopes = link_scopes(provider, previous)
     # `--device` is how a person is reached on a headless machine, not a change of the declared
     # flow: the grant records the declared flow (else the next plan asks for a relink), and a
@@ -127,6 +149,7 @@ def store_link(
 
     grant = grant_from_result(provider, result, now=now, requested_scopes=scopes)
     grant = replace(grant, client_secret=client_secret, extra=_durable_extra(provider, grant))
+    grant = mcp.record(provider, grant)
     custody = open_custody(desired, identities, environ)
     with custody.single_flight(provider.name, timeout=lock_timeout, replacing=True) as held:
         was = held.grant.status if held.grant is not None else None
@@ -139,8 +162,12 @@ def store_link(
 def link_scopes(provider: Provider, previous: Grant | None) -> tuple[str, ...]:
     """Ask for the declared scopes plus those already granted (a relink never loses scopes)."""
     scopes = list(provider.scopes)
-    if previous is not None and previous.kind == "oauth2" and previous.status == "ok":
-        scopes += [s for s in previous.granted_scopes if s not in scopes]
+    if previous is not None and previous.kind == "oauth2":
+        if previous.status == "ok":
+            scopes += [s for s in previous.granted_scopes if s not in scopes]
+        # Scopes a resource server asked for (a 403 insufficient_scope): the relink gets them.
+        asked = previous.extra.get(ASKED_SCOPES_KEY, "").split()
+        scopes += [s for s in asked if s not in scopes]
     return tuple(scopes)
 
 
@@ -166,6 +193,7 @@ def refresh(
     environ: Mapping[str, str] | None = None,
     known: Held | None = None,
     allow_rollback: bool = False,
+    rediscover: bool = False,
 ) -> Grant:
     """Refresh ``name`` if it is (still) due, single-flight under the grant's lock (see
     ``custody``); return the usable grant.
@@ -178,6 +206,9 @@ def refresh(
 
     A grant that custody knows to be superseded (an older grant file put back) is not
     refreshed unless ``allow_rollback`` (`--force`): its refresh token may have been used.
+
+    With ``rediscover`` (apply), an MCP grant's server is asked again for its authorization
+    server first; when that has changed, the grant is marked ``needs-relink`` instead.
     """
     custody = open_custody(desired, identities, environ)
     with custody.single_flight(name, known) as held:
@@ -197,7 +228,32 @@ def refresh(
             return grant
         if held.superseded is not None and not allow_rollback:
             raise GrantError(held.superseded)
+        if rediscover:
+            _check_authorization_server(desired, custody, held, grant, environ)
         return _refresh_held(desired, custody, held, grant, now, environ)
+
+
+def _check_authorization_server(
+    desired: Desired,
+    custody: Custody,
+    held: Held,
+    grant: Grant,
+    environ: Mapping[str, str] | None,
+) -> None:
+    """Mark an MCP grant ``needs-relink`` when its server now trusts another authorization
+    server than the one that issued the grant (its tokens cannot be used there)."""
+    provider = desired.providers[held.name]
+    moved = mcp.moved_authorization_server(provider, grant)
+    if moved is None:
+        return
+    reason = (
+        f"the MCP server now names the authorization server {moved} "
+        f"(the grant is from {grant.authorization_server})"
+    )
+    marked = replace(grant, status="needs-relink", status_reason=reason)
+    custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
+    _notify(desired, "needs-relink", held.name, reason=reason, environ=environ)
+    raise NeedsRelink(_relink_message(marked))
 
 
 def _valid(grant: Grant, now: datetime) -> bool:
@@ -215,7 +271,7 @@ def _refresh_held(
 ) -> Grant:
 
     name = held.name
-    provider = endpoints(desired.providers[name])
+    provider = endpoints(desired.providers[name], grant)
     secret = client_secret(desired, provider, environ) or grant.client_secret
     try:
         if provider.flow == "client_credentials" or grant.refresh_token is None:
@@ -234,9 +290,20 @@ def _refresh_held(
         wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
         custody.commit(held, grant, durable=False, retry_at=now + wait)
         return grant
-    except InvalidGrant as error:
+    except OAuthError as error:
+        rejected_client = (
+            error.error == "invalid_client" and grant.extra.get(SOURCE_KEY) == "registered"
+        )
+        if not isinstance(error, InvalidGrant) and not rejected_client:
+            raise
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
+        if rejected_client:
+            # The authorization server no longer knows the client it registered for this
+            # grant (RFC 7591): the next link registers a new one.
+            reason = "the authorization server no longer accepts the registered client"
+            extra = {**grant.extra, SOURCE_KEY: REJECTED}
+            marked = replace(marked, status_reason=reason, extra=extra)
         custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
         _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
@@ -248,6 +315,40 @@ def _refresh_held(
     # alone does (and checks).
     custody.commit(held, fresh, durable=durable, recipients=grant.recipients or None)
     return fresh
+
+
+def mark_under_scoped(
+    desired: Desired,
+    name: str,
+    scopes: Sequence[str],
+    identities: Identities,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> NeedsRelink:
+    """A resource server answered 403 ``insufficient_scope`` (RFC 6750 §3.1) asking for
+    ``scopes``: mark the grant ``needs-relink``, remember the scopes so that the next link asks
+    for them, and return the error naming them."""
+    asked = tuple(dict.fromkeys(scopes))
+    wanted = ", ".join(asked) if asked else "scopes it did not name"
+    custody = open_custody(desired, identities, environ)
+    with custody.single_flight(name) as held:
+        grant = held.grant
+        if grant is None or grant.kind != "oauth2":
+            raise NeedsRelink(f"{name}: there is no grant yet; run `reconcile link {name}`")
+        missing = [s for s in asked if s not in grant.granted_scopes] or list(asked)
+        reason = f"the resource server asks for {wanted}" if asked else "insufficient_scope"
+        known = grant.extra.get(ASKED_SCOPES_KEY, "").split()
+        extra = dict(grant.extra)
+        if missing:
+            extra[ASKED_SCOPES_KEY] = " ".join(dict.fromkeys([*known, *missing]))
+        marked = replace(grant, status="needs-relink", status_reason=reason, extra=extra)
+        custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
+    _notify(desired, "needs-relink", name, reason=reason, environ=environ)
+    return NeedsRelink(
+        f"{name}: the server refused the token for lack of scope (insufficient_scope) and asks "
+        f"for {wanted}; the grant is marked needs-relink. Run `reconcile link {name}`: the new "
+        "link asks for them."
+    )
 
 
 def _notify(
@@ -288,7 +389,10 @@ def revoke(
     """
 
     provider = desired.providers.get(name) or _provider_from_grant(grant)
-    provider = endpoints(provider) if provider.issuer else provider
+    if provider.mcp:
+        provider = endpoints(provider, grant)
+    elif provider.issuer:
+        provider = endpoints(provider)
     secret = (
         client_secret(desired, provider, environ) if name in desired.providers else None
     ) or grant.client_secret

@@ -335,6 +335,7 @@ def _refresh(action: Action, context: Context) -> str:
         environ=context.environ,
         known=(context.known or {}).get(action.name),
         allow_rollback=context.allow_rollback,
+        rediscover=True,
     )
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
     if (

@@ -14,7 +14,18 @@ import re
 from functools import cache, lru_cache
 from pathlib import Path
 
-__all__ = ["UnknownPreset", "load_preset", "preset_names", "summaries"]
+__all__ = ["MCP_EXAMPLE", "UnknownPreset", "load_preset", "preset_names", "summaries"]
+
+#: Remote MCP servers need no preset (SPEC §8): what `reconcile presets` shows about them.
+MCP_EXAMPLE = {
+    "note": (
+        "MCP servers need no preset: declare the server's endpoint with `mcp:`. Its "
+        "authorization server (RFC 9728), a client (client_id, else a client ID metadata "
+        "document, else RFC 7591 registration) and its scopes are discovered at the first "
+        "link, and every token is bound to the server (RFC 8707)."
+    ),
+    "yaml": "providers:\n  linear:\n    mcp: https://mcp.linear.app/mcp\n",
+}
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 

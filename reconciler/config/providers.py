@@ -20,6 +20,8 @@ _ENDPOINTS = (
     "device_authorization_endpoint",
     "revocation_endpoint",
     "redirect_uri",
+    "mcp",
+    "client_metadata_url",
 )
 _SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
@@ -130,11 +132,38 @@ def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -
         ok = False
 
     issuer = endpoints["issuer"]
+    mcp = endpoints["mcp"]
+    if mcp is not None and flow != "authorization_code":
+        issues.append(
+            doc.issue(
+                (*here, "flow"),
+                f"flow `{flow}` is not available for an MCP server",
+                "MCP servers are linked with authorization_code + PKCE (SPEC §8); remove `flow`",
+            )
+        )
+        ok = False
+    if endpoints["client_metadata_url"] is not None and mcp is None:
+        issues.append(
+            doc.issue(
+                (*here, "client_metadata_url"),
+                "client_metadata_url is used only with `mcp`",
+                "add mcp: <the MCP server's URL>, or remove client_metadata_url",
+                key=True,
+            )
+        )
+        ok = False
     how = "add it, or an issuer for discovery" + ("" if preset else ", or use a preset")
-    if endpoints["token_endpoint"] is None and issuer is None:
+    if mcp is not None:
+        pass  # the endpoints come from the MCP server's authorization server (SPEC §8)
+    elif endpoints["token_endpoint"] is None and issuer is None:
         issues.append(doc.issue(here, "no token_endpoint", how, key=True))
         ok = False
-    if flow == "authorization_code" and endpoints["authorization_endpoint"] is None and not issuer:
+    if (
+        flow == "authorization_code"
+        and endpoints["authorization_endpoint"] is None
+        and not issuer
+        and mcp is None
+    ):
         issues.append(
             doc.issue(
                 here, "flow `authorization_code` needs an authorization_endpoint", how, key=True
@@ -163,7 +192,7 @@ def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -
     }
     return Provider(
         name=name,
-        client_id=entry["client_id"],
+        client_id=entry.get("client_id", ""),
         flow=flow,
         scopes=tuple(scopes),
         client_secret_ref=client_secret,
@@ -183,6 +212,8 @@ def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -
         redirect_uri=endpoints["redirect_uri"],
         quirks=tuple(preset.get("quirks") or ()),
         extras=extras,
+        mcp=mcp,
+        client_metadata_url=endpoints["client_metadata_url"],
     )
 
 

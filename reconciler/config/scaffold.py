@@ -35,6 +35,8 @@ defaults:
 #     client_id: Iv1.0123456789abcdef  # your OAuth app's client ID
 #     scopes: [repo, read:user]
 #     flow: device_code                # a code to enter at github.com/login/device
+#   linear-mcp:
+#     mcp: https://mcp.linear.app/mcp  # a remote MCP server: its OAuth is discovered
 # secrets:
 #   openai:
 #     value: prompt                    # asked for by `reconcile apply`; or env:OPENAI_API_KEY

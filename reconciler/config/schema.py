@@ -159,7 +159,10 @@ def _describe(error: Any, doc: Document) -> list[tuple[NodePath, Issue, int, str
             if name == "version":
                 hint = "add `version: 1` at the top of the file"
             elif name == "client_id":
-                hint = "the client ID of the OAuth app you registered at the provider"
+                hint = (
+                    "the client ID of the OAuth app you registered at the provider (an `mcp` "
+                    "server needs none)"
+                )
             elif name == "value":
                 hint = f"where the secret's value comes from: {REFERENCE_HINT}"
             elif name == "webhook":

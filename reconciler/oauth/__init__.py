@@ -9,6 +9,11 @@
 - ``tokens``: code exchange, refresh, client credentials, token response validation (RFC 6749
   §4.1.3, §4.4, §5, §6), and ``grant_from_result`` to build a ``model.Grant``;
 - ``revocation``: token revocation (RFC 7009);
+- ``resource``: protected resource discovery for MCP servers (RFC 9728) and the challenge parser;
+- ``registration``: an MCP grant's client: declared, a client ID metadata document, or dynamic
+  registration (RFC 7591);
+- ``mcp``: MCP servers as providers (SPEC §8): the provider bound to the server (RFC 8707
+  ``resource``) for a link, a refresh or a revocation;
 - ``transport`` (with ``deadline``): the HTTP client, timeouts, overall deadlines, size caps;
 - ``quirks``: named provider hooks selected by ``Provider.quirks``; it imports neither
   ``tokens`` nor ``revocation``, which call its hooks;
@@ -59,6 +64,9 @@ _PUBLIC = {
     "refresh": "tokens",
     "revoke": "revocation",
     "KNOWN_QUIRKS": "quirks",
+    "discover_resource": "resource",
+    "parse_challenge": "resource",
+    "register": "registration",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -512,6 +512,9 @@ def grant_from_result(
         client_secret=previous.client_secret if previous is not None else None,
         secondary_token=result.secondary_token
         or (previous.secondary_token if previous is not None else None),
+        registration_access_token=previous.registration_access_token if previous else None,
+        resource=previous.resource if previous is not None else None,
+        authorization_server=previous.authorization_server if previous is not None else None,
         recipients=previous.recipients if previous is not None else (),
         decrypted=True,
         extra=extra,

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     )
     from .refreshes import (
         access_token,
+        insufficient_scope,
         reissue_rejected,
     )
     from .run import (
@@ -85,6 +86,7 @@ _HOMES = {
     "find_identities": "basics",
     "flush_notifications": "run",
     "init_project": "state",
+    "insufficient_scope": "refreshes",
     "issue_token": "tokens",
     "issued": "issued",
     "link": "links",
@@ -126,6 +128,7 @@ __all__ = [
     "find_identities",
     "flush_notifications",
     "init_project",
+    "insufficient_scope",
     "issue_token",
     "issued",
     "link",

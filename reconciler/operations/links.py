@@ -70,10 +70,11 @@ def prepare_link(
     desired = load_desired(config_path, environ)
     provider = declared_provider(desired, name)
     previous = _stored_metadata(desired, name)
+    provider = lifecycle.endpoints(provider, previous, linking=True)
     scopes = lifecycle.link_scopes(provider, previous)
     scopes += tuple(s for s in dict.fromkeys(extra_scopes) if s not in scopes)
-    provider = lifecycle.endpoints(provider)
-    return LinkRequest(provider, lifecycle.client_secret(desired, provider, environ), scopes)
+    secret = lifecycle.client_secret(desired, provider, environ) or lifecycle.bound_secret(provider)
+    return LinkRequest(provider, secret, scopes)
 
 
 def begin_browser_link(

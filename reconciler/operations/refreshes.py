@@ -13,6 +13,7 @@ from .. import config
 from ..apply import lifecycle
 from ..errors import NeedsRelink, UserError
 from ..model import Secret
+from ..oauth.resource import parse_challenge
 from ..vault.sops.keys import load_identities
 from ..vault.store import grant_path
 from .basics import utcnow
@@ -60,3 +61,24 @@ def reissue_rejected(
         raise NeedsRelink(f"{name}: the grant holds no access token; run `reconcile link {name}`")
     grant_file = str(grant_path(desired.store_dir, name))
     return issued(config_path, name, grant.access_token, grant_file, None, None, environ)
+
+
+def insufficient_scope(
+    config_path: str | Path,
+    name: str,
+    challenge: str,
+    environ: Mapping[str, str] | None = None,
+) -> NeedsRelink | None:
+    """An API answered 403 with ``challenge`` (its ``WWW-Authenticate``): for an
+    ``insufficient_scope`` Bearer challenge (RFC 6750 §3.1), mark the grant ``needs-relink``
+    with the scopes asked for, and return the error to raise. None for any other 403."""
+    params = parse_challenge(challenge)
+    if params is None or params.get("error") != "insufficient_scope":
+        return None
+    environ = os.environ if environ is None else environ
+    desired = config.load(Path(config_path), environ=environ, resolve_values=False)
+    if name not in desired.providers:
+        return None
+    identities = load_identities(environ, required=True)
+    scopes = params.get("scope", "").split()
+    return lifecycle.mark_under_scoped(desired, name, scopes, identities, environ=environ)

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..model import Action, Actual, Desired, Grant, Plan, Provider, SecretSpec
+from ..model import (
+    Action,
+    Actual,
+    Desired,
+    Grant,
+    Plan,
+    Provider,
+    SecretSpec,
+    canonical_resource,
+)
 from .schedule import refresh_reason
 
 #: Order in which actions on the same grant are listed and carried out.
@@ -77,7 +86,21 @@ def _relink_reason(provider: Provider, grant: Grant) -> str | None:
         return f"needs relink: {grant.status_reason}" if grant.status_reason else "needs relink"
     if grant.flow is not None and grant.flow != provider.flow:
         return f"flow changed from {grant.flow} to {provider.flow}"
-    if grant.client_id is not None and grant.client_id != provider.client_id:
+    if provider.mcp and not grant.resource:
+        return "declared as an MCP server, but the grant is not bound to one"
+    if grant.resource and not provider.mcp:
+        return "no longer declared as an MCP server"
+    if provider.mcp and grant.resource and canonical_resource(provider.mcp) != grant.resource:
+        return f"MCP server changed from {grant.resource} to {canonical_resource(provider.mcp)}"
+    if provider.mcp and not provider.client_id:
+        # The client came from the MCP server's authorization server (registered, or a
+        # client ID metadata document): only a client_id declared before needs a new link.
+        source = grant.extra.get("client_source")
+        if source == "declared":
+            return "client_id removed"
+        if source == "metadata-document" and grant.client_id != provider.client_metadata_url:
+            return "client_metadata_url changed"
+    elif grant.client_id is not None and grant.client_id != provider.client_id:
         return "client_id changed"
     missing = missing_scopes(provider.scopes, grant.granted_scopes)
     if missing:

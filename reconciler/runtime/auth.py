@@ -23,7 +23,9 @@ class Auth(httpx2.Auth):
     """``httpx2.Client(auth=runtime.Auth("github"))``: ``Authorization: Bearer <token>`` on
     every request; a 401 forces one refresh and one retry, and a second 401 is returned as
     is. A static secret is sent the same way, and a 401 for it is returned at once (there is
-    nothing to refresh). Errors are ``runtime.RuntimeTokenError``."""
+    nothing to refresh). A 403 ``insufficient_scope`` challenge (an MCP server asking for more
+    scopes) marks the grant for a relink that asks for them and raises ``NeedsRelinkError``
+    naming them. Errors are ``runtime.RuntimeTokenError``."""
 
     # The body is read before the first send, so that the retry can send it again.
     requires_request_body = True
@@ -41,6 +43,10 @@ class Auth(httpx2.Auth):
         request.read()
         token = memory.get(self._key)
         response = yield _with_bearer(request, token)
+        if _under_scoped(response):
+            error = memory.after_insufficient_scope(self._key, _challenge(response))
+            if error is not None:
+                raise error
         if response.status_code != 401:
             return
         fresh = memory.after_rejection(self._key, token)
@@ -55,11 +61,25 @@ class Auth(httpx2.Auth):
         if token is None:
             token = await run_sync(memory.get, self._key)
         response = yield _with_bearer(request, token)
+        if _under_scoped(response):
+            challenge = _challenge(response)
+            error = await run_sync(memory.after_insufficient_scope, self._key, challenge)
+            if error is not None:
+                raise error
         if response.status_code != 401:
             return
         fresh = await run_sync(memory.after_rejection, self._key, token)
         if fresh is not None:
             yield _with_bearer(request, fresh)
+
+
+def _challenge(response: httpx2.Response) -> str:
+    return ", ".join(response.headers.get_list("www-authenticate"))
+
+
+def _under_scoped(response: httpx2.Response) -> bool:
+    """A 403 whose challenge says ``insufficient_scope`` (RFC 6750 §3.1): cheap to tell."""
+    return response.status_code == 403 and "insufficient_scope" in _challenge(response)
 
 
 def _with_bearer(request: httpx2.Request, token) -> httpx2.Request:

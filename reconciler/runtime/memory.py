@@ -117,6 +117,20 @@ def after_rejection(key: _Key, rejected: Secret) -> Secret | None:
         return _force_refresh(key, rejected)
 
 
+def after_insufficient_scope(key: _Key, challenge: str) -> ReconcilerError | None:
+    """The error to raise for a 403 whose ``challenge`` is ``insufficient_scope``, after the
+    grant was marked for a relink that asks for the scopes named; None for another 403."""
+    config_path, name = key
+    with _lock_for(key):
+        try:
+            error = operations.insufficient_scope(config_path, name, challenge)
+        except Exception as failure:
+            _reraise(failure)
+        if error is not None:
+            entries.pop(key, None)
+        return error
+
+
 def _read(key: _Key) -> Secret:
     """``operations.issue_token``, kept in-process as long as it allows. Call with the key's
     lock held."""

@@ -51,6 +51,8 @@ _STR_FIELDS = (
     "flow",
     "client_id",
     "token_endpoint",
+    "resource",
+    "authorization_server",
 )
 _CHOICES = {
     "kind": ("oauth2", "secret"),

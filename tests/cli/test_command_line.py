@@ -88,6 +88,10 @@ def test_presets_lists_the_catalog_without_a_config(project):
     assert lines[0].split() == ["NAME", "TITLE", "FLOWS"]
     assert any(line.startswith("github ") and "device_code" in line for line in lines)
     assert "device flow must be enabled" in " ".join(text.stdout.split())
+    # MCP servers need no preset: the listing ends with how to declare one.
+    assert "MCP servers need no preset" in text.stdout
+    assert "      mcp: https://mcp.linear.app/mcp" in lines
+    assert json.loads(as_json.stdout)["mcp"]["yaml"].endswith("mcp: https://mcp.linear.app/mcp\n")
 
 
 def test_revoke_asks_on_a_terminal_unless_yes(ready):

@@ -60,6 +60,7 @@ def test_the_starter_examples_work_once_uncommented(project):
     actions = json.loads(project.reconcile("plan", "-o", "json").stdout)["actions"]
     assert {(a["name"], a["action"]) for a in actions} == {
         ("github", "link"),
+        ("linear-mcp", "link"),
         ("openai", "write-secret"),
     }
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ...model import Secret
+from ...model import ENCRYPTED_FIELDS, Secret
 from ..errors import malformed_error, tampered_error
 from .cipher import (
     ENVELOPE_PREFIX,
@@ -62,9 +62,7 @@ if TYPE_CHECKING:
     from .keys import Identities
 
 #: Leaves encrypted in grant files; everything else stays plaintext but MAC-covered.
-GRANT_ENCRYPTED_REGEX = (
-    "^(access_token|refresh_token|id_token|value|client_secret|secondary_token)$"
-)
+GRANT_ENCRYPTED_REGEX = f"^({'|'.join(ENCRYPTED_FIELDS)})$"
 #: sops' ``MACOnlyEncryptedInitialization``: sha256(b"sops").
 MAC_ONLY_ENCRYPTED_INIT = hashlib.sha256(b"sops").digest()
 #: Refuse absurd documents (alias bombs, deep nesting) instead of exhausting memory.
