@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..model import Desired
-from .protocol import Custody, Held, StaleState
+from .protocol import NO_ESCROW, Custody, EngineUnavailable, Flight, Held, StaleState
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -34,11 +34,23 @@ if TYPE_CHECKING:
 def open_custody(
     desired: Desired, identities: Identities | None, environ: Mapping[str, str] | None = None
 ) -> Custody:
-    """The custody that ``desired`` declares (today: the grant files)."""
+    """The custody that ``desired`` declares: etcd with ``coordination:``, else the files."""
     # Each backend is loaded when declared: the file one brings the SOPS stack, etcd's its client.
+    if desired.coordination is not None:
+        from .etcd import EtcdCustody
+
+        return EtcdCustody(desired, identities, environ)
     from .files import FileCustody
 
     return FileCustody(desired, identities, environ)
 
 
-__all__ = ["Custody", "Held", "StaleState", "open_custody"]
+__all__ = [
+    "NO_ESCROW",
+    "Custody",
+    "EngineUnavailable",
+    "Flight",
+    "Held",
+    "StaleState",
+    "open_custody",
+]

@@ -28,7 +28,7 @@ from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import file_lock
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
-from .protocol import Held, StaleState
+from .protocol import NO_ESCROW, Flight, Held, StaleState
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -237,6 +237,12 @@ class FileCustody:
             retry_at=retry_at,
         )
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
+
+    @contextlib.contextmanager
+    def in_flight(self, held: Held, budget: float) -> Iterator[Flight]:
+        """Nothing to record: the file lock is held by this process until the commit, which
+        is written at once."""
+        yield NO_ESCROW
 
     def delete(self, name: str) -> bool:
         path = self.path(name)

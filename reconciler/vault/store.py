@@ -51,10 +51,12 @@ _STR_FIELDS = (
     "flow",
     "client_id",
     "token_endpoint",
+    "custody",
 )
 _CHOICES = {
     "kind": ("oauth2", "secret"),
-    "status": ("ok", "needs-relink"),
+    "status": ("ok", "needs-relink", "uncertain"),
+    "custody": ("files", "etcd"),
     "flow": ("authorization_code", "device_code", "client_credentials"),
 }
 

@@ -139,6 +139,8 @@ def test_provider_fields_are_the_spec_list_plus_preset_vars(schema: dict) -> Non
         "authorization_params",
         "token_params",
         "redirect_uri",
+        "rotation_grace",  # SPEC §7
+        "rotates_refresh_tokens",  # with coordination: which grants may refresh without it
     }
 
 
