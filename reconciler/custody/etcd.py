@@ -431,7 +431,95 @@ class EtcdCustody:
             generation=grant.generation,
         )
         cache.write(self.desired.path, name, self.path(name), entry, self.identities, self.environ)
+        if self._mirrors(name):
+            self._write_mirror(name, grant)
         return True
+
+    # -------------------------------------------------------------- without the engine
+
+    def _mirror_path(self, name: str) -> Path:
+        folder = Path(os.path.dirname(cache.cache_dir(self.environ))) / "engine"
+        key = f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}\0{name}"
+        return folder / f"{cache._hash(key)}.age"
+
+    def _mirrors(self, name: str) -> bool:
+        """Only a grant whose provider keeps its refresh token may be refreshed without the
+        engine, so only such a grant's state is mirrored on this machine."""
+        provider = self.desired.providers.get(name)
+        return provider is not None and not provider.rotates_refresh_tokens
+
+    def _write_mirror(self, name: str, grant: Grant) -> None:
+        import pyrage
+
+        recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
+        if not recipients:
+            return
+        data = json.dumps(
+            {"name": name, "revision": grant.revision, "generation": grant.generation,
+             "grant": to_record(grant)}
+        ).encode("utf-8")  # fmt: skip
+        path = self._mirror_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, bytes(pyrage.encrypt(data, recipients)), mode=0o600)
+
+    def _read_mirror(self, name: str) -> Grant | None:
+        import pyrage
+
+        try:
+            blob = self._mirror_path(name).read_bytes()
+            data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
+            if data["name"] != name:
+                return None
+            return replace(
+                from_record(data["grant"]),
+                revision=data.get("revision"),
+                generation=data.get("generation"),
+            )
+        except (OSError, pyrage.DecryptError, ValueError, KeyError, TypeError):
+            return None
+
+    def offline(self, name: str) -> Held | None:
+        """The grant from this machine alone: its file, the state it last mirrored (grants
+        that do not rotate only) and its cached access token."""
+        try:
+            file = self._file(name, self.identities)
+        except VaultError:
+            file = None
+        mirrored = self._read_mirror(name) if self._mirrors(name) else None
+        grant = mirrored or file
+        if grant is None:
+            return None
+        entry = self._cached(name)
+        if entry is not None and (
+            grant.obtained_at is None
+            or (entry.obtained_at is not None and entry.obtained_at >= grant.obtained_at)
+        ):
+            grant = replace(
+                grant,
+                access_token=entry.access_token,
+                token_type=entry.token_type or grant.token_type,
+                expires_at=entry.expires_at,
+                obtained_at=entry.obtained_at,
+            )
+        revision = mirrored.revision or 0 if mirrored is not None else 0
+        generation = mirrored.generation or 0 if mirrored is not None else 0
+        return Held(name, grant, _Basis(revision, generation, mirrored))
+
+    def commit_offline(self, held: Held, grant: Grant) -> None:
+        """A refresh made without the engine: kept in this machine's cache and mirror; a new
+        refresh token also goes to the escrow, committed when the engine is back (if nobody
+        committed since)."""
+        basis = held.basis
+        previous = basis.stored if isinstance(basis, _Basis) else None
+        done = replace(
+            grant,
+            custody="etcd",
+            revision=previous.revision if previous is not None else None,
+            generation=previous.generation if previous is not None else None,
+        )
+        self._record(held.name, done, None)
+        if previous is not None and grant.refresh_token != previous.refresh_token:
+            self._write_escrow(held, grant)
 
     # ------------------------------------------------------------------------ escrow
 

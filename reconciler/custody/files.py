@@ -238,6 +238,17 @@ class FileCustody:
         )
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
 
+    def offline(self, name: str) -> Held | None:
+        """The files are this machine's own: the same as ``read``."""
+        return self.read(name)
+
+    def commit_offline(self, held: Held, grant: Grant) -> None:
+        with self.single_flight(held.name, held) as current:
+            durable = grant.refresh_token != (
+                current.grant.refresh_token if current.grant else None
+            )
+            self.commit(current, grant, durable=durable)
+
     @contextlib.contextmanager
     def in_flight(self, held: Held, budget: float) -> Iterator[Flight]:
         """Nothing to record: the file lock is held by this process until the commit, which

@@ -96,6 +96,16 @@ class Custody(Protocol):
         intent, and keeps the answer (``Flight.escrow``) until ``commit``."""
         ...
 
+    def offline(self, name: str) -> Held | None:
+        """The grant as this machine alone knows it (its files and caches), for when the
+        backend's shared part cannot be reached; None when it knows nothing."""
+        ...
+
+    def commit_offline(self, held: Held, grant: Grant) -> None:
+        """Keep what a refresh made while the shared part was unreachable, on this machine
+        (and, where the backend can, to be committed once it is back)."""
+        ...
+
     def delete(self, name: str) -> bool:
         """Remove the grant; False when there was none."""
         ...
