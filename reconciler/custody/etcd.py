@@ -179,6 +179,16 @@ _gateways: dict[tuple[Any, ...], gw.Gateway] = {}
 _gateways_lock = threading.Lock()
 
 
+def _forget_gateways() -> None:
+    """A forked child (apply's refresh workers) opens its own connections."""
+    global _gateways_lock
+    _gateways.clear()
+    _gateways_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_gateways)
+
+
 def gateway_for(
     coordination: Coordination, base_dir: Path, environ: Mapping[str, str]
 ) -> gw.Gateway:
@@ -792,16 +802,20 @@ class EtcdCustody:
             return
         store.write_grant(self.path(name), view, recipients)
 
-    def attach(self, name: str, grant: Grant) -> Held:
-        """Move a grant's live state from its file (read decrypted) into the engine; when the
-        engine already holds a state for it (another machine attached it first), that state
-        is kept and the file's tokens, possibly superseded, are dropped."""
+    def attach(self, name: str) -> Held:
+        """Move a grant's live state from its file into the engine, then rewrite the file
+        without it. When the engine already holds a state for the grant (another machine
+        attached it first), that state is kept and the file's tokens, possibly superseded,
+        are dropped."""
         with self.single_flight(name) as held:
             assert isinstance(held.basis, _Basis)
-            to = tuple(self.desired.recipients.get(name) or grant.recipients)
+            file = self._file(name, self.identities)
+            if file is None:
+                raise VaultError(f"{name}: no grant file to attach")
+            to = tuple(self.desired.recipients.get(name) or file.recipients)
             if held.basis.stored is None:
-                return self.commit(held, grant, durable=True, recipients=to)
-            self._write_file(name, held.basis.stored, self._file(name, None), to)
+                return self.commit(held, replace(file, custody="etcd"), durable=True, recipients=to)
+            self._write_file(name, held.basis.stored, file, to)
             return held
 
     def detach(self, name: str) -> Grant:

@@ -9,7 +9,16 @@ from ..model import Action, Actual, Desired, Grant, Plan, Provider, SecretSpec
 from .schedule import refresh_reason
 
 #: Order in which actions on the same grant are listed and carried out.
-_ORDER = {"link": 0, "relink": 1, "write-secret": 2, "rekey": 3, "refresh": 4, "prune": 5}
+_ORDER = {
+    "link": 0,
+    "relink": 1,
+    "write-secret": 2,
+    "rekey": 3,
+    "detach": 4,
+    "attach": 5,
+    "refresh": 6,
+    "prune": 7,
+}
 #: Actions that rewrite the whole file, and with it its recipients.
 _REWRITES = {"link", "relink", "write-secret"}
 
@@ -63,11 +72,24 @@ def _oauth_actions(
     name = provider.name
     if grant is None:
         return [Action(name, "link", "not linked yet")]
+    if desired.coordination is None and grant.custody == "etcd":
+        return [Action(name, "detach", "coordination removed: its live state returns to the file")]
     reason = _relink_reason(provider, grant)
     if reason:
         return [Action(name, "relink", reason)]
+    if desired.coordination is not None and grant.custody == "etcd" and grant.revision is None:
+        lost = "attached, but the coordination engine holds no state for it (namespace changed?)"
+        return [Action(name, "relink", lost)]
+    actions = []
+    if desired.coordination is not None and grant.kind == "oauth2" and grant.custody != "etcd":
+        engine = desired.coordination.namespace
+        actions.append(
+            Action(name, "attach", f"coordination declared: live state to etcd {engine}")
+        )
     reason = refresh_reason(grant, desired.refresh_before, desired.keepalive, now)
-    return [Action(name, "refresh", reason)] if reason else []
+    if reason:
+        actions.append(Action(name, "refresh", reason))
+    return actions
 
 
 def _relink_reason(provider: Provider, grant: Grant) -> str | None:

@@ -1,0 +1,55 @@
+"""`attach` moves a grant's live state into etcd (the committed file then holds no refresh
+token), `detach` brings it back; `plan` shows both and `status` shows the custody."""
+
+from __future__ import annotations
+
+import json
+
+from reconciler.custody.etcd_gateway import Gateway
+from reconciler.vault.store import read_grant, write_grant
+
+from .support import Fleet
+
+
+def test_attach_then_detach_through_plan_and_apply(fleet: Fleet) -> None:
+    machine = fleet.machines[0]
+    fleet.origin.mkdir(parents=True)
+    (fleet.origin / "providers.yaml").write_text(fleet.config_text(coordination=False))
+    token = fleet.issue()
+    grant_file = fleet.origin / "secrets" / "api.sops.yaml"
+    recipients = [m.recipient for m in fleet.machines]
+    write_grant(grant_file, fleet.grant(token, expired=False), recipients)
+    fleet.clone()
+    path = machine.root / "secrets" / "api.sops.yaml"
+    assert "refresh_token" in read_grant(path, None).sealed
+
+    (machine.config).write_text(fleet.config_text(coordination=True))
+    planned = machine.run("plan", "-o", "json")
+    assert planned.code == 0, planned
+    actions = json.loads(planned.stdout)["actions"]
+    assert [(a["name"], a["action"]) for a in actions] == [("api", "attach")]
+
+    applied = machine.run("apply")
+    assert applied.code == 0, applied
+    attached = read_grant(path, None)
+    assert attached.custody == "etcd"
+    assert not attached.sealed & {"refresh_token", "access_token"}, "the file still holds tokens"
+    status = json.loads(machine.run("status", "-o", "json").stdout)["grants"][0]
+    assert status["custody"] == "etcd" and status["revision"] and status["generation"] == 1
+    served = machine.run("token", "api")
+    assert served.code == 0 and served.stdout.strip() == token.access_token
+    assert machine.run("plan", "--exit-code").code == 0
+
+    (machine.config).write_text(fleet.config_text(coordination=False))
+    planned = machine.run("plan", "-o", "json")
+    actions = json.loads(planned.stdout)["actions"]
+    assert [(a["name"], a["action"]) for a in actions] == [("api", "detach")]
+    applied = machine.run("apply")
+    assert applied.code == 0, applied
+    detached = read_grant(path, None)
+    assert detached.custody is None and "refresh_token" in detached.sealed
+    assert Gateway(fleet.endpoints).range(fleet.namespace.encode(), prefix=True)[1] == []
+    status = json.loads(machine.run("status", "-o", "json").stdout)["grants"][0]
+    assert status["custody"] == "files" and "revision" not in status
+    assert machine.run("token", "api").stdout.strip() == token.access_token
+    assert machine.run("plan", "--exit-code").code == 0
