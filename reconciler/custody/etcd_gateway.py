@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 #: gRPC status codes worth another member or another try: Unavailable, DeadlineExceeded,
 #: Aborted, Unknown (etcd's "leader changed" during an election).
 _RETRYABLE = {14, 4, 10, 2}
+#: Seconds of every member refusing connections after which the engine counts as down.
+REFUSED_FOR = 1.0
 #: gRPC Unauthenticated / an invalid auth token: authenticate again once.
 _AUTH_CODES = {16}
 
@@ -205,7 +207,9 @@ class Gateway:
             self._authenticate(give_up)
         last = "no member answered"
         pause = 0.02
+        started = time.monotonic()
         while True:
+            refused = 0
             for _ in range(len(self.endpoints)):
                 endpoint = self.endpoints[self._current]
                 left = give_up - time.monotonic()
@@ -220,6 +224,7 @@ class Gateway:
                     )
                 except httpx2.TransportError as error:
                     last = f"{endpoint}: {type(error).__name__}"
+                    refused += isinstance(error, httpx2.ConnectError)
                     self._current = (self._current + 1) % len(self.endpoints)
                     continue
                 try:
@@ -239,7 +244,10 @@ class Gateway:
                     self._current = (self._current + 1) % len(self.endpoints)
                     continue
                 raise EngineError(f"etcd refused {path}: {message or response.status_code}", code)
-            if time.monotonic() + pause >= give_up:
+            # Every member refusing connections for a while: the engine is down, not busy
+            # electing a leader; say so now rather than at the deadline.
+            down = refused == len(self.endpoints) and time.monotonic() - started >= REFUSED_FOR
+            if down or time.monotonic() + pause >= give_up:
                 raise EngineUnavailable(
                     f"the coordination engine (etcd at {', '.join(self.endpoints)}) did not "
                     f"answer ({last})"

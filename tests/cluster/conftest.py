@@ -19,6 +19,14 @@ def fleet(tmp_path, auth_server, etcd) -> Fleet:
 
 
 @pytest.fixture
+def etcd_alone(tmp_path_factory) -> Iterator[Etcd]:
+    """One etcd member for this test alone (which may stop and start it)."""
+    server = Etcd(tmp_path_factory.mktemp("etcd1")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def etcd_cluster(tmp_path_factory) -> Iterator[Etcd]:
     """Three etcd members on loopback ports, for this test alone."""
     cluster = Etcd(tmp_path_factory.mktemp("etcd3"), size=3).start()

@@ -27,6 +27,7 @@ from tests.support import new_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_VARIABLE = "FLEET_CLIENT_SECRET"
+SECRET = "fleet-secret-0123456789abcdef"
 
 
 @dataclass
@@ -80,7 +81,8 @@ class Machine:
 
 @dataclass
 class Fleet:
-    """``count`` machines, an origin project they cloned, and the grant ``api`` linked."""
+    """``count`` machines, an origin project they cloned, and grants linked at the server
+    (one client each; ``api`` unless declared otherwise)."""
 
     tmp: Path
     auth: AuthServer
@@ -88,12 +90,11 @@ class Fleet:
     namespace: str
     count: int = 3
     machines: list[Machine] = field(default_factory=list)
-    client: Client | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    clients: dict[str, Client] = field(default_factory=dict)
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.auth.revoke_on_reuse = True
-        self.client = self.auth.add_client("fleet-app", "fleet-secret-0123456789abcdef")
         for index in range(self.count):
             home = self.tmp / f"machine-{index}"
             key_file = home / "keys.txt"
@@ -106,45 +107,65 @@ class Fleet:
                 "SOPS_AGE_KEY_FILE": str(key_file),
                 "LANG": "C.UTF-8",
                 "PYTHONPATH": str(ROOT),
-                SECRET_VARIABLE: self.client.client_secret or "",
+                SECRET_VARIABLE: SECRET,
             }
             self.machines.append(Machine(f"machine-{index}", home, key_file, recipient, env))
+
+    @property
+    def client(self) -> Client:
+        return self.clients["api"]
 
     @property
     def origin(self) -> Path:
         return self.tmp / "origin"
 
-    def config_text(self, *, coordination: bool = True, **provider: Any) -> str:
-        assert self.client is not None
-        entry: dict[str, Any] = {
-            "client_id": self.client.client_id,
-            "client_secret": f"env:{SECRET_VARIABLE}",
-            "authorization_endpoint": self.auth.endpoint("/authorize"),
-            "token_endpoint": self.auth.endpoint("/token"),
-            "revocation_endpoint": self.auth.endpoint("/revoke"),
-            "token_endpoint_auth_method": "client_secret_basic",
-            "scopes": ["read", "write"],
-            **provider,
+    def declare(self, name: str = "api", *, rotating: bool = True, **fields: Any) -> Client:
+        """Grant ``name``, with a client of its own at the server (one whose refresh tokens
+        do not rotate unless ``rotating``)."""
+        if name not in self.clients:
+            client = self.auth.add_client(f"fleet-{name}", SECRET)
+            if not rotating:
+                self.auth.keep_refresh_tokens.add(client.client_id)
+                fields.setdefault("rotates_refresh_tokens", False)
+            self.clients[name] = client
+            self.fields[name] = fields
+        return self.clients[name]
+
+    def config_text(self, *, coordination: bool = True, lease: str = "3s") -> str:
+        if not self.clients:
+            self.declare()
+        providers = {
+            name: {
+                "client_id": client.client_id,
+                "client_secret": f"env:{SECRET_VARIABLE}",
+                "authorization_endpoint": self.auth.endpoint("/authorize"),
+                "token_endpoint": self.auth.endpoint("/token"),
+                "revocation_endpoint": self.auth.endpoint("/revoke"),
+                "token_endpoint_auth_method": "client_secret_basic",
+                "scopes": ["read", "write"],
+                **self.fields[name],
+            }
+            for name, client in self.clients.items()
         }
         document: dict[str, Any] = {
             "version": 1,
             "store": {"dir": "secrets", "recipients": [m.recipient for m in self.machines]},
             "defaults": {"refresh_before": "30s"},
-            "providers": {"api": entry},
+            "providers": providers,
         }
         if coordination:
             document["coordination"] = {
                 "etcd": {"endpoints": self.endpoints, "namespace": self.namespace},
-                "lease": "3s",
+                "lease": lease,
             }
         return yaml.safe_dump(document, sort_keys=False)
 
-    def issue(self, *, expires_in: int = 3600) -> Token:
+    def issue(self, name: str = "api", *, expires_in: int = 3600) -> Token:
         """A grant the server knows (as if linked a moment ago)."""
-        assert self.client is not None
+        client = self.declare(name)
         with self.auth.lock:
             token = Token(
-                client=self.client,
+                client=client,
                 user=USER,
                 scope="read write",
                 access_token=generate_token(42),
@@ -157,15 +178,25 @@ class Fleet:
             self.auth.tokens.append(token)
         return token
 
-    def grant(self, token: Token, *, expired: bool = True, name: str = "api") -> Grant:
-        now = datetime.now(UTC).replace(microsecond=0)
+    def grant(
+        self,
+        token: Token,
+        *,
+        expired: bool = True,
+        name: str = "api",
+        expires_in: float | None = None,
+    ) -> Grant:
+        now = datetime.now(UTC)
         obtained = now - timedelta(hours=1)
-        assert self.client is not None
+        if expires_in is not None:
+            obtained, expires = now, now + timedelta(seconds=expires_in)
+        else:
+            expires = now - timedelta(seconds=5) if expired else now + timedelta(hours=1)
         return Grant(
             name=name,
             kind="oauth2",
             flow="authorization_code",
-            client_id=self.client.client_id,
+            client_id=self.declare(name).client_id,
             token_endpoint=self.auth.endpoint("/token"),
             scopes=("read", "write"),
             granted_scopes=("read", "write"),
@@ -173,22 +204,29 @@ class Fleet:
             access_token=Secret(token.access_token),
             refresh_token=Secret(token.refresh_token or ""),
             obtained_at=obtained,
-            expires_at=now - timedelta(seconds=5) if expired else now + timedelta(hours=1),
+            expires_at=expires,
             decrypted=True,
         )
 
-    def link(self, *, expired: bool = True, **provider: Any) -> Token:
-        """Write the origin project, put the grant ``api`` in etcd (its file attached), and
-        clone the origin onto every machine."""
+    def write_origin(self, *, coordination: bool = True) -> None:
         self.origin.mkdir(parents=True, exist_ok=True)
-        (self.origin / "providers.yaml").write_text(self.config_text(**provider))
-        token = self.issue()
-        first = self.machines[0]
-        env = {**first.env}
+        (self.origin / "providers.yaml").write_text(self.config_text(coordination=coordination))
+
+    def put(self, grant: Grant) -> None:
+        """Commit ``grant`` into etcd (its file attached), as machine 0 of the origin."""
+        env = {**self.machines[0].env}
         desired = load(self.origin / "providers.yaml", environ=env, resolve_values=False)
         custody = EtcdCustody(desired, load_identities(env, required=True), env)
-        with custody.single_flight("api") as held:
-            custody.commit(held, self.grant(token, expired=expired), durable=True)
+        with custody.single_flight(grant.name) as held:
+            custody.commit(held, grant, durable=True)
+
+    def link(self, *, expired: bool = True, name: str = "api") -> Token:
+        """Write the origin project, put the grant ``name`` in etcd (its file attached), and
+        clone the origin onto every machine."""
+        self.declare(name)
+        self.write_origin()
+        token = self.issue(name)
+        self.put(self.grant(token, expired=expired, name=name))
         self.clone()
         return token
 
@@ -209,10 +247,15 @@ class Fleet:
         token = self.auth.find_token(access_token, "access_token")
         return token is not None and not token.is_revoked() and not token.is_expired()
 
-    def grant_alive(self) -> bool:
+    def grant_alive(self, name: str = "api") -> bool:
         """The grant's newest refresh token still works at the server."""
+        client = self.clients[name]
         with self.auth.lock:
-            live = [t for t in self.auth.tokens if t.refresh_token and not t.refresh_revoked]
+            live = [
+                t
+                for t in self.auth.tokens
+                if t.client is client and t.refresh_token and not t.refresh_revoked
+            ]
         return bool(live)
 
 

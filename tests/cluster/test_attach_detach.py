@@ -13,8 +13,7 @@ from .support import Fleet
 
 def test_attach_then_detach_through_plan_and_apply(fleet: Fleet) -> None:
     machine = fleet.machines[0]
-    fleet.origin.mkdir(parents=True)
-    (fleet.origin / "providers.yaml").write_text(fleet.config_text(coordination=False))
+    fleet.write_origin(coordination=False)
     token = fleet.issue()
     grant_file = fleet.origin / "secrets" / "api.sops.yaml"
     recipients = [m.recipient for m in fleet.machines]

@@ -16,7 +16,7 @@ many polls), ``omit_scope`` (no ``scope`` in token responses), ``iss_in_response
 ``metadata_mode`` (``"both"`` / ``"rfc8414"`` / ``"openid"`` / ``"none"``),
 ``metadata_overrides``, ``clock`` (seconds; a fake clock makes device polling deterministic),
 ``revoke_on_reuse`` (RFC 9700 §4.14.2: presenting a refresh token already rotated revokes every
-token of its grant).
+token of its grant), ``keep_refresh_tokens`` (client ids whose refresh tokens do not rotate).
 Observations: ``token_calls`` (Counter by grant type), ``requests`` (every request received),
 ``device_polls``, ``tokens``, ``reuse_detected``.
 """
@@ -347,8 +347,16 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):
     def authenticate_user(self, refresh_token):
         return refresh_token.user
 
+    def _keeps(self, refresh_token) -> bool:
+        return refresh_token.client.client_id in self.server.state.keep_refresh_tokens
+
+    def issue_token(self, user, refresh_token):
+        self.INCLUDE_NEW_REFRESH_TOKEN = not self._keeps(refresh_token)
+        return super().issue_token(user, refresh_token)
+
     def revoke_old_credential(self, refresh_token):
-        refresh_token.refresh_revoked = True
+        if not self._keeps(refresh_token):
+            refresh_token.refresh_revoked = True
 
 
 class CredentialsGrant(grants.ClientCredentialsGrant):
@@ -446,6 +454,7 @@ class AuthServer:
         self.metadata_overrides: dict[str, Any] = {}
         self.clock: Callable[[], float] = time.time
         self.revoke_on_reuse = False
+        self.keep_refresh_tokens: set[str] = set()
         self.reuse_detected = 0
         self.token_calls: Counter[str] = Counter()
         self.device_polls = 0
