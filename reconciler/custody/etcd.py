@@ -51,6 +51,7 @@ from ..vault.files import atomic_write, durable_delete
 from ..vault.fingerprint import of_file
 from ..vault.sops.keys import parse_recipient
 from . import etcd_gateway as gw
+from . import failpoints
 from .protocol import EngineUnavailable, Flight, Held, StaleState
 
 if TYPE_CHECKING:
@@ -250,13 +251,15 @@ class _Lock:
             self.renew()
 
     def renew(self) -> bool:
+        """Renew the lease now; False once it is lost (expired, or not renewed in time)."""
         try:
             left = self.gateway.keepalive(self.lease)
         except (EngineUnavailable, gw.EngineError):
-            left = -1 if time.monotonic() - self.renewed >= self.ttl else 1
-        if left > 0:
-            if left != 1 or not self.lost:
-                self.renewed = time.monotonic()
+            if self.remaining() <= 0:
+                self.lost = True
+            return not self.lost
+        if left > 0 and not self.lost:
+            self.renewed = time.monotonic()
         else:
             self.lost = True
         return not self.lost
@@ -279,6 +282,7 @@ class _Flight:
 
     def escrow(self, grant: Grant) -> None:
         self.custody._write_escrow(self.held, grant)
+        failpoints.hit("after-answer")
 
 
 class EtcdCustody:
@@ -705,11 +709,8 @@ class EtcdCustody:
         not ambiguous, the intent is removed; an ambiguous one (timeout, reset) keeps it
         until its lease expires."""
         lock = self._locks.get(held.name)
-        if lock is None or not lock.renew() or lock.remaining() <= 0:
-            raise LockLost(
-                f"{held.name}: the refresh lock's lease could not be renewed (the engine is "
-                "slow or unreachable); nothing was sent to the provider. Try again."
-            )
+        if lock is None or not lock.renew():
+            raise LockLost(self._lost(held.name))
         intent_ttl = budget + self.coordination.lease.total_seconds()
         intent_lease = self.gateway.grant(intent_ttl)
         value = encrypt(
@@ -717,6 +718,13 @@ class EtcdCustody:
             self._recipients(held.name, held.grant),
         )
         self.gateway.put(self.key("inflight", held.name), value, intent_lease)
+        failpoints.hit("before-send")
+        # The last check before the request: this process may have been stopped since the
+        # first one, and its lease lost meanwhile; then another machine may hold the lock.
+        if not lock.renew():
+            with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                self.gateway.revoke(intent_lease)  # nothing was sent: the intent can go
+            raise LockLost(self._lost(held.name))
         try:
             yield _Flight(self, held)
         except BaseException as error:
@@ -724,6 +732,13 @@ class EtcdCustody:
                 with contextlib.suppress(EngineUnavailable, gw.EngineError):
                     self.gateway.revoke(intent_lease)
             raise
+
+    @staticmethod
+    def _lost(name: str) -> str:
+        return (
+            f"{name}: the refresh lock's lease was lost (this process was stopped or the "
+            "engine was slow to answer); nothing was sent to the provider. Try again."
+        )
 
     # -------------------------------------------------------------------------- writing
 
