@@ -626,11 +626,14 @@ class EtcdCustody:
                 # this lease alive meanwhile.
                 self.gateway.keepalive(lease)
                 wait = min(left if left is not None else ttl / 3, ttl / 3)
-                for event in self.gateway.watch(
-                    lock_key, start_revision=result.revision + 1, timeout=wait
-                ):
-                    if event.kind == "delete":
-                        break
+                try:
+                    for event in self.gateway.watch(
+                        lock_key, start_revision=result.revision + 1, timeout=wait
+                    ):
+                        if event.kind == "delete":
+                            break
+                except EngineUnavailable:
+                    time.sleep(0.05)  # that member went away: try again through another
         except BaseException:
             with contextlib.suppress(EngineUnavailable, gw.EngineError):
                 self.gateway.revoke(lease)
@@ -783,9 +786,18 @@ class EtcdCustody:
         operations = [gw.put(state_key, value)]
         if grant.status != "uncertain":
             operations.append(gw.delete(self.key("inflight", name)))
-        result = self.gateway.txn(
-            [gw.compare_mod(state_key, basis.revision)], operations, [gw.get(state_key)]
-        )
+        try:
+            result = self.gateway.txn(
+                [gw.compare_mod(state_key, basis.revision)], operations, [gw.get(state_key)]
+            )
+        except EngineUnavailable as error:
+            if self._escrow_path(name).exists():
+                raise EngineUnavailable(
+                    f"{name}: the provider answered, but the coordination engine could not "
+                    f"take the commit ({error}). The answer is kept encrypted on this machine "
+                    "and committed by its next run, if nobody committed since."
+                ) from None
+            raise
         if not result.succeeded:
             now = result.ranges[0][0] if result.ranges and result.ranges[0] else None
             if now is None or now.value != value:  # (a retried request that did apply)

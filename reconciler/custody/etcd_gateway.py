@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 #: gRPC status codes worth another member or another try: Unavailable, DeadlineExceeded,
 #: Aborted, Unknown (etcd's "leader changed" during an election).
 _RETRYABLE = {14, 4, 10, 2}
+#: The shortest time one attempt on one member is given (seconds).
+ATTEMPT_FLOOR = 1.0
 #: Seconds of every member refusing connections after which the engine counts as down.
 REFUSED_FOR = 1.0
 #: gRPC Unauthenticated / an invalid auth token: authenticate again once.
@@ -215,12 +217,15 @@ class Gateway:
                 left = give_up - time.monotonic()
                 if left <= 0:
                     break
+                # One member may hang (a follower waiting for a leader that died): each
+                # attempt gets a part of the deadline, so that another member is tried in it.
+                attempt = min(left, max(ATTEMPT_FLOOR, self.timeout / 3))
                 try:
                     response = http.post(
                         endpoint + path,
                         content=json.dumps(body),
                         headers={"Content-Type": "application/json", **self._headers()},
-                        timeout=httpx2.Timeout(left, connect=min(left, 2.0)),
+                        timeout=httpx2.Timeout(attempt, connect=min(attempt, 1.0)),
                     )
                 except httpx2.TransportError as error:
                     last = f"{endpoint}: {type(error).__name__}"
