@@ -173,3 +173,10 @@ def locate(path: Path) -> tuple[Path, list[str]]:
             raise ConfigError(Issue(f"invalid `{section}`", file, None, None, f"$.{section}", hint))
         names.update(name for name in entries if NAME.fullmatch(name))
     return resolve_store_dir(path, store), sorted(names)
+
+
+def declares_coordination(path: Path) -> bool:
+    """Whether the config declares ``coordination:`` (one YAML parse, no validation): for a
+    long-running face deciding whether to watch the engine."""
+    data = read_document(Path(path)).data
+    return isinstance(data, dict) and isinstance(data.get("coordination"), dict)

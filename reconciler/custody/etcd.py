@@ -449,6 +449,12 @@ class EtcdCustody:
             self._write_mirror(name, grant)
         return True
 
+    def keep(self, held: Held) -> bool:
+        grant = held.grant
+        if grant is None or grant.status == "needs-relink" or grant.access_token is None:
+            return False
+        return held.recorded or self._record(held.name, grant, held.retry_at)
+
     # -------------------------------------------------------------- without the engine
 
     def _mirror_path(self, name: str) -> Path:

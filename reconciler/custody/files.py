@@ -238,6 +238,14 @@ class FileCustody:
         )
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
 
+    def keep(self, held: Held) -> bool:
+        grant = held.grant
+        if grant is None or not self._recordable(grant):
+            return False
+        if not held.recorded:
+            self._record(held.name, self.path(held.name), grant, held.retry_at)
+        return True
+
     def offline(self, name: str) -> Held | None:
         """The files are this machine's own: the same as ``read``."""
         return self.read(name)

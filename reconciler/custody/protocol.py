@@ -96,6 +96,11 @@ class Custody(Protocol):
         intent, and keeps the answer (``Flight.escrow``) until ``commit``."""
         ...
 
+    def keep(self, held: Held) -> bool:
+        """Record ``held``'s access token where this machine's fast reads find it (the token
+        cache), unless it is there already; False when it cannot be handed out."""
+        ...
+
     def offline(self, name: str) -> Held | None:
         """The grant as this machine alone knows it (its files and caches), for when the
         backend's shared part cannot be reached; None when it knows nothing."""
