@@ -10,6 +10,7 @@ terminal.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,6 +123,10 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
         else:
             ready.append(action)
     _import_refresh_stack()
+    if context.desired.coordination is not None:
+        # Other machines apply the same plan at the same time: each starting at its own place
+        # in it, they mostly find a grant already refreshed instead of queueing on its lock.
+        random.shuffle(ready)
 
     if not after and workers.can_fork(len(ready)):
         yield from _apply_forked(ready, others, context)

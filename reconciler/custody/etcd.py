@@ -29,6 +29,7 @@ without contacting etcd; its entry records the generation it belongs to.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -47,7 +48,7 @@ from ..model import Actual, Coordination, Desired, Grant, Secret
 from ..plan.schedule import access_deadline
 from ..vault import cache, store
 from ..vault.errors import VaultError
-from ..vault.files import atomic_write, durable_delete
+from ..vault.files import atomic_write
 from ..vault.fingerprint import of_file
 from ..vault.sops.keys import parse_recipient
 from . import etcd_gateway as gw
@@ -181,9 +182,10 @@ _gateways_lock = threading.Lock()
 
 
 def _forget_gateways() -> None:
-    """A forked child (apply's refresh workers) opens its own connections."""
+    """A forked child (apply's refresh workers) opens its own connections and leases."""
     global _gateways_lock
     _gateways.clear()
+    _sessions.clear()
     _gateways_lock = threading.Lock()
 
 
@@ -232,28 +234,39 @@ def _holder() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-# The lock: a lease-bound key, the lease kept alive by a thread while it is held.
+# This process's leases (as etcd's concurrency.Session): one for its locks, one for its
+# intents, kept alive by one thread while the process runs. A process that stops or dies
+# loses its locks a lease after its last renewal, and its intents an intent lease after it.
+
+_sessions: dict[tuple[int, float, float], _Session] = {}
 
 
-class _Lock:
-    def __init__(self, gateway: gw.Gateway, lease: int, ttl: float) -> None:
+class _Session:
+    def __init__(self, gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> None:
         self.gateway = gateway
-        self.lease = lease
-        self.ttl = ttl
+        self.lock_ttl = lock_ttl
+        self.intent_ttl = intent_ttl
+        self.lock_lease = gateway.grant(lock_ttl)
+        self.intent_lease = 0
         self.renewed = time.monotonic()
         self.lost = False
+        self._guard = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="etcd-lease", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="etcd-session", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            self.renew()
+        while not self._stop.wait(self.lock_ttl / 3):
+            if not self.renew():
+                return
 
     def renew(self) -> bool:
-        """Renew the lease now; False once it is lost (expired, or not renewed in time)."""
+        """Renew both leases now; False once the lock lease is lost (expired, or not renewed
+        in time)."""
         try:
-            left = self.gateway.keepalive(self.lease)
+            left = self.gateway.keepalive(self.lock_lease)
+            if self.intent_lease and self.gateway.keepalive(self.intent_lease) <= 0:
+                self.intent_lease = 0  # expired while this process was stopped: a new one
         except (EngineUnavailable, gw.EngineError):
             if self.remaining() <= 0:
                 self.lost = True
@@ -265,14 +278,55 @@ class _Lock:
         return not self.lost
 
     def remaining(self) -> float:
-        """Seconds the lease is known to last (from its last renewal)."""
-        return self.ttl - (time.monotonic() - self.renewed)
+        """Seconds the lock lease is known to last (from its last renewal)."""
+        return self.lock_ttl - (time.monotonic() - self.renewed)
 
-    def release(self) -> None:
+    def intent(self) -> int:
+        with self._guard:
+            if not self.intent_lease:
+                self.intent_lease = self.gateway.grant(self.intent_ttl)
+            return self.intent_lease
+
+    def close(self) -> None:
         self._stop.set()
-        self._thread.join(2)
-        with contextlib.suppress(EngineUnavailable, gw.EngineError):
-            self.gateway.revoke(self.lease)  # the lock key goes with its lease
+        for lease in (self.lock_lease, self.intent_lease):
+            if lease:
+                with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                    self.gateway.revoke(lease)
+
+
+def _session(gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> _Session:
+    key = (id(gateway), lock_ttl, intent_ttl)
+    with _gateways_lock:
+        found = _sessions.get(key)
+        if found is None or found.lost:
+            found = _sessions[key] = _Session(gateway, lock_ttl, intent_ttl)
+        return found
+
+
+@atexit.register
+def _close_sessions() -> None:
+    """Locks and intents go with the process (a stopped one keeps them a lease longer)."""
+    for session in list(_sessions.values()):
+        session.close()
+
+
+@dataclass
+class _Lock:
+    """One held lock: its key, bound to the session's lock lease, created at ``revision``."""
+
+    session: _Session
+    key: bytes
+    lease: int
+    revision: int
+    released: bool = False
+
+    def renew(self) -> bool:
+        return self.session.renew() and self.session.lock_lease == self.lease
+
+    @property
+    def lost(self) -> bool:
+        return self.session.lost or self.session.lock_lease != self.lease
 
 
 class _Flight:
@@ -365,7 +419,9 @@ class EtcdCustody:
 
     def read(self, name: str) -> Held:
         basis = self._decode(name, self.gateway.get(self.key("grants", name)))
-        return self._held(name, basis, self._file(name, self.identities))
+        # An attached grant's file holds no secret it needs: its plaintext is enough.
+        file = self._file(name, self.identities if basis.stored is None else None)
+        return self._held(name, basis, file)
 
     def scan(self, *, decrypt: bool = True) -> tuple[Actual, Mapping[str, Held]]:
         """The grant files, with the engine's live state laid over every attached one.
@@ -583,8 +639,10 @@ class EtcdCustody:
             return None
 
     def _drop_escrow(self, name: str) -> None:
+        # Not durable: an escrow that comes back after a crash is older than the state it
+        # was sent from, and is discarded.
         with contextlib.suppress(FileNotFoundError):
-            durable_delete(self._escrow_path(name))
+            os.unlink(self._escrow_path(name))
 
     def _settle_escrow(self, name: str, basis: _Basis) -> _Basis:
         """An answer a run on this machine got and never committed: committed now if the
@@ -598,52 +656,67 @@ class EtcdCustody:
             return basis
         held = Held(name, basis.stored, basis)
         recipients = self._recipients(name, basis.stored)
-        committed = self.commit(held, grant, durable=True, recipients=recipients)
+        committed = self.commit(held, grant, durable=True, recipients=recipients, release=False)
         assert isinstance(committed.basis, _Basis)
         return committed.basis
 
     # --------------------------------------------------------------------- single flight
 
-    def _acquire(self, name: str, timeout: float | None) -> _Lock:
-        ttl = self.coordination.lease.total_seconds()
+    def _session(self) -> _Session:
+        lease = self.coordination.lease.total_seconds()
+        deadlines = [p.request_deadline for p in self.desired.providers.values()] or [30.0]
+        return _session(self.gateway, lease, max(deadlines) + lease)
+
+    def _acquire(
+        self, name: str, timeout: float | None
+    ) -> tuple[_Lock, gw.KeyValue | None, gw.KeyValue | None]:
+        """The lock, and under it the state and any intent, in one round trip."""
         lock_key = self.key("locks", name)
-        lease = self.gateway.grant(ttl)
-        holder = encrypt(_holder(), self._recipients(name))
+        state_key, intent_key = self.key("grants", name), self.key("inflight", name)
+        holder = encrypt(_holder() | {"nonce": os.urandom(8).hex()}, self._recipients(name))
         ends = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                result = self.gateway.txn(
-                    [gw.compare_create(lock_key, 0)],
-                    [gw.put(lock_key, holder, lease)],
-                    [gw.get(lock_key)],
+        while True:
+            session = self._session()
+            lease = session.lock_lease
+            result = self.gateway.txn(
+                [gw.compare_create(lock_key, 0)],
+                [gw.put(lock_key, holder, lease), gw.get(state_key), gw.get(intent_key)],
+                [gw.get(lock_key)],
+            )
+            if result.succeeded:
+                state = result.ranges[0][0] if result.ranges[0] else None
+                intent = result.ranges[1][0] if result.ranges[1] else None
+                return _Lock(session, lock_key, lease, result.revision), state, intent
+            current = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+            if current is not None and current.value == holder:  # a retry that had applied
+                lock = _Lock(session, lock_key, lease, current.create_revision)
+                state = self.gateway.get(state_key)
+                return lock, state, self.gateway.get(intent_key)
+            if current is None:
+                continue  # released between the compare and the read
+            left = None if ends is None else ends - time.monotonic()
+            if left is not None and left <= 0:
+                raise LockTimeout(
+                    f"{name}: another machine or process holds its refresh lock; "
+                    "try again in a moment"
                 )
-                current = result.ranges[0][0] if result.ranges and result.ranges[0] else None
-                if result.succeeded or (current is not None and current.lease == lease):
-                    return _Lock(self.gateway, lease, ttl)
-                if current is None:
-                    continue  # released between the compare and the read
-                left = None if ends is None else ends - time.monotonic()
-                if left is not None and left <= 0:
-                    raise LockTimeout(
-                        f"{name}: another machine or process holds its refresh lock; "
-                        "try again in a moment"
-                    )
-                # Wait for the holder's key to go (released, or its lease expired), keeping
-                # this lease alive meanwhile.
-                self.gateway.keepalive(lease)
-                wait = min(left if left is not None else ttl / 3, ttl / 3)
-                try:
-                    for event in self.gateway.watch(
-                        lock_key, start_revision=result.revision + 1, timeout=wait
-                    ):
-                        if event.kind == "delete":
-                            break
-                except EngineUnavailable:
-                    time.sleep(0.05)  # that member went away: try again through another
-        except BaseException:
-            with contextlib.suppress(EngineUnavailable, gw.EngineError):
-                self.gateway.revoke(lease)
-            raise
+            # Wait for the holder's key to go (released, or its lease expired).
+            wait = session.lock_ttl / 3 if left is None else min(left, session.lock_ttl / 3)
+            try:
+                for event in self.gateway.watch(
+                    lock_key, start_revision=result.revision + 1, timeout=wait
+                ):
+                    if event.kind == "delete":
+                        break
+            except EngineUnavailable:
+                time.sleep(0.05)  # that member went away: try again through another
+
+    def _release(self, lock: _Lock) -> None:
+        if lock.released:
+            return
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            self.gateway.txn([gw.compare_create(lock.key, lock.revision)], [gw.delete(lock.key)])
+        lock.released = True
 
     @contextlib.contextmanager
     def single_flight(
@@ -655,11 +728,11 @@ class EtcdCustody:
         replacing: bool = False,
     ) -> Iterator[Held]:
         """The grant's lock (held by one process on any machine), then its state: ``known``
-        while the engine shows the same revision, else read again."""
-        lock = self._acquire(name, timeout)
+        while the engine shows the same revision, else read again. The lock is released by
+        the commit (in its transaction), else on leaving."""
+        lock, kv, intent = self._acquire(name, timeout)
         self._locks[name] = lock
         try:
-            kv = self.gateway.get(self.key("grants", name))
             if replacing:
                 try:
                     file = self._file(name, None)
@@ -678,20 +751,23 @@ class EtcdCustody:
                 basis = known.basis
             else:
                 basis = self._decode(name, kv)
-            basis = self._settle_escrow(name, basis)
-            held = self._held(name, basis, self._file(name, self.identities))
-            yield replace(held, in_flight=self._intent(name))
+            settled = self._settle_escrow(name, basis)
+            if settled is not basis:
+                basis, intent = settled, None  # the commit removed the intent
+            # An attached grant's file holds no secret it needs: its plaintext is enough.
+            file = self._file(name, self.identities if basis.stored is None else None)
+            held = self._held(name, basis, file)
+            yield replace(held, in_flight=self._describe_intent(name, intent))
         finally:
             self._locks.pop(name, None)
-            lock.release()
+            self._release(lock)
 
     def _generation(self, name: str, kv: gw.KeyValue | None) -> int:
         return self._decode(name, kv).generation if kv is not None and self.identities else 0
 
-    def _intent(self, name: str) -> str | None:
+    def _describe_intent(self, name: str, intent: gw.KeyValue | None) -> str | None:
         """Why the refresh token must wait: an intent left by a request that was sent and
         never committed (a holder that stopped or died), until its lease expires."""
-        intent = self.gateway.get(self.key("inflight", name))
         if intent is None:
             return None
         left = 0
@@ -718,28 +794,32 @@ class EtcdCustody:
         not ambiguous, the intent is removed; an ambiguous one (timeout, reset) keeps it
         until its lease expires."""
         lock = self._locks.get(held.name)
-        if lock is None or not lock.renew():
+        if lock is None or lock.lost:
             raise LockLost(self._lost(held.name))
-        intent_ttl = budget + self.coordination.lease.total_seconds()
-        intent_lease = self.gateway.grant(intent_ttl)
+        intent_key = self.key("inflight", held.name)
         value = encrypt(
             {**_holder(), "revision": getattr(held.basis, "revision", 0)},
             self._recipients(held.name, held.grant),
         )
-        self.gateway.put(self.key("inflight", held.name), value, intent_lease)
+        self.gateway.put(intent_key, value, lock.session.intent())
         failpoints.hit("before-send")
         # The last check before the request: this process may have been stopped since the
         # first one, and its lease lost meanwhile; then another machine may hold the lock.
         if not lock.renew():
             with contextlib.suppress(EngineUnavailable, gw.EngineError):
-                self.gateway.revoke(intent_lease)  # nothing was sent: the intent can go
+                self.gateway.delete(intent_key)  # nothing was sent: the intent can go
             raise LockLost(self._lost(held.name))
         try:
             yield _Flight(self, held)
         except BaseException as error:
-            if not getattr(error, "ambiguous", False):
-                with contextlib.suppress(EngineUnavailable, gw.EngineError):
-                    self.gateway.revoke(intent_lease)
+            with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                if getattr(error, "ambiguous", False):
+                    # The request may have been acted on: the intent stays for a whole
+                    # intent lease of its own, whatever becomes of this process.
+                    lease = self.gateway.grant(lock.session.intent_ttl)
+                    self.gateway.put(intent_key, value, lease)
+                else:
+                    self.gateway.delete(intent_key)
             raise
 
     @staticmethod
@@ -759,9 +839,11 @@ class EtcdCustody:
         durable: bool,
         recipients: tuple[str, ...] | None = None,
         retry_at: datetime | None = None,
+        release: bool = True,
     ) -> Held:
         """Compare-and-swap: write ``grant`` if the state's revision is still the one
-        ``held`` read. The grant file is rewritten only when what it holds changes (a link,
+        ``held`` read; the grant's lock is released in the same transaction (unless not
+        ``release``). The grant file is rewritten only when what it holds changes (a link,
         a status, scopes, recipients): a refresh leaves git untouched."""
         name = held.name
         basis = held.basis
@@ -789,9 +871,14 @@ class EtcdCustody:
         }
         value = encrypt(record, to)
         state_key = self.key("grants", name)
-        operations = [gw.put(state_key, value)]
+        operations: list[dict[str, Any]] = [gw.put(state_key, value)]
         if grant.status != "uncertain":
             operations.append(gw.delete(self.key("inflight", name)))
+        lock = self._locks.get(name) if release else None
+        if lock is not None and not lock.released:
+            operations.append(
+                gw.nested([gw.compare_create(lock.key, lock.revision)], [gw.delete(lock.key)])
+            )
         try:
             result = self.gateway.txn(
                 [gw.compare_mod(state_key, basis.revision)], operations, [gw.get(state_key)]
@@ -814,6 +901,8 @@ class EtcdCustody:
             revision = now.mod_revision
         else:
             revision = result.revision
+        if lock is not None:
+            lock.released = True
         self._drop_escrow(name)
         self._write_file(name, live, file, to)
         done = replace(live, revision=revision, generation=generation)

@@ -132,6 +132,11 @@ def delete(key: bytes) -> dict[str, Any]:
     return {"request_delete_range": {"key": _b64(key)}}
 
 
+def nested(compare: Sequence[dict[str, Any]], success: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A transaction inside a transaction's branch (etcd 3.3+)."""
+    return {"request_txn": {"compare": list(compare), "success": list(success)}}
+
+
 @dataclass(frozen=True)
 class TxnResult:
     succeeded: bool
