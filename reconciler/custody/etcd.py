@@ -505,6 +505,23 @@ class EtcdCustody:
             self._write_mirror(name, grant)
         return True
 
+    def leads(self) -> bool:
+        """Campaign for ``<namespace>/leader``, bound to this process's lock lease: the first
+        to create it leads while its lease lives (a stopped or dead leader is replaced a
+        lease later)."""
+        session = self._session()
+        key = self.key("leader")
+        value = encrypt(
+            _holder(), tuple(sorted({r for t in self.desired.recipients.values() for r in t}))
+        )
+        result = self.gateway.txn(
+            [gw.compare_create(key, 0)], [gw.put(key, value, session.lock_lease)], [gw.get(key)]
+        )
+        if result.succeeded:
+            return True
+        current = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+        return current is not None and current.lease == session.lock_lease
+
     def keep(self, held: Held) -> bool:
         grant = held.grant
         if grant is None or grant.status == "needs-relink" or grant.access_token is None:

@@ -238,6 +238,10 @@ class FileCustody:
         )
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
 
+    def leads(self) -> bool:
+        """One machine: every watcher of it may refresh (the file lock keeps it single)."""
+        return True
+
     def keep(self, held: Held) -> bool:
         grant = held.grant
         if grant is None or not self._recordable(grant):

@@ -96,6 +96,11 @@ class Custody(Protocol):
         intent, and keeps the answer (``Flight.escrow``) until ``commit``."""
         ...
 
+    def leads(self) -> bool:
+        """Whether this process is the one elected (among every machine sharing the
+        backend) to refresh ahead of expiry; the others refresh on demand only."""
+        ...
+
     def keep(self, held: Held) -> bool:
         """Record ``held``'s access token where this machine's fast reads find it (the token
         cache), unless it is there already; False when it cannot be handed out."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .engine import (
         coordinated,
         follow,
+        leads,
     )
     from .issued import (
         Issued,
@@ -94,6 +95,7 @@ _HOMES = {
     "init_project": "state",
     "issue_token": "tokens",
     "issued": "issued",
+    "leads": "engine",
     "link": "links",
     "load_desired": "basics",
     "load_state": "state",
@@ -137,6 +139,7 @@ __all__ = [
     "init_project",
     "issue_token",
     "issued",
+    "leads",
     "link",
     "load_desired",
     "load_state",

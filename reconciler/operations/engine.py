@@ -1,7 +1,8 @@
-"""Following the coordination engine (SPEC §7) from a long-running face: each grant whose live
-state another process or machine committed, with the token to keep in memory, recorded first
-in this machine's token cache (keyed by the state's generation) so that `reconcile token`
-serves it too without contacting the engine.
+"""Long-running faces and the coordination engine (SPEC §7): ``follow`` yields each grant
+whose live state another process or machine committed, with the token to keep in memory,
+recorded first in this machine's token cache (keyed by the state's generation) so that
+`reconcile token` serves it too without contacting the engine; ``leads`` says whether this
+process is the `--watch` elected to refresh ahead of expiry.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..vault.errors import VaultError
 from ..vault.sops.keys import load_identities
 from ..vault.store import grant_path
 from .issued import Issued, issued
+from .state import State
 
 
 def coordinated(config_path: Path) -> bool:
@@ -25,6 +27,14 @@ def coordinated(config_path: Path) -> bool:
         return config.declares_coordination(config_path)
     except (OSError, config.ConfigError):
         return False
+
+
+def leads(state: State, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process is the `--watch` elected to refresh ahead of expiry (always, for
+    grants kept in files); the others refresh on demand only."""
+    if state.desired.coordination is None:
+        return True
+    return open_custody(state.desired, state.identities, environ).leads()
 
 
 def follow(
