@@ -10,13 +10,20 @@ One protocol, one implementation per backend (as Terraform's state managers):
   (``StaleState``) when another writer got in first. ``durable`` is for what must survive (a
   rotated refresh token, a status change, a new link); the rest (a new access token that kept
   the refresh token) may live in a faster, lossy place;
-- ``delete(name)`` and ``changes(stop)`` (names whose state changed, for long-running faces).
+- ``in_flight(held, budget)`` around a request that presents the refresh token (the lock
+  checked before sending, the intent recorded, the answer escrowed until the commit);
+- ``delete(name)``, ``changes(stop)`` (names whose state changed, for long-running faces),
+  ``keep(held)`` (record a token for fast reads), ``leads()`` (the elected `--watch`), and
+  ``offline(name)`` / ``commit_offline`` for when a shared backend cannot be reached.
 
 ``files.FileCustody`` keeps the state in the SOPS grant files (durable) and this machine's
-token cache (the access token), serialised by ``flock``. The engine of issue 7 (etcd) is one
-more module beside it, passing the same contract tests (``tests/custody/``).
+token cache (the access token), serialised by ``flock``. ``etcd.EtcdCustody`` keeps it in
+etcd v3 (SPEC §7) through ``etcd_gateway`` (the JSON gateway on httpx2), the grant files
+keeping each grant's identity; both pass the same contract tests (``tests/custody/``).
+``failpoints`` stops or kills a process at named points of a refresh, for the tests.
 
-May import: ``model``, ``errors``, ``plan`` (the refresh deadline), ``vault``.
+May import: ``model``, ``errors``, ``config`` (a secret reference), ``plan`` (the refresh
+deadline), ``vault``.
 """
 
 from __future__ import annotations

@@ -209,8 +209,9 @@ class Gateway:
 
         http = self._http()
         give_up = time.monotonic() + (self.timeout if deadline is None else deadline)
-        authenticated = False
-        if self.username and self._token is None:
+        anonymous = path == "/v3/auth/authenticate"
+        authenticated = anonymous
+        if self.username and self._token is None and not anonymous:
             self._authenticate(give_up)
         last = "no member answered"
         pause = 0.02
@@ -229,7 +230,10 @@ class Gateway:
                     response = http.post(
                         endpoint + path,
                         content=json.dumps(body),
-                        headers={"Content-Type": "application/json", **self._headers()},
+                        headers={
+                            "Content-Type": "application/json",
+                            **({} if anonymous else self._headers()),
+                        },
                         timeout=httpx2.Timeout(attempt, connect=min(attempt, 1.0)),
                     )
                 except httpx2.TransportError as error:
