@@ -4,6 +4,8 @@ when a rotated one is presented again."""
 
 from __future__ import annotations
 
+from reconciler.custody.etcd_gateway import Gateway
+
 from .support import Fleet
 
 
@@ -22,3 +24,9 @@ def test_3_machines_x_8_concurrent_token_calls_at_expiry_make_exactly_one_refres
     assert all(fleet.accepted(token) for token in tokens), "a caller got a token the server refuses"
     assert fleet.auth.reuse_detected == 0
     assert fleet.grant_alive()
+    # Nothing plaintext in etcd: no value under the namespace holds any token issued.
+    _, values = Gateway(fleet.endpoints).range(fleet.namespace.encode(), prefix=True)
+    issued = [t.access_token for t in fleet.auth.tokens] + [
+        t.refresh_token for t in fleet.auth.tokens if t.refresh_token
+    ]
+    assert values and not [kv.key for kv in values for t in issued if t.encode() in kv.value]
