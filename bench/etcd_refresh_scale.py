@@ -102,6 +102,11 @@ def main() -> None:
         shutil.copytree(origin, clone)
         clones.append((clone, {**env, "BENCH_CLIENT_SECRET": CLIENT_SECRET}))
     print(f"setup: {args.grants} grants put into etcd in {time.perf_counter() - started:.1f} s")
+    clone, env = clones[0]
+    begun = time.perf_counter()
+    subprocess.run([*reconcile_command(), "plan", "-q"], cwd=clone, env=env, capture_output=True)
+    print(f"baseline: `reconcile plan` on one machine (reads every state and file): "
+          f"{time.perf_counter() - begun:.2f} s")  # fmt: skip
 
     start = time.perf_counter()
     runs = [
