@@ -351,7 +351,8 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):
         return refresh_token.client.client_id in self.server.state.keep_refresh_tokens
 
     def issue_token(self, user, refresh_token):
-        self.INCLUDE_NEW_REFRESH_TOKEN = not self._keeps(refresh_token)
+        if self._keeps(refresh_token):
+            self.INCLUDE_NEW_REFRESH_TOKEN = False  # this request's grant object only
         return super().issue_token(user, refresh_token)
 
     def revoke_old_credential(self, refresh_token):
