@@ -52,3 +52,15 @@ def test_attach_then_detach_through_plan_and_apply(fleet: Fleet) -> None:
     assert status["custody"] == "files" and "revision" not in status
     assert machine.run("token", "api").stdout.strip() == token.access_token
     assert machine.run("plan", "--exit-code").code == 0
+
+
+def test_revoking_an_attached_grant_revokes_the_tokens_kept_in_etcd(fleet: Fleet) -> None:
+    token = fleet.link(expired=False)
+    machine = fleet.machines[0]
+    revoked = machine.run("revoke", "api")
+    assert revoked.code == 0, revoked
+    assert fleet.auth.find_token(token.refresh_token or "", "refresh_token").refresh_revoked
+    assert not (machine.root / "secrets" / "api.sops.yaml").exists()
+    assert (
+        Gateway(fleet.endpoints).range(f"{fleet.namespace}/grants/".encode(), prefix=True)[1] == []
+    )
