@@ -118,7 +118,8 @@ def main() -> None:
     ]  # fmt: skip
     errors = [run.communicate()[1] for run in runs]
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak = usage.ru_maxrss / 1024
     calls = sum(endpoint.calls.values())
     print(f"\n{args.machines} machines x `reconcile apply`, {args.grants} due rotating grants")
     print(f"  wall time until the last exits: {wall:.2f} s (target ≤ 3 s: "
@@ -130,6 +131,8 @@ def main() -> None:
     print(f"  grants refreshed more than once: {sum(1 for c in endpoint.calls.values() if c > 1)}")
     print(f"  exit codes: {[run.returncode for run in runs]}")
     print(f"  peak RSS of any reconcile process: {peak:.0f} MiB")
+    print(f"  CPU of the reconcile processes (user + sys, the plan baseline included): "
+          f"{usage.ru_utime + usage.ru_stime:.1f} s")  # fmt: skip
     print(f"  {load_average()} at the end")
     for run, error in zip(runs, errors, strict=True):
         if run.returncode != 0:
