@@ -85,6 +85,9 @@ _RECORDED = tuple(
     if f.name not in ("recipients", "modified", "sealed", "decrypted", "revision", "generation")
 )
 STATE_FORMAT = 1
+#: Seconds of lock lease that must be left, by this process's count, to send a request
+#: without renewing the lease first.
+RENEWED_MARGIN = 1.0
 
 
 class LockTimeout(ReconcilerError):
@@ -263,6 +266,9 @@ class _Session:
     def renew(self) -> bool:
         """Renew both leases now; False once the lock lease is lost (expired, or not renewed
         in time)."""
+        # The lease runs from when the engine renewed it, which is after this moment: counted
+        # from here, ``remaining`` never promises more than the engine grants.
+        sent = time.monotonic()
         try:
             left = self.gateway.keepalive(self.lock_lease)
             if self.intent_lease and self.gateway.keepalive(self.intent_lease) <= 0:
@@ -272,7 +278,7 @@ class _Session:
                 self.lost = True
             return not self.lost
         if left > 0 and not self.lost:
-            self.renewed = time.monotonic()
+            self.renewed = sent
         else:
             self.lost = True
         return not self.lost
@@ -822,7 +828,9 @@ class EtcdCustody:
         failpoints.hit("before-send")
         # The last check before the request: this process may have been stopped since the
         # first one, and its lease lost meanwhile; then another machine may hold the lock.
-        if not lock.renew():
+        # The monotonic clock runs on while a process is stopped, so a lease renewed recently
+        # enough needs no round trip to be known alive.
+        if (lock.lost or lock.session.remaining() < RENEWED_MARGIN) and not lock.renew():
             with contextlib.suppress(EngineUnavailable, gw.EngineError):
                 self.gateway.delete(intent_key)  # nothing was sent: the intent can go
             raise LockLost(self._lost(held.name))
