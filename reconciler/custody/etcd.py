@@ -175,6 +175,8 @@ class _Basis:
     #: The grant as the engine holds it (None: no state yet).
     stored: Grant | None
     retry_at: datetime | None = None
+    #: The recipients the state is encrypted to.
+    recipients: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,6 +398,7 @@ class EtcdCustody:
             int(record.get("generation", 0)),
             grant,
             _moment(record.get("retry_at")),
+            tuple(record.get("recipients") or ()),
         )
 
     def _file(self, name: str, identities: Identities | None) -> Grant | None:
@@ -412,7 +415,7 @@ class EtcdCustody:
         grant = replace(
             basis.stored,
             custody="etcd",
-            recipients=file.recipients if file is not None else basis.stored.recipients,
+            recipients=file.recipients if file is not None else basis.recipients,
             modified=file.modified if file is not None else None,
             sealed=file.sealed if file is not None else frozenset(),
             decrypted=True,
@@ -456,6 +459,20 @@ class EtcdCustody:
             held[name] = one
             if one.grant is not None:
                 grants[name] = one.grant
+        if decrypt and actual.decrypted:
+            # Linked on another machine, its file not pulled here yet: the engine's state is
+            # the grant (its file is written here by the next commit).
+            for name in sorted(set(states) - set(actual.grants) - set(unreadable)):
+                if name not in self.desired.providers:
+                    continue
+                try:
+                    one = self._held(name, self._decode(name, states[name]), None)
+                except VaultError as error:
+                    unreadable[name] = str(error)
+                    continue
+                held[name] = one
+                if one.grant is not None:
+                    grants[name] = one.grant
         return replace(actual, grants=grants, unreadable=unreadable), held
 
     # ------------------------------------------------------------------ the local cache
@@ -893,6 +910,7 @@ class EtcdCustody:
             "generation": generation,
             "grant": to_record(live),
             "retry_at": _stamp(retry_at),
+            "recipients": list(to),
         }
         value = encrypt(record, to)
         state_key = self.key("grants", name)
@@ -931,7 +949,7 @@ class EtcdCustody:
         self._drop_escrow(name)
         self._write_file(name, live, file, to)
         done = replace(live, revision=revision, generation=generation)
-        new_basis = _Basis(revision, generation, live, retry_at)
+        new_basis = _Basis(revision, generation, live, retry_at, to)
         recorded = self._record(name, done, retry_at)
         return Held(name, done, new_basis, retry_at=retry_at, recorded=recorded)
 

@@ -64,3 +64,15 @@ def test_revoking_an_attached_grant_revokes_the_tokens_kept_in_etcd(fleet: Fleet
     assert (
         Gateway(fleet.endpoints).range(f"{fleet.namespace}/grants/".encode(), prefix=True)[1] == []
     )
+
+
+def test_a_grant_linked_on_another_machine_is_not_linked_again_before_git_brings_its_file(
+    fleet: Fleet,
+) -> None:
+    token = fleet.link(expired=False)
+    machine = fleet.machines[2]
+    (machine.root / "secrets" / "api.sops.yaml").unlink()  # this clone is behind
+    planned = machine.run("plan", "-o", "json")
+    assert planned.code == 0, planned
+    assert json.loads(planned.stdout)["actions"] == []
+    assert machine.run("token", "api").stdout.strip() == token.access_token
