@@ -251,9 +251,9 @@ class _Session:
         self.gateway = gateway
         self.lock_ttl = lock_ttl
         self.intent_ttl = intent_ttl
+        self.renewed = time.monotonic()  # (before the grant: see ``renew``)
         self.lock_lease = gateway.grant(lock_ttl)
         self.intent_lease = 0
-        self.renewed = time.monotonic()
         self.lost = False
         self._guard = threading.Lock()
         self._stop = threading.Event()
@@ -296,11 +296,12 @@ class _Session:
             return self.intent_lease
 
     def close(self) -> None:
+        """Release the locks now. The intent lease is left to expire: an intent still on it
+        belongs to a request whose answer was not committed (it is in this machine's escrow),
+        and must keep other machines from presenting the refresh token meanwhile."""
         self._stop.set()
-        for lease in (self.lock_lease, self.intent_lease):
-            if lease:
-                with contextlib.suppress(EngineUnavailable, gw.EngineError):
-                    self.gateway.revoke(lease)
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            self.gateway.revoke(self.lock_lease)
 
 
 def _session(gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> _Session:
@@ -314,7 +315,7 @@ def _session(gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> _Sessio
 
 @atexit.register
 def _close_sessions() -> None:
-    """Locks and intents go with the process (a stopped one keeps them a lease longer)."""
+    """Locks go with the process (a stopped or killed one keeps them a lease longer)."""
     for session in list(_sessions.values()):
         session.close()
 

@@ -120,3 +120,25 @@ def test_an_escrow_older_than_the_state_is_discarded(fleet: Fleet) -> None:
     served = a.run("token", "api")
     assert served.code == 0 and served.stdout.strip() == relinked.access_token
     assert escrows(a) == []
+
+
+def test_an_answer_the_engine_could_not_take_is_committed_by_the_next_run(
+    tmp_path, auth_server, etcd_alone
+) -> None:
+    fleet = Fleet(tmp_path, auth_server, etcd_alone.endpoints, "acme/escrow")
+    old = due_but_valid(fleet)
+    a, b, _ = fleet.machines
+    holder = a.start("token", "api", env=STOP_AFTER_ANSWER)
+    assert wait_for(lambda: stopped(holder), 30)
+    etcd_alone.stop()  # the answer is in; the engine goes away before the commit
+    os.kill(holder.pid, signal.SIGCONT)
+    _, stderr = holder.communicate(timeout=60)
+    assert holder.returncode == 1 and "committed by its next run" in stderr
+    assert len(escrows(a)) == 1 and fleet.refreshes() == 1
+    etcd_alone.start(new=False)
+    other = b.run("token", "api")  # its intent still stands: the old token, no request
+    assert other.code == 0 and other.stdout.strip() == old and fleet.refreshes() == 1
+    again = a.run("token", "api")
+    assert again.code == 0 and again.stdout.strip() != old and fleet.accepted(again.stdout.strip())
+    assert escrows(a) == [] and fleet.refreshes() == 1
+    assert fleet.auth.reuse_detected == 0 and fleet.grant_alive()
