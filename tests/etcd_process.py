@@ -58,6 +58,9 @@ class Etcd:
     root: Path
     size: int = 1
     members: list[Member] = field(default_factory=list)
+    #: Extra ``etcd`` flags (TLS, say) and the scheme of its client URLs.
+    flags: list[str] = field(default_factory=list)
+    scheme: str = "http"
 
     def __post_init__(self) -> None:
         for index in range(self.size):
@@ -74,7 +77,7 @@ class Etcd:
 
     @property
     def endpoints(self) -> list[str]:
-        return [m.client_url for m in self.members]
+        return [m.client_url.replace("http://", f"{self.scheme}://") for m in self.members]
 
     def start(self, member: Member | None = None, *, new: bool = True) -> Etcd:
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
@@ -83,8 +86,8 @@ class Etcd:
                 etcd_binary(),
                 "--name", one.name,
                 "--data-dir", str(one.data_dir),
-                "--listen-client-urls", one.client_url,
-                "--advertise-client-urls", one.client_url,
+                "--listen-client-urls", self._client(one),
+                "--advertise-client-urls", self._client(one),
                 "--listen-peer-urls", one.peer_url,
                 "--initial-advertise-peer-urls", one.peer_url,
                 "--initial-cluster", cluster,
@@ -93,12 +96,16 @@ class Etcd:
                 "--heartbeat-interval", "50",
                 "--election-timeout", "500",
                 "--log-level", "warn",
+                *self.flags,
             ]  # fmt: skip
             one.log.parent.mkdir(parents=True, exist_ok=True)
             with open(one.log, "ab") as log:
                 one.process = subprocess.Popen(command, stdout=log, stderr=log)
         self.wait_healthy(member)
         return self
+
+    def _client(self, member: Member) -> str:
+        return member.client_url.replace("http://", f"{self.scheme}://")
 
     def wait_healthy(self, member: Member | None = None, timeout: float = 20.0) -> None:
         ends = time.monotonic() + timeout
@@ -110,8 +117,13 @@ class Etcd:
         logs = "\n".join(m.log.read_text()[-2000:] for m in targets if m.log.exists())
         raise AssertionError(f"etcd did not become healthy:\n{logs}")
 
-    @staticmethod
-    def _healthy(member: Member) -> bool:
+    def _healthy(self, member: Member) -> bool:
+        if self.scheme != "http":  # a TLS member: its port answering is enough here
+            try:
+                with socket.create_connection(("127.0.0.1", member.client_port), timeout=1):
+                    return True
+            except OSError:
+                return False
         try:
             with urllib.request.urlopen(member.client_url + "/health", timeout=1) as answer:
                 return bool(json.loads(answer.read()).get("health") == "true")
