@@ -182,6 +182,9 @@ class Actual:
     decrypted: bool = False
     #: Why the files were not decrypted although an identity was given (it is not theirs).
     sealed_reason: str | None = None
+    #: Why the coordination engine's live state could not be read (it was unreachable): the
+    #: attached grants are then as their files record them, without live state.
+    engine_unreached: str | None = None
 
 
 @dataclass(frozen=True)

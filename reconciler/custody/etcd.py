@@ -437,7 +437,15 @@ class EtcdCustody:
         """The grant files, with the engine's live state laid over every attached one.
         Without ``decrypt``, the engine is still asked for each state's revision."""
         actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
-        _, found = self.gateway.range(self.key("grants"), prefix=True, keys_only=not decrypt)
+        try:
+            _, found = self.gateway.range(self.key("grants"), prefix=True, keys_only=not decrypt)
+        except EngineUnavailable as error:
+            # The files still say what is declared and linked (plan, status, attach in CI);
+            # whatever needs the live state says why it cannot be had.
+            as_filed = {
+                name: Held(name, grant, _Basis(0, 0, None)) for name, grant in actual.grants.items()
+            }
+            return replace(actual, engine_unreached=str(error)), as_filed
         states = {kv.key[len(self.key("grants")) :].decode("utf-8"): kv for kv in found}
         grants: dict[str, Grant] = dict(actual.grants)
         held: dict[str, Held] = {}

@@ -36,7 +36,7 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
         if name in actual.unreadable:
             continue
         grant = actual.grants.get(name)
-        found = _oauth_actions(provider, grant, desired, now)
+        found = _oauth_actions(provider, grant, desired, actual, now)
         actions.extend(found)
         if grant is not None:
             actions.extend(_rekey(name, grant, desired, found))
@@ -62,12 +62,17 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
             f"{len(undeclared)} grant file(s) no longer declared ({', '.join(undeclared)}); "
             "`reconcile apply --prune` revokes and deletes them"
         )
+    if actual.engine_unreached is not None:
+        notes.append(
+            f"the live state of attached grants was not read ({actual.engine_unreached}); "
+            "they are planned as their grant files record them"
+        )
     actions.sort(key=lambda a: (a.name, _ORDER[a.action]))
     return Plan(tuple(actions), tuple(notes))
 
 
 def _oauth_actions(
-    provider: Provider, grant: Grant | None, desired: Desired, now: datetime
+    provider: Provider, grant: Grant | None, desired: Desired, actual: Actual, now: datetime
 ) -> list[Action]:
     name = provider.name
     if grant is None:
@@ -77,7 +82,12 @@ def _oauth_actions(
     reason = _relink_reason(provider, grant)
     if reason:
         return [Action(name, "relink", reason)]
-    if desired.coordination is not None and grant.custody == "etcd" and grant.revision is None:
+    if (
+        desired.coordination is not None
+        and grant.custody == "etcd"
+        and grant.revision is None
+        and actual.engine_unreached is None
+    ):
         lost = "attached, but the coordination engine holds no state for it (namespace changed?)"
         return [Action(name, "relink", lost)]
     actions = []

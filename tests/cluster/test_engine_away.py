@@ -5,6 +5,7 @@ next call refreshes, and what was refreshed meanwhile is committed."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from .support import Fleet
@@ -37,6 +38,14 @@ def test_engine_stopped_then_back(tmp_path, auth_server, etcd_alone) -> None:
     assert "rotates refresh tokens" in refused.stderr
     assert "Nothing was sent to the provider" in refused.stderr
     assert fleet.refreshes() == before, "a rotating grant was refreshed without the engine"
+    planned = machine.run("plan", "-o", "json")  # the files still say what is linked
+    assert planned.code == 0, planned
+    assert json.loads(planned.stdout)["actions"] == []
+    assert "not read" in planned.stderr or "not read" in planned.stdout
+    grants = json.loads(machine.run("status", "-o", "json").stdout)["grants"]
+    assert {g["name"]: g["custody"] for g in grants} == dict.fromkeys(
+        ["api", "due", "steady"], "etcd"
+    )
     assert time.monotonic() - started < 20
 
     time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))  # steady's token has expired now

@@ -61,3 +61,13 @@ def test_static_secrets_stay_in_their_files():
     spec = SecretSpec(name="openai", ref="env:OPENAI", value=None)
     result = plan(coordinated(secrets=[spec]), actual(secret_grant()), NOW)
     assert kinds(result) == []
+
+
+def test_with_the_engine_unreached_attached_grants_are_planned_as_filed_with_a_note():
+    from reconciler.model import Actual
+
+    attached = oauth_grant(custody="etcd", revision=None, expires_at=None, obtained_at=None)
+    found = Actual({"github": attached}, decrypted=True, engine_unreached="etcd did not answer")
+    result = plan(coordinated([github()]), found, NOW)
+    assert kinds(result) == []
+    assert any("etcd did not answer" in note for note in result.notes)
