@@ -474,7 +474,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
 def _status_table(rows) -> str:
     if not rows:
         return "No grants declared or stored."
-    table = [("NAME", "KIND", "STATUS", "EXPIRES", "LAST REFRESH", "SCOPES")]
+    table = [("NAME", "KIND", "STATUS", "CUSTODY", "EXPIRES", "LAST REFRESH", "SCOPES")]
     notes = []
     for row in rows:
         document = row.to_json()
@@ -484,6 +484,7 @@ def _status_table(rows) -> str:
                 row.name + ("" if row.declared else " (undeclared)"),
                 row.kind,
                 row.status,
+                row.custody,
                 document["expires_at"] or "-",
                 document["last_refresh"] or "-",
                 scopes,

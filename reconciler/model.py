@@ -17,8 +17,12 @@ from .secret import Secret as Secret  # re-exported: the stages take Secret from
 
 Flow = Literal["authorization_code", "device_code", "client_credentials"]
 GrantKind = Literal["oauth2", "secret"]
-GrantStatus = Literal["ok", "needs-relink"]
-ActionKind = Literal["link", "relink", "refresh", "write-secret", "rekey", "prune"]
+GrantStatus = Literal["ok", "needs-relink", "uncertain"]
+ActionKind = Literal[
+    "link", "relink", "refresh", "write-secret", "rekey", "prune", "attach", "detach"
+]
+#: Where a grant's live state (refresh and access token) is kept (SPEC §7).
+CustodyKind = Literal["files", "etcd"]
 
 #: Leaves of a grant file that are encrypted; every other leaf is plaintext (MAC-covered).
 ENCRYPTED_FIELDS = (
@@ -82,6 +86,13 @@ class Provider:
     #: A client ID metadata document (its URL is the client ID), used with ``mcp`` when the
     #: authorization server supports them and no ``client_id`` is declared.
     client_metadata_url: str | None = None
+    #: How long the provider still accepts a refresh token it has just rotated (SPEC §7):
+    #: within it, a refresh whose answer was lost may be sent again. None: no grace.
+    rotation_grace: timedelta | None = None
+    #: Whether the provider issues a new refresh token on every refresh (and may revoke the
+    #: grant when an old one is presented again). Such grants are never refreshed without the
+    #: coordination engine; the default assumes the worst.
+    rotates_refresh_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,22 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class Coordination:
+    """``coordination:``: the engine that keeps live grant state for many machines (SPEC §7).
+    Secrets stay references (``password_ref``), resolved where the engine is opened."""
+
+    endpoints: tuple[str, ...]
+    namespace: str
+    username: str | None = None
+    password_ref: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: The lock's lease; kept alive while a refresh runs.
+    lease: timedelta = timedelta(seconds=15)
+
+
+@dataclass(frozen=True)
 class Desired:
     """The validated content of ``providers.yaml``."""
 
@@ -119,6 +146,8 @@ class Desired:
     #: ``file:``), with the error naming file, line and what to do. They get no action; the
     #: other grants are reconciled as usual, and the run reports these as failed.
     unresolved: Mapping[str, ReconcilerError] = field(default_factory=dict)
+    #: ``coordination:``; None: every grant's live state stays in its file.
+    coordination: Coordination | None = None
 
     def names(self) -> list[str]:
         return sorted([*self.providers, *self.secrets])
@@ -166,6 +195,11 @@ class Grant:
     #: When the file was written (its sops ``lastmodified``, covered by the MAC): the file's
     #: version, by which a grant file put back from an older commit is recognised.
     modified: datetime | None = None
+    #: Where the live state is kept (the file's plaintext ``custody`` leaf); None: the file.
+    custody: CustodyKind | None = None
+    #: In the engine: the state's revision and its generation (one more on every commit).
+    revision: int | None = None
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +213,9 @@ class Actual:
     decrypted: bool = False
     #: Why the files were not decrypted although an identity was given (it is not theirs).
     sealed_reason: str | None = None
+    #: Why the coordination engine's live state could not be read (it was unreachable): the
+    #: attached grants are then as their files record them, without live state.
+    engine_unreached: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Markers (registered in pyproject.toml) are set here by folder and fixture, not b
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,10 +23,11 @@ from tests.support import new_identity
 
 if TYPE_CHECKING:
     from tests.e2e.authserver import AuthServer
+    from tests.etcd_process import Etcd
 
 TESTS = Path(__file__).resolve().parent
 MARK_BY_FOLDER = {TESTS / "e2e": "e2e", TESTS / "mcp": "e2e", TESTS / "cluster": "cluster"}
-MARK_BY_FIXTURE = {"auth_server": "e2e"}
+MARK_BY_FIXTURE = {"auth_server": "e2e", "etcd": "cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -130,6 +132,24 @@ def auth_server(auth_clients: dict[str, str | None]) -> Iterator[AuthServer]:
         server.add_client(client_id, secret)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory) -> Iterator[Etcd]:
+    """One real etcd member on loopback ports for the whole session (tests keep apart by
+    namespace: the ``etcd`` fixture)."""
+    from tests.etcd_process import Etcd
+
+    server = Etcd(tmp_path_factory.mktemp("etcd")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def etcd(etcd_server: Etcd, request) -> tuple[Etcd, str]:
+    """The session's etcd member and a namespace of this test's own."""
+    namespace = "test/" + re.sub(r"[^A-Za-z0-9._-]+", "-", f"{request.node.name}-{os.getpid()}")
+    return etcd_server, namespace
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ the refresh token records only the new access token (the churn rule).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..config import resolve_reference
-from ..custody import Custody, Held, open_custody
+from ..custody import Custody, EngineUnavailable, Held, open_custody, usable_as_is
 from ..errors import NeedsRelink, ReconcilerError
 from ..model import Browser, Desired, Grant, Provider, Secret
 from ..oauth import mcp, revocation, tokens
@@ -211,7 +212,17 @@ def refresh(
     server first; when that has changed, the grant is marked ``needs-relink`` instead.
     """
     custody = open_custody(desired, identities, environ)
-    with custody.single_flight(name, known) as held:
+    if custody.kind != "files" and not force and rejected is None:
+        # Shared custody: another machine may have refreshed it since the caller looked. One
+        # read, without the lock, spares a wait on it when nothing is due any more.
+        fresh = usable_as_is(custody, name, desired, now)
+        if fresh is not None:
+            return fresh
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(custody.single_flight(name, known))
+        except EngineUnavailable as error:
+            return _without_engine(desired, custody, name, now, error, environ)
         grant = held.grant
         if grant is None:
             raise NeedsRelink(f"{name}: there is no grant yet; run `reconcile link {name}`")
@@ -231,6 +242,41 @@ def refresh(
         if rediscover:
             _check_authorization_server(desired, custody, held, grant, environ)
         return _refresh_held(desired, custody, held, grant, now, environ)
+    raise AssertionError("unreachable")  # (the ExitStack swallows nothing)
+
+
+def _without_engine(
+    desired: Desired,
+    custody: Custody,
+    name: str,
+    now: datetime,
+    error: EngineUnavailable,
+    environ: Mapping[str, str] | None,
+) -> Grant:
+    """The coordination engine cannot be reached (SPEC §7): a valid access token this
+    machine holds is served; a grant whose provider does not rotate refresh tokens is
+    refreshed locally; a rotating one is refused before anything is sent to the provider."""
+    provider = desired.providers[name]
+    local = custody.offline(name)
+    grant = local.grant if local is not None else None
+    if grant is not None and grant.access_token is not None and _valid(grant, now):
+        return grant
+    if provider.rotates_refresh_tokens or grant is None or grant.refresh_token is None:
+        raise GrantError(
+            f"{name}: the coordination engine cannot be reached ({error}), and {name}'s "
+            "provider rotates refresh tokens: refreshing it now could race another machine, "
+            "and the provider would then revoke the grant. Nothing was sent to the provider; "
+            "the access token this machine holds has expired. Try again when the engine is "
+            "back."
+        )
+    assert local is not None
+    provider = endpoints(provider)
+    secret = client_secret(desired, provider, environ) or grant.client_secret
+    result = tokens.refresh(provider, secret, grant.refresh_token, now=now)
+    fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
+    fresh = replace(fresh, flow=grant.flow or provider.flow)
+    custody.commit_offline(local, fresh)
+    return fresh
 
 
 def _check_authorization_server(
@@ -281,13 +327,31 @@ def _refresh_held(
                     f"run `reconcile link {name}`"
                 )
             result = tokens.client_credentials(provider, secret, now=now, scopes=grant.scopes)
+            fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
         else:
-            result = tokens.refresh(provider, secret, grant.refresh_token, now=now)
+            if held.in_flight is not None and provider.rotation_grace is None:
+                # An earlier request with this refresh token was never committed: presenting
+                # it again could make a rotating provider revoke the grant.
+                if _valid(grant, now):
+                    return grant
+                raise GrantError(held.in_flight)
+            with custody.in_flight(held, provider.request_deadline) as flight:
+                result = tokens.refresh(provider, secret, grant.refresh_token, now=now)
+                fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
+                flight.escrow(fresh)
     except TransientError as error:
+        wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
+        if error.ambiguous and custody.kind != "files":
+            # The request may have been acted on: until its intent expires, the refresh token
+            # is not presented again (SPEC §7).
+            marked = replace(grant, status="uncertain", status_reason=str(error))
+            custody.commit(held, marked, durable=True, retry_at=now + wait)
+            if _valid(grant, now):
+                return marked
+            raise
         if not _valid(grant, now):
             raise
         # Keep the current token, and leave the provider alone for a while.
-        wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
         custody.commit(held, grant, durable=False, retry_at=now + wait)
         return grant
     except OAuthError as error:
@@ -296,6 +360,15 @@ def _refresh_held(
         )
         if not isinstance(error, InvalidGrant) and not rejected_client:
             raise
+        if isinstance(error, InvalidGrant):
+            # Believed only once a re-read shows that nobody else rotated the token meanwhile.
+            current = custody.read(name).grant
+            if (
+                current is not None
+                and current.refresh_token != grant.refresh_token
+                and current.status != "needs-relink"
+            ):
+                return current
         reason = error.description or error.error or "invalid_grant"
         marked = replace(grant, status="needs-relink", status_reason=reason)
         if rejected_client:
@@ -307,10 +380,11 @@ def _refresh_held(
         custody.commit(held, marked, durable=True, recipients=grant.recipients or None)
         _notify(desired, "needs-relink", name, reason=reason, environ=environ)
         raise NeedsRelink(_relink_message(marked)) from None
-    fresh = tokens.grant_from_result(provider, result, now=now, previous=grant)
     fresh = replace(fresh, flow=grant.flow or provider.flow)
     # Rotation (or a durable access token): the durable record is the only safe home.
     durable = fresh.refresh_token != grant.refresh_token or grant.refresh_token is None
+    if grant.status == "uncertain":
+        durable = True  # the status changes back to ok
     # A refresh keeps the recipients the grant has: changing them is a rekey, which apply
     # alone does (and checks).
     custody.commit(held, fresh, durable=durable, recipients=grant.recipients or None)

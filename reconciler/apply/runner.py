@@ -10,6 +10,7 @@ terminal.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING, Literal, cast
 
 from ..custody import open_custody
+from ..custody.etcd import EtcdCustody, recorded_coordination
 from ..errors import ReconcilerError, message_of
 from ..model import Action, Actual, Browser, Desired, Grant, Plan, Secret
 from ..vault.sops.keys import identity_recipients, normalize_identities
@@ -120,6 +122,10 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
         else:
             ready.append(action)
     _import_refresh_stack()
+    if context.desired.coordination is not None:
+        # Other machines apply the same plan at the same time: each starting at its own place
+        # in it, they mostly find a grant already refreshed instead of queueing on its lock.
+        random.shuffle(ready)
 
     if not after and workers.can_fork(len(ready)):
         yield from _apply_forked(ready, others, context)
@@ -357,7 +363,35 @@ def _needs_identity(name: str, doing: str) -> str:
     )
 
 
+def _attach(action: Action, context: Context) -> str:
+    if context.identities is None:
+        raise ApplyError(_needs_identity(action.name, "attaching"))
+    custody = _custody(context)
+    if not isinstance(custody, EtcdCustody):
+        raise ApplyError(f"{action.name}: `coordination:` is not declared; nothing to attach to")
+    held = custody.attach(action.name)
+    where = f"etcd {custody.coordination.namespace}"
+    return f"attached to {where} (revision {getattr(held.grant, 'revision', None)})"
+
+
+def _detach(action: Action, context: Context) -> str:
+    if context.identities is None:
+        raise ApplyError(_needs_identity(action.name, "detaching"))
+    grant = context.actual.grants[action.name]
+    engine = recorded_coordination(grant)
+    if engine is None:
+        raise ApplyError(
+            f"{action.name}: its grant file does not say which engine holds its live state; "
+            "declare `coordination:` again and run `reconcile apply`"
+        )
+    custody = EtcdCustody(context.desired, context.identities, context.environ, engine)
+    custody.detach(action.name)
+    return f"detached from etcd {engine.namespace}: the grant file holds its live state again"
+
+
 _HANDLERS: dict[str, Callable[[Action, Context], str]] = {
+    "attach": _attach,
+    "detach": _detach,
     "link": _link,
     "relink": _link,
     "refresh": _refresh,

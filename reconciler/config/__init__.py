@@ -17,7 +17,7 @@ May import: ``model``, ``errors``, ``secret``, ``catalog``, ``vault``.
 
 from .durations import parse_duration
 from .errors import ConfigError, Issue, PromptRequired
-from .loader import load, locate
+from .loader import declares_coordination, load, locate
 from .references import resolve_reference
 from .schema import load_schema
 
@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "Issue",
     "PromptRequired",
+    "declares_coordination",
     "load",
     "load_schema",
     "locate",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model import Desired, Notify, Provider, Secret, SecretSpec
+from .coordination import build_coordination
 from .document import read_document
 from .durations import (
     DEFAULT_KEEPALIVE,
@@ -129,6 +130,9 @@ def load(
         doc, defaults, "request_deadline", DEFAULT_REQUEST_DEADLINE, issues
     ).total_seconds()
     providers = {name: replace(p, request_deadline=deadline) for name, p in providers.items()}
+    coordination = None
+    if "coordination" in data:
+        coordination = build_coordination(data["coordination"], config_path, doc, issues)
     store_dir = resolve_store_dir(path, store)
     names = sorted({*provider_entries, *secret_entries})
     recipients = resolve_recipients(names, store, store_dir, doc, issues) if not issues else {}
@@ -144,6 +148,7 @@ def load(
         secrets=secrets,
         notify=notify,
         unresolved=unresolved,
+        coordination=coordination,
     )
 
 
@@ -168,3 +173,10 @@ def locate(path: Path) -> tuple[Path, list[str]]:
             raise ConfigError(Issue(f"invalid `{section}`", file, None, None, f"$.{section}", hint))
         names.update(name for name in entries if NAME.fullmatch(name))
     return resolve_store_dir(path, store), sorted(names)
+
+
+def declares_coordination(path: Path) -> bool:
+    """Whether the config declares ``coordination:`` (one YAML parse, no validation): for a
+    long-running face deciding whether to watch the engine."""
+    data = read_document(Path(path)).data
+    return isinstance(data, dict) and isinstance(data.get("coordination"), dict)

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from ..catalog import UnknownPreset, load_preset
 from ..model import Provider
 from .document import Document
+from .durations import parse_duration
 from .errors import ConfigError, Issue
 from .references import parse_reference
 from .syntax import URL, URL_HINT
@@ -182,6 +183,19 @@ def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -
             )
         )
         ok = False
+    rotation_grace = None
+    if "rotation_grace" in entry:
+        try:
+            rotation_grace = parse_duration(entry["rotation_grace"])
+        except ValueError:
+            issues.append(
+                doc.issue(
+                    (*here, "rotation_grace"),
+                    f"invalid duration `{shown(entry['rotation_grace'])}`",
+                    "use a number and a unit s, m, h, d or w, e.g. 30s, 2m",
+                )
+            )
+            ok = False
     if not ok:
         return None
 
@@ -214,6 +228,10 @@ def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -
         extras=extras,
         mcp=mcp,
         client_metadata_url=endpoints["client_metadata_url"],
+        rotation_grace=rotation_grace,
+        rotates_refresh_tokens=bool(
+            entry.get("rotates_refresh_tokens", preset.get("rotates_refresh_tokens", True))
+        ),
     )
 
 

@@ -28,7 +28,7 @@ from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import file_lock
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
-from .protocol import Held, StaleState
+from .protocol import NO_ESCROW, Flight, Held, StaleState
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -237,6 +237,35 @@ class FileCustody:
             retry_at=retry_at,
         )
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
+
+    def leads(self) -> bool:
+        """One machine: every watcher of it may refresh (the file lock keeps it single)."""
+        return True
+
+    def keep(self, held: Held) -> bool:
+        grant = held.grant
+        if grant is None or not self._recordable(grant):
+            return False
+        if not held.recorded:
+            self._record(held.name, self.path(held.name), grant, held.retry_at)
+        return True
+
+    def offline(self, name: str) -> Held | None:
+        """The files are this machine's own: the same as ``read``."""
+        return self.read(name)
+
+    def commit_offline(self, held: Held, grant: Grant) -> None:
+        with self.single_flight(held.name, held) as current:
+            durable = grant.refresh_token != (
+                current.grant.refresh_token if current.grant else None
+            )
+            self.commit(current, grant, durable=durable)
+
+    @contextlib.contextmanager
+    def in_flight(self, held: Held, budget: float) -> Iterator[Flight]:
+        """Nothing to record: the file lock is held by this process until the commit, which
+        is written at once."""
+        yield NO_ESCROW
 
     def delete(self, name: str) -> bool:
         path = self.path(name)

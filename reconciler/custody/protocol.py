@@ -16,6 +16,27 @@ class StaleState(ReconcilerError):
     """A commit's basis is no longer the grant's state: another writer committed first."""
 
 
+class EngineUnavailable(ReconcilerError):
+    """The coordination engine (SPEC §7) could not be reached in time."""
+
+
+class Flight(Protocol):
+    """A request to the provider under way (``Custody.in_flight``)."""
+
+    def escrow(self, grant: Grant) -> None:
+        """Keep the provider's answer safe until it is committed."""
+        ...
+
+
+class _NoEscrow:
+    def escrow(self, grant: Grant) -> None:
+        return None
+
+
+#: The flight of a backend that needs no intent or escrow (one machine, commits at once).
+NO_ESCROW: Flight = _NoEscrow()
+
+
 @dataclass(frozen=True)
 class Held:
     """A grant's state as one reader saw it."""
@@ -32,6 +53,10 @@ class Held:
     #: Why this state is known to be older than one already seen (files: an older grant file
     #: put back by git); its refresh token may have been used, so it is not presented.
     superseded: str | None = None
+    #: Why the refresh token must not be presented now: an earlier request with it may still
+    #: be in flight (its answer not committed), so presenting it again could make a rotating
+    #: provider revoke the grant. None: nothing in flight.
+    in_flight: str | None = None
 
     def backing_off(self, now: datetime) -> bool:
         return self.retry_at is not None and now < self.retry_at
@@ -64,6 +89,32 @@ class Custody(Protocol):
         recipients: tuple[str, ...] | None = None,
         retry_at: datetime | None = None,
     ) -> Held: ...
+
+    def in_flight(self, held: Held, budget: float) -> AbstractContextManager[Flight]:
+        """Around one request to the provider that presents ``held``'s refresh token:
+        checks that the lock outlasts ``budget`` seconds before anything is sent, records the
+        intent, and keeps the answer (``Flight.escrow``) until ``commit``."""
+        ...
+
+    def leads(self) -> bool:
+        """Whether this process is the one elected (among every machine sharing the
+        backend) to refresh ahead of expiry; the others refresh on demand only."""
+        ...
+
+    def keep(self, held: Held) -> bool:
+        """Record ``held``'s access token where this machine's fast reads find it (the token
+        cache), unless it is there already; False when it cannot be handed out."""
+        ...
+
+    def offline(self, name: str) -> Held | None:
+        """The grant as this machine alone knows it (its files and caches), for when the
+        backend's shared part cannot be reached; None when it knows nothing."""
+        ...
+
+    def commit_offline(self, held: Held, grant: Grant) -> None:
+        """Keep what a refresh made while the shared part was unreachable, on this machine
+        (and, where the backend can, to be committed once it is back)."""
+        ...
 
     def delete(self, name: str) -> bool:
         """Remove the grant; False when there was none."""

@@ -60,13 +60,23 @@ class InvalidTokenResponse(OAuthError):
 
 class TransientError(OAuthError):
     """A temporary failure (5xx, timeout, network error, 429). Back off and keep the old grant.
-    ``retry_after`` is the provider's ``Retry-After`` in seconds, when it sent one."""
+    ``retry_after`` is the provider's ``Retry-After`` in seconds, when it sent one.
+    ``ambiguous``: the request may have reached the provider and been acted on (a timeout or
+    a connection lost after sending), so a rotated refresh token may be lost with the answer."""
 
     kind = "provider_unavailable"
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        ambiguous: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
+        self.ambiguous = ambiguous
 
 
 class AccessDenied(OAuthError):

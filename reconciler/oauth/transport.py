@@ -136,13 +136,14 @@ def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any)
             http_client().stream(method, url, timeout=timeout, **kwargs) as streamed,
         ):
             body = _read_capped(provider, streamed, url, what)
-    except httpx2.TimeoutException:
+    except httpx2.TimeoutException as exc:
         raise TransientError(
             f"{name}: the {what} at {url} did not complete within {limit:g} s. The provider may "
             "be down or unreachable; the current grant is kept, try again later (the limit is "
             "`defaults.request_deadline` in providers.yaml).",
             error="timeout",
             provider=name,
+            ambiguous=not isinstance(exc, (httpx2.ConnectTimeout, httpx2.PoolTimeout)),
         ) from None
     except httpx2.TransportError as exc:
         raise TransientError(
@@ -151,6 +152,7 @@ def send(provider: Provider, method: str, url: str, *, what: str, **kwargs: Any)
             "the current grant is kept.",
             error="network_error",
             provider=name,
+            ambiguous=not isinstance(exc, httpx2.ConnectError),
         ) from None
     if 300 <= streamed.status_code < 400:
         raise OAuthError(

@@ -4,8 +4,9 @@ implementation each. Nothing here prints.
 One module per concern, each importing the stages it uses at its top: ``basics`` (clock,
 identities, the declared config), ``state`` (load, plan, status, validate, init), ``run``
 (apply), ``tokens`` and ``issued`` (the value a script gets), ``refreshes`` (those that need
-the OAuth stack), ``links`` (link flows, revoke), ``secrets`` (`prompt` secrets). A name is
-loaded on first use, so a short command pays only for the stages it runs.
+the OAuth stack), ``links`` (link flows, revoke), ``secrets`` (`prompt` secrets), ``engine``
+(following the coordination engine from a long-running face). A name is loaded on first use,
+so a short command pays only for the stages it runs.
 
 May import: every stage (``config``, ``plan``, ``vault``, ``oauth``, ``custody``, ``apply``).
 """
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
         find_identities,
         load_desired,
         utcnow,
+    )
+    from .engine import (
+        coordinated,
+        follow,
+        leads,
     )
     from .issued import (
         Issued,
@@ -80,15 +86,18 @@ _HOMES = {
     "begin_browser_link": "links",
     "begin_device_link": "links",
     "complete_browser_link": "links",
+    "coordinated": "engine",
     "declared_provider": "basics",
     "delete_secret": "secrets",
     "exposed_sources": "state",
     "find_identities": "basics",
     "flush_notifications": "run",
+    "follow": "engine",
     "init_project": "state",
     "insufficient_scope": "refreshes",
     "issue_token": "tokens",
     "issued": "issued",
+    "leads": "engine",
     "link": "links",
     "load_desired": "basics",
     "load_state": "state",
@@ -122,15 +131,18 @@ __all__ = [
     "begin_browser_link",
     "begin_device_link",
     "complete_browser_link",
+    "coordinated",
     "declared_provider",
     "delete_secret",
     "exposed_sources",
     "find_identities",
     "flush_notifications",
+    "follow",
     "init_project",
     "insufficient_scope",
     "issue_token",
     "issued",
+    "leads",
     "link",
     "load_desired",
     "load_state",

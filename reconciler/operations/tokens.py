@@ -4,16 +4,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from .. import config
-from ..custody import StaleState, open_custody
+from ..custody import open_custody, usable_as_is
 from ..errors import UserError
 from ..model import Secret
-from ..plan import is_due
 from ..vault import cache
 from ..vault.fingerprint import of_file
 from ..vault.sops.keys import load_identities
@@ -54,9 +52,12 @@ def read_token(
         )
     path = grant_path(store_dir, name)
     if not path.exists():
-        raise UserError(f"{name}: no grant file at {path}; run `reconcile apply` first")
-    grant = read_grant(path, identities)
-    if grant.kind == "secret":
+        if not config.declares_coordination(config_path):
+            raise UserError(f"{name}: no grant file at {path}; run `reconcile apply` first")
+        grant = None  # the engine may hold it (linked elsewhere, its file not pulled yet)
+    else:
+        grant = read_grant(path, identities)
+    if grant is not None and grant.kind == "secret":
         if grant.value is None:
             raise UserError(f"{grant.name}: {path} holds no value; run `reconcile apply`")
         # Remembered like an access token, so that the next read skips YAML and AES; any
@@ -76,22 +77,13 @@ def read_token(
 def _served_as_is(
     config_path: Path, name: str, identities: Identities, environ: Mapping[str, str]
 ) -> Secret | None:
-    """The grant's access token when it is not due for a refresh (as ``lifecycle.refresh``
-    decides under the lock), recorded for fast reads; None when a refresh must decide."""
+    """The grant's access token when no refresh is due (``custody.usable_as_is``); None when
+    a refresh must decide, or when ``name`` is no OAuth grant (the refresh path says why)."""
     desired = config.load(config_path, environ=environ, resolve_values=False)
     if name not in desired.providers:
-        return None  # the refresh path says why
-    custody = open_custody(desired, identities, environ)
-    held = custody.read(name)
-    grant = held.grant
-    if grant is None or grant.status != "ok" or grant.access_token is None:
         return None
-    if is_due(grant, desired.refresh_before, desired.keepalive, utcnow()):
-        return None
-    if not held.recorded:
-        with contextlib.suppress(StaleState):  # another writer got in first: it records
-            custody.commit(held, grant, durable=False)
-    return grant.access_token
+    grant = usable_as_is(open_custody(desired, identities, environ), name, desired, utcnow())
+    return grant.access_token if grant is not None else None
 
 
 def issue_token(config_path: Path, name: str, environ: Mapping[str, str] | None = None) -> Issued:

@@ -18,7 +18,16 @@ from ..model import (
 from .schedule import refresh_reason
 
 #: Order in which actions on the same grant are listed and carried out.
-_ORDER = {"link": 0, "relink": 1, "write-secret": 2, "rekey": 3, "refresh": 4, "prune": 5}
+_ORDER = {
+    "link": 0,
+    "relink": 1,
+    "write-secret": 2,
+    "rekey": 3,
+    "detach": 4,
+    "attach": 5,
+    "refresh": 6,
+    "prune": 7,
+}
 #: Actions that rewrite the whole file, and with it its recipients.
 _REWRITES = {"link", "relink", "write-secret"}
 
@@ -36,7 +45,7 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
         if name in actual.unreadable:
             continue
         grant = actual.grants.get(name)
-        found = _oauth_actions(provider, grant, desired, now)
+        found = _oauth_actions(provider, grant, desired, actual, now)
         actions.extend(found)
         if grant is not None:
             actions.extend(_rekey(name, grant, desired, found))
@@ -62,21 +71,44 @@ def plan(desired: Desired, actual: Actual, now: datetime, *, prune: bool = False
             f"{len(undeclared)} grant file(s) no longer declared ({', '.join(undeclared)}); "
             "`reconcile apply --prune` revokes and deletes them"
         )
+    if actual.engine_unreached is not None:
+        notes.append(
+            f"the live state of attached grants was not read ({actual.engine_unreached}); "
+            "they are planned as their grant files record them"
+        )
     actions.sort(key=lambda a: (a.name, _ORDER[a.action]))
     return Plan(tuple(actions), tuple(notes))
 
 
 def _oauth_actions(
-    provider: Provider, grant: Grant | None, desired: Desired, now: datetime
+    provider: Provider, grant: Grant | None, desired: Desired, actual: Actual, now: datetime
 ) -> list[Action]:
     name = provider.name
     if grant is None:
         return [Action(name, "link", "not linked yet")]
+    if desired.coordination is None and grant.custody == "etcd":
+        return [Action(name, "detach", "coordination removed: its live state returns to the file")]
     reason = _relink_reason(provider, grant)
     if reason:
         return [Action(name, "relink", reason)]
+    if (
+        desired.coordination is not None
+        and grant.custody == "etcd"
+        and grant.revision is None
+        and actual.engine_unreached is None
+    ):
+        lost = "attached, but the coordination engine holds no state for it (namespace changed?)"
+        return [Action(name, "relink", lost)]
+    actions = []
+    if desired.coordination is not None and grant.kind == "oauth2" and grant.custody != "etcd":
+        engine = desired.coordination.namespace
+        actions.append(
+            Action(name, "attach", f"coordination declared: live state to etcd {engine}")
+        )
     reason = refresh_reason(grant, desired.refresh_before, desired.keepalive, now)
-    return [Action(name, "refresh", reason)] if reason else []
+    if reason:
+        actions.append(Action(name, "refresh", reason))
+    return actions
 
 
 def _relink_reason(provider: Provider, grant: Grant) -> str | None:

@@ -22,6 +22,11 @@ class GrantReport:
     obtained_at: datetime | None
     declared: bool
     reason: str | None = None
+    #: Where the live state is kept: ``files`` or ``etcd`` (SPEC §7).
+    custody: str = "files"
+    #: For ``etcd``: the state's revision and generation.
+    revision: int | None = None
+    generation: int | None = None
 
     @property
     def missing_scopes(self) -> tuple[str, ...]:
@@ -42,6 +47,12 @@ class GrantReport:
             "last_refresh": _rfc3339(self.obtained_at),
             "declared": self.declared,
             "reason": self.reason,
+            "custody": self.custody,
+            **(
+                {"revision": self.revision, "generation": self.generation}
+                if self.custody == "etcd"
+                else {}
+            ),
         }
 
 
@@ -80,6 +91,7 @@ def report(desired: Desired, actual: Actual, now: datetime) -> list[GrantReport]
                 name, grant.kind, status, scopes if provider else grant.scopes,
                 grant.granted_scopes,
                 grant.expires_at, grant.obtained_at, declared, reason,
+                grant.custody or "files", grant.revision, grant.generation,
             )
         )  # fmt: skip
     return rows

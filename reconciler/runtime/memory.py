@@ -53,10 +53,15 @@ _locks: dict[_Key, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
+#: Configs whose coordination engine a thread of this process follows (or that declare none).
+_followed: set[str] = set()
+
+
 def _reset_locks_after_fork() -> None:
     global _locks_guard
     _locks_guard = threading.Lock()
     _locks.clear()
+    _followed.clear()  # the following threads stay behind in the parent
 
 
 os.register_at_fork(after_in_child=_reset_locks_after_fork)
@@ -139,7 +144,40 @@ def _read(key: _Key) -> Secret:
         issued = operations.issue_token(Path(config_path), name)
     except Exception as error:
         _reraise(error)
+    _follow(config_path)
     return _keep(key, issued)
+
+
+def _follow(config_path: str) -> None:
+    """With ``coordination:`` declared, a daemon thread follows the engine (SPEC §7): a token
+    another process or machine commits replaces the one kept here at once."""
+    from pathlib import Path
+
+    if config_path in _followed:
+        return
+    _followed.add(config_path)
+    if operations.coordinated(Path(config_path)):
+        threading.Thread(
+            target=_following, args=(config_path,), name="reconciler-follow", daemon=True
+        ).start()
+
+
+def _following(config_path: str) -> None:
+    from pathlib import Path
+
+    stop = threading.Event()
+    while True:
+        try:
+            for name, issued in operations.follow(Path(config_path), stop):
+                key = (config_path, name)
+                with _lock_for(key):
+                    if issued is None:
+                        entries.pop(key, None)
+                    else:
+                        _keep(key, issued)
+            return
+        except Exception:  # a config being edited, an engine away: follow again shortly
+            time.sleep(1.0)
 
 
 def _force_refresh(key: _Key, rejected: Secret) -> Secret | None:

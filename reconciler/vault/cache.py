@@ -49,6 +49,7 @@ class CachedToken:
     __slots__ = (
         "access_token",
         "expires_at",
+        "generation",
         "grant_path",
         "obtained_at",
         "refresh_at",
@@ -65,6 +66,7 @@ class CachedToken:
         refresh_at: datetime | None,
         grant_path: str = "",
         retry_at: datetime | None = None,
+        generation: int | None = None,
     ) -> None:
         self.access_token = access_token
         self.token_type = token_type
@@ -77,6 +79,9 @@ class CachedToken:
         self.grant_path = grant_path
         #: After a transient failure to refresh: no new attempt before this moment.
         self.retry_at = retry_at
+        #: For a grant kept in the coordination engine: the state's generation the token
+        #: belongs to (a newer generation there replaces the entry); None otherwise.
+        self.generation = generation
 
     def is_fresh(self, now: datetime) -> bool:
         """Usable as is: not yet due for a refresh, or not yet expired while a refresh is
@@ -158,6 +163,7 @@ def read(
             refresh_at=_moment(entry["refresh_at"]),
             grant_path=entry["grant_path"],
             retry_at=_moment(entry["retry_at"]),
+            generation=int(entry["generation"]) if entry.get("generation") else None,
         )
     except (ValueError, TypeError, OverflowError):
         return None  # not written by us: a miss
@@ -266,6 +272,8 @@ def write(
         "refresh_at": _stamp(token.refresh_at),
         "retry_at": _stamp(token.retry_at),
     }
+    if token.generation is not None:
+        fields["generation"] = str(token.generation)
     path = Path(_entry_file(key, environ))
     data = pyrage.encrypt(_encode(fields), recipients)
     # A lost entry costs one refresh, and the grant file stays the durable record (a rotated

@@ -53,10 +53,12 @@ _STR_FIELDS = (
     "token_endpoint",
     "resource",
     "authorization_server",
+    "custody",
 )
 _CHOICES = {
     "kind": ("oauth2", "secret"),
-    "status": ("ok", "needs-relink"),
+    "status": ("ok", "needs-relink", "uncertain"),
+    "custody": ("files", "etcd"),
     "flow": ("authorization_code", "device_code", "client_credentials"),
 }
 

@@ -29,6 +29,11 @@ it is still the same after ``SETTLE_SECONDS``.
 ``.sops.yaml``) print the error and change nothing until the inputs change again. The process
 never dies on one.
 
+**Election.** With ``coordination:`` declared, one watcher among all machines is elected
+(``operations.leads``) to refresh grants ahead of expiry; the others leave `refresh` actions
+to it (tokens are still refreshed on demand by `reconcile token` and the runtime) and campaign
+again every lease, so a watcher that stops or dies is replaced.
+
 **Timer.** The next wake-up is the earliest refresh deadline of the plan's inputs: for every
 OAuth grant that is ``ok``, ``plan.schedule.next_refresh`` (the rule the plan's ``refresh``
 follows). Failed actions are held
@@ -209,6 +214,8 @@ class Watcher:
         self._poke = threading.Event()
         self._survey = Surveyor(self.config_path, os.environ if environ is None else environ)
         self._shown: dict[str, object] = {}
+        #: With coordination: another watcher is elected to refresh ahead of expiry.
+        self._standby = False
 
     # ----------------------------------------------------------------- reporting
 
@@ -346,9 +353,15 @@ class Watcher:
             plan = operations.make_plan(state, now, prune=self.prune)
             self._show_problems(state, plan)
             actions = self._actionable(plan, inputs, now)
+            if not self._elected(state):
+                actions = tuple(a for a in actions if a.action != "refresh")
             if not actions:
                 self.recorded = inputs
                 self.wake = self._next_wake(state, now)
+                if self._standby and state.desired.coordination is not None:
+                    # Campaign again a lease from now: the elected watcher may have gone.
+                    again = now + state.desired.coordination.lease
+                    self.wake = again if self.wake is None else min(self.wake, again)
                 wake = self.wake.strftime("%Y-%m-%dT%H:%M:%SZ") if self.wake else None
                 self.report(
                     Event(
@@ -383,6 +396,28 @@ class Watcher:
         # Still not settled: wait for the next change or deadline rather than spin.
         self.recorded = self._survey()
         self.wake = _now() + TIMER_FLOOR
+
+    def _elected(self, state) -> bool:
+        """With ``coordination:``, whether this watcher is the one elected to refresh ahead
+        of expiry (SPEC §7); the others leave refreshes to it and to on-demand reads."""
+        if state.desired.coordination is None:
+            return True
+        try:
+            elected = operations.leads(state, self.environ)
+        except Exception as error:  # the engine away: refreshing would be refused anyway
+            self._show_once("election", None, Event("error", message_of(error), "error"))
+            elected = False
+        if elected != (not self._standby) or "election" not in self._shown:
+            self._standby = not elected
+            self._shown["election"] = elected
+            text = (
+                "elected: this watcher refreshes grants ahead of expiry"
+                if elected
+                else "standby: another watcher refreshes ahead of expiry; grants are "
+                "refreshed here on demand only"
+            )
+            self.report(Event("elected" if elected else "standby", text, fields={}))
+        return elected
 
     def _settling(self, before: Inputs) -> bool:
         """True when the inputs changed during a short wait (a save caught half-way)."""

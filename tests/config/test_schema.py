@@ -141,6 +141,8 @@ def test_provider_fields_are_the_spec_list_plus_preset_vars(schema: dict) -> Non
         "redirect_uri",
         "mcp",
         "client_metadata_url",
+        "rotation_grace",  # SPEC §7
+        "rotates_refresh_tokens",  # with coordination: which grants may refresh without it
     }
 
 

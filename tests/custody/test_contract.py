@@ -1,5 +1,6 @@
-"""The custody contract: what every backend (grant files today; etcd next) must do. Each test
-runs against every implementation in ``IMPLEMENTATIONS``; a new backend adds itself there."""
+"""The custody contract: what every backend (grant files, etcd) must do. Each test runs
+against every implementation in ``IMPLEMENTATIONS``; a new backend adds itself there. The etcd
+one needs a real etcd member (marked ``cluster``)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ from pathlib import Path
 import pytest
 
 from reconciler.custody import Held, StaleState
+from reconciler.custody.etcd import EtcdCustody
 from reconciler.custody.files import FileCustody
-from reconciler.model import Desired, Grant, Provider, Secret
+from reconciler.model import Coordination, Desired, Grant, Provider, Secret
 from reconciler.vault.sops.keys import load_identities
 from tests.support import new_identity
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-IMPLEMENTATIONS = ["files"]
+IMPLEMENTATIONS = ["files", pytest.param("etcd", marks=pytest.mark.cluster)]
 
 
 class Backend:
     """One store (a config, its grant state, this machine's identity) and its custodies."""
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, coordination: Coordination | None = None) -> None:
         self.kind = kind
         key_file = root / "keys.txt"
         recipient = new_identity(key_file)
@@ -43,18 +45,27 @@ class Backend:
             keepalive=timedelta(days=7),
             providers={"api": Provider(name="api", client_id="cid")},
             secrets={},
+            coordination=coordination,
         )
 
     def custody(self):
         """A fresh custody, as another process of this machine would open it."""
         if self.kind == "files":
             return FileCustody(self.desired, self.identities, self.environ)
+        if self.kind == "etcd":
+            return EtcdCustody(self.desired, self.identities, self.environ)
         raise AssertionError(self.kind)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
 def backend(request, tmp_path) -> Backend:
-    return Backend(request.param, tmp_path)
+    coordination = None
+    if request.param == "etcd":
+        server, namespace = request.getfixturevalue("etcd")
+        coordination = Coordination(
+            endpoints=tuple(server.endpoints), namespace=namespace, lease=timedelta(seconds=5)
+        )
+    return Backend(request.param, tmp_path, coordination)
 
 
 def grant(refresh: str = "rt-1", access: str = "at-1", **fields) -> Grant:

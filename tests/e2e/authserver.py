@@ -14,9 +14,11 @@ Test knobs (plain attributes, change them at any time): ``consent`` and ``device
 ``device_interval``, ``device_expires_in``, ``force_slow_down`` (answer ``slow_down`` to that
 many polls), ``omit_scope`` (no ``scope`` in token responses), ``iss_in_response``,
 ``metadata_mode`` (``"both"`` / ``"rfc8414"`` / ``"openid"`` / ``"none"``),
-``metadata_overrides``, ``clock`` (seconds; a fake clock makes device polling deterministic).
+``metadata_overrides``, ``clock`` (seconds; a fake clock makes device polling deterministic),
+``revoke_on_reuse`` (RFC 9700 §4.14.2: presenting a refresh token already rotated revokes every
+token of its grant), ``keep_refresh_tokens`` (client ids whose refresh tokens do not rotate).
 Observations: ``token_calls`` (Counter by grant type), ``requests`` (every request received),
-``device_polls``, ``tokens``.
+``device_polls``, ``tokens``, ``reuse_detected``.
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class Token(TokenMixin):
     clock: Callable[[], float] = field(repr=False, default=time.time)
     access_revoked: bool = False
     refresh_revoked: bool = False
+    #: The grant this token belongs to: kept across refreshes (for ``revoke_on_reuse``).
+    family: int = 0
 
     def check_client(self, client):
         return client.get_client_id() == self.client.client_id
@@ -336,14 +340,24 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):
         if token is None:
             raise InvalidGrantError("Unknown refresh token.")
         if token.refresh_revoked:
+            self.server.state.reused(token)
             raise InvalidGrantError("The refresh token has been revoked.")
         return token
 
     def authenticate_user(self, refresh_token):
         return refresh_token.user
 
+    def _keeps(self, refresh_token) -> bool:
+        return refresh_token.client.client_id in self.server.state.keep_refresh_tokens
+
+    def issue_token(self, user, refresh_token):
+        if self._keeps(refresh_token):
+            self.INCLUDE_NEW_REFRESH_TOKEN = False  # this request's grant object only
+        return super().issue_token(user, refresh_token)
+
     def revoke_old_credential(self, refresh_token):
-        refresh_token.refresh_revoked = True
+        if not self._keeps(refresh_token):
+            refresh_token.refresh_revoked = True
 
 
 class CredentialsGrant(grants.ClientCredentialsGrant):
@@ -440,6 +454,9 @@ class AuthServer:
         self.metadata_mode = "both"
         self.metadata_overrides: dict[str, Any] = {}
         self.clock: Callable[[], float] = time.time
+        self.revoke_on_reuse = False
+        self.keep_refresh_tokens: set[str] = set()
+        self.reuse_detected = 0
         self.token_calls: Counter[str] = Counter()
         self.device_polls = 0
         self.requests: list[RecordedRequest] = []
@@ -556,8 +573,20 @@ class AuthServer:
 
     # storage callbacks
 
-    def _save_token(self, token: dict, request: OAuth2Request) -> None:
+    def reused(self, token: Token) -> None:
+        """A rotated refresh token was presented again: with ``revoke_on_reuse``, the grant
+        ends (every token of its family is revoked)."""
         with self.lock:
+            self.reuse_detected += 1
+            if self.revoke_on_reuse:
+                for one in self.tokens:
+                    if one.family == token.family:
+                        one.access_revoked = one.refresh_revoked = True
+
+    def _save_token(self, token: dict, request: OAuth2Request) -> None:
+        previous = getattr(request, "refresh_token", None)
+        with self.lock:
+            family = previous.family if isinstance(previous, Token) else len(self.tokens) + 1
             self.tokens.append(
                 Token(
                     client=request.client,
@@ -568,6 +597,7 @@ class AuthServer:
                     issued_at=self.clock(),
                     expires_in=int(token.get("expires_in") or 0),
                     clock=self.clock,
+                    family=family,
                 )
             )
         if self.omit_scope:

@@ -1,0 +1,1118 @@
+"""Grant state in etcd v3, for many machines (SPEC §7).
+
+Git keeps each grant's identity: its file, with plaintext ``custody: etcd`` and no refresh
+or access token. The engine keeps the live state, under ``<namespace>/``:
+
+- ``grants/<name>``: the grant (refresh and access token, expiry, status, a generation counter
+  one more on every commit), age-encrypted to the grant file's recipients;
+- ``locks/<name>``: the refresh lock, a key bound to a lease that its holder keeps alive;
+- ``inflight/<name>``: the intent of a request to the provider, on a lease of its own that
+  outlives the request's deadline;
+- ``leader``: the ``--watch`` elected to refresh ahead of expiry.
+
+Every value is age-encrypted (the lock and intent too, which name their holder): nothing in
+etcd is plaintext.
+
+A refresh (``lifecycle``): ``single_flight`` takes the lock, re-reads the state, and finishes
+a local escrow left by a run that died after the provider answered; ``in_flight`` checks the
+lock before anything is sent (a lease that could not be renewed sends nothing), records the
+intent and keeps the provider's answer in the escrow; ``commit`` is a compare-and-swap on the
+revision read under the lock, which removes the intent. Correctness comes from that
+compare-and-swap: a holder whose lease ran out while it was stopped commits only if nobody
+committed since, and is otherwise refused. A refresh token is never presented while another
+request's intent is alive (``Held.in_flight``), unless the provider declares
+``rotation_grace``.
+
+This machine's token cache stays the first level (``vault.cache``): a cached token is served
+without contacting etcd; its entry records the generation it belongs to.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..config import resolve_reference
+from ..errors import ReconcilerError
+from ..model import Actual, Coordination, Desired, Grant, Secret
+from ..plan.schedule import access_deadline
+from ..vault import cache, store
+from ..vault.errors import VaultError
+from ..vault.files import atomic_write
+from ..vault.fingerprint import of_file
+from ..vault.sops.keys import parse_recipient
+from . import etcd_gateway as gw
+from . import failpoints
+from .protocol import EngineUnavailable, Flight, Held, StaleState
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
+
+#: The fields of the live state: in the engine only, never in the grant file.
+LIVE = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "secondary_token",
+    "token_type",
+    "expires_at",
+    "obtained_at",
+)
+_SECRETS = (
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "value",
+    "client_secret",
+    "secondary_token",
+)
+_TIMES = ("expires_at", "obtained_at")
+_TUPLES = ("scopes", "granted_scopes")
+#: Grant fields a state record carries (what the file adds: recipients, version, sealing).
+_RECORDED = tuple(
+    f.name
+    for f in fields(Grant)
+    if f.name not in ("recipients", "modified", "sealed", "decrypted", "revision", "generation")
+)
+STATE_FORMAT = 1
+#: Seconds of lock lease that must be left, by this process's count, to send a request
+#: without renewing the lease first.
+RENEWED_MARGIN = 1.0
+
+
+class LockTimeout(ReconcilerError):
+    """The grant's lock was not free within the time allowed."""
+
+
+class LockLost(ReconcilerError):
+    """The lock's lease could not be renewed: nothing was sent to the provider."""
+
+
+# ---------------------------------------------------------------------------------------
+# Values: a grant as a state record, encrypted.
+
+
+def _moment(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _stamp(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def to_record(grant: Grant) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for name in _RECORDED:
+        value = getattr(grant, name)
+        if name in _SECRETS:
+            value = value.reveal() if isinstance(value, Secret) else None
+        elif name in _TIMES:
+            value = _stamp(value)
+        elif name in _TUPLES:
+            value = list(value)
+        elif name == "extra":
+            value = dict(value)
+        record[name] = value
+    return record
+
+
+def from_record(record: Mapping[str, Any]) -> Grant:
+    values: dict[str, Any] = {}
+    for name in _RECORDED:
+        if name not in record:
+            continue
+        value = record[name]
+        if name in _SECRETS:
+            value = Secret(value) if value is not None else None
+        elif name in _TIMES:
+            value = _moment(value)
+        elif name in _TUPLES:
+            value = tuple(value or ())
+        elif name == "extra":
+            value = dict(value or {})
+        values[name] = value
+    return Grant(**values)
+
+
+def encrypt(data: Mapping[str, Any], recipients: tuple[str, ...]) -> bytes:
+    import pyrage  # the age library: loaded with the vault it belongs to
+
+    if not recipients:
+        raise VaultError("no age recipients to encrypt the engine's state to")
+    parsed = [parse_recipient(r) for r in recipients]
+    return bytes(pyrage.encrypt(json.dumps(data).encode("utf-8"), parsed))
+
+
+def decrypt(blob: bytes, identities: Identities) -> dict[str, Any]:
+    import pyrage
+
+    try:
+        data = json.loads(pyrage.decrypt(blob, list(identities)))
+    except (pyrage.DecryptError, ValueError) as error:
+        raise VaultError(
+            f"a value in the coordination engine cannot be decrypted: {error}"
+        ) from None
+    if not isinstance(data, dict):
+        raise VaultError("a value in the coordination engine is not a state record")
+    return data
+
+
+@dataclass(frozen=True)
+class _Basis:
+    #: The state's ``mod_revision`` when it was read (0: none); what a commit compares.
+    revision: int
+    generation: int
+    #: The grant as the engine holds it (None: no state yet).
+    stored: Grant | None
+    retry_at: datetime | None = None
+    #: The recipients the state is encrypted to.
+    recipients: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------
+# Gateways: one per engine and process, so that connections are reused.
+
+_gateways: dict[tuple[Any, ...], gw.Gateway] = {}
+_gateways_lock = threading.Lock()
+
+
+def _forget_gateways() -> None:
+    """A forked child (apply's refresh workers) opens its own connections and leases."""
+    global _gateways_lock
+    _gateways.clear()
+    _sessions.clear()
+    _gateways_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_gateways)
+
+
+def gateway_for(
+    coordination: Coordination, base_dir: Path, environ: Mapping[str, str]
+) -> gw.Gateway:
+    key = (
+        coordination.endpoints,
+        coordination.username,
+        coordination.password_ref,
+        coordination.ca_file,
+        coordination.cert_file,
+        coordination.key_file,
+    )
+    with _gateways_lock:
+        found = _gateways.get(key)
+        if found is not None:
+            return found
+        password = None
+        if coordination.password_ref:
+            password = resolve_reference(
+                coordination.password_ref,
+                base_dir=base_dir,
+                owner="coordination.etcd.password",
+                environ=environ,
+            )
+        timeout = float(environ.get("RECONCILER_ENGINE_TIMEOUT", "5"))
+        made = gw.Gateway(
+            coordination.endpoints,
+            username=coordination.username,
+            password=password,
+            ca_file=coordination.ca_file,
+            cert_file=coordination.cert_file,
+            key_file=coordination.key_file,
+            timeout=timeout,
+        )
+        _gateways[key] = made
+        return made
+
+
+def _holder() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+
+# ---------------------------------------------------------------------------------------
+# This process's leases (as etcd's concurrency.Session): one for its locks, one for its
+# intents, kept alive by one thread while the process runs. A process that stops or dies
+# loses its locks a lease after its last renewal, and its intents an intent lease after it.
+
+_sessions: dict[tuple[int, float, float], _Session] = {}
+
+
+class _Session:
+    def __init__(self, gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> None:
+        self.gateway = gateway
+        self.lock_ttl = lock_ttl
+        self.intent_ttl = intent_ttl
+        self.renewed = time.monotonic()  # (before the grant: see ``renew``)
+        self.lock_lease = gateway.grant(lock_ttl)
+        self.intent_lease = 0
+        self.lost = False
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="etcd-session", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lock_ttl / 3):
+            if not self.renew():
+                return
+
+    def renew(self) -> bool:
+        """Renew both leases now; False once the lock lease is lost (expired, or not renewed
+        in time)."""
+        # The lease runs from when the engine renewed it, which is after this moment: counted
+        # from here, ``remaining`` never promises more than the engine grants.
+        sent = time.monotonic()
+        try:
+            left = self.gateway.keepalive(self.lock_lease)
+            if self.intent_lease and self.gateway.keepalive(self.intent_lease) <= 0:
+                self.intent_lease = 0  # expired while this process was stopped: a new one
+        except (EngineUnavailable, gw.EngineError):
+            if self.remaining() <= 0:
+                self.lost = True
+            return not self.lost
+        if left > 0 and not self.lost:
+            self.renewed = sent
+        else:
+            self.lost = True
+        return not self.lost
+
+    def remaining(self) -> float:
+        """Seconds the lock lease is known to last (from its last renewal)."""
+        return self.lock_ttl - (time.monotonic() - self.renewed)
+
+    def intent(self) -> int:
+        with self._guard:
+            if not self.intent_lease:
+                self.intent_lease = self.gateway.grant(self.intent_ttl)
+            return self.intent_lease
+
+    def close(self) -> None:
+        """Release the locks now. The intent lease is left to expire: an intent still on it
+        belongs to a request whose answer was not committed (it is in this machine's escrow),
+        and must keep other machines from presenting the refresh token meanwhile."""
+        self._stop.set()
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            self.gateway.revoke(self.lock_lease)
+
+
+def _session(gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> _Session:
+    key = (id(gateway), lock_ttl, intent_ttl)
+    with _gateways_lock:
+        found = _sessions.get(key)
+        if found is None or found.lost:
+            found = _sessions[key] = _Session(gateway, lock_ttl, intent_ttl)
+        return found
+
+
+@atexit.register
+def _close_sessions() -> None:
+    """Locks go with the process (a stopped or killed one keeps them a lease longer)."""
+    for session in list(_sessions.values()):
+        session.close()
+
+
+@dataclass
+class _Lock:
+    """One held lock: its key, bound to the session's lock lease, created at ``revision``."""
+
+    session: _Session
+    key: bytes
+    lease: int
+    revision: int
+    released: bool = False
+
+    def renew(self) -> bool:
+        return self.session.renew() and self.session.lock_lease == self.lease
+
+    @property
+    def lost(self) -> bool:
+        return self.session.lost or self.session.lock_lease != self.lease
+
+
+class _Flight:
+    def __init__(self, custody: EtcdCustody, held: Held) -> None:
+        self.custody = custody
+        self.held = held
+
+    def escrow(self, grant: Grant) -> None:
+        self.custody._write_escrow(self.held, grant)
+        failpoints.hit("after-answer")
+
+
+class EtcdCustody:
+    """``custody.Custody`` over etcd v3 (live state) and the grant files (identity)."""
+
+    kind = "etcd"
+
+    def __init__(
+        self,
+        desired: Desired,
+        identities: Identities | None,
+        environ: Mapping[str, str] | None = None,
+        coordination: Coordination | None = None,
+    ) -> None:
+        self.desired = desired
+        self.identities = identities
+        self.environ = os.environ if environ is None else environ
+        found = coordination or desired.coordination
+        if found is None:
+            raise ValueError("EtcdCustody needs `coordination:`")
+        self.coordination = found
+        self.gateway = gateway_for(found, desired.path.parent, self.environ)
+        self.prefix = found.namespace.strip("/").encode("utf-8") + b"/"
+        self._locks: dict[str, _Lock] = {}
+
+    # ---------------------------------------------------------------------------- keys
+
+    def key(self, kind: str, name: str = "") -> bytes:
+        return self.prefix + f"{kind}/{name}".encode()
+
+    def path(self, name: str) -> Path:
+        return store.grant_path(self.desired.store_dir, name)
+
+    def _recipients(self, name: str, grant: Grant | None = None) -> tuple[str, ...]:
+        found = self.desired.recipients.get(name) or (grant.recipients if grant else ())
+        if not found:
+            raise VaultError(f"{name}: no age recipients to encrypt its live state to")
+        return tuple(found)
+
+    # ------------------------------------------------------------------------- reading
+
+    def _decode(self, name: str, kv: gw.KeyValue | None) -> _Basis:
+        if kv is None:
+            return _Basis(0, 0, None)
+        if not self.identities:
+            raise VaultError(f"{name}: no age identity to decrypt its live state with")
+        record = decrypt(kv.value, self.identities)
+        grant = from_record(record["grant"])
+        return _Basis(
+            kv.mod_revision,
+            int(record.get("generation", 0)),
+            grant,
+            _moment(record.get("retry_at")),
+            tuple(record.get("recipients") or ()),
+        )
+
+    def _file(self, name: str, identities: Identities | None) -> Grant | None:
+        path = self.path(name)
+        if of_file(path) is None:
+            return None
+        return store.read_grant(path, identities)
+
+    def _held(self, name: str, basis: _Basis, file: Grant | None) -> Held:
+        if basis.stored is None:
+            # Not attached yet (the file holds it all), or attached and the engine has lost
+            # its state: then only the grant's identity is known.
+            return Held(name, file, basis)
+        grant = replace(
+            basis.stored,
+            custody="etcd",
+            recipients=file.recipients if file is not None else basis.recipients,
+            modified=file.modified if file is not None else None,
+            sealed=file.sealed if file is not None else frozenset(),
+            decrypted=True,
+            revision=basis.revision,
+            generation=basis.generation,
+        )
+        return Held(
+            name, grant, basis, retry_at=basis.retry_at, recorded=self._recorded(name, grant)
+        )
+
+    def read(self, name: str) -> Held:
+        basis = self._decode(name, self.gateway.get(self.key("grants", name)))
+        # An attached grant's file holds no secret it needs: its plaintext is enough.
+        file = self._file(name, self.identities if basis.stored is None else None)
+        return self._held(name, basis, file)
+
+    def scan(self, *, decrypt: bool = True) -> tuple[Actual, Mapping[str, Held]]:
+        """The grant files, with the engine's live state laid over every attached one.
+        Without ``decrypt``, the engine is still asked for each state's revision."""
+        actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
+        try:
+            _, found = self.gateway.range(self.key("grants"), prefix=True, keys_only=not decrypt)
+        except EngineUnavailable as error:
+            # The files still say what is declared and linked (plan, status, attach in CI);
+            # whatever needs the live state says why it cannot be had.
+            as_filed = {
+                name: Held(name, grant, _Basis(0, 0, None)) for name, grant in actual.grants.items()
+            }
+            return replace(actual, engine_unreached=str(error)), as_filed
+        states = {kv.key[len(self.key("grants")) :].decode("utf-8"): kv for kv in found}
+        grants: dict[str, Grant] = dict(actual.grants)
+        held: dict[str, Held] = {}
+        unreadable = dict(actual.unreadable)
+        for name, file in actual.grants.items():
+            kv = states.get(name)
+            if file.custody != "etcd" or kv is None:
+                held[name] = Held(name, file, _Basis(0, 0, None))
+                continue
+            if not decrypt or not actual.decrypted:
+                grants[name] = replace(file, revision=kv.mod_revision)
+                continue
+            try:
+                basis = self._decode(name, kv)
+            except VaultError as error:
+                unreadable[name] = str(error)
+                grants.pop(name)
+                continue
+            one = self._held(name, basis, file)
+            held[name] = one
+            if one.grant is not None:
+                grants[name] = one.grant
+        if decrypt and actual.decrypted:
+            # Linked on another machine, its file not pulled here yet: the engine's state is
+            # the grant (its file is written here by the next commit).
+            for name in sorted(set(states) - set(actual.grants) - set(unreadable)):
+                if name not in self.desired.providers:
+                    continue
+                try:
+                    one = self._held(name, self._decode(name, states[name]), None)
+                except VaultError as error:
+                    unreadable[name] = str(error)
+                    continue
+                held[name] = one
+                if one.grant is not None:
+                    grants[name] = one.grant
+        return replace(actual, grants=grants, unreadable=unreadable), held
+
+    # ------------------------------------------------------------------ the local cache
+
+    def _recorded(self, name: str, grant: Grant) -> bool:
+        entry = self._cached(name)
+        return (
+            entry is not None
+            and entry.generation == grant.generation
+            and entry.access_token == grant.access_token
+        )
+
+    def _cached(self, name: str) -> cache.CachedToken | None:
+        if not self.identities:
+            return None
+        entry = cache.read(
+            self.desired.path, name, self.identities, self.environ, config_unchanged=False
+        )
+        if entry is None or entry.grant_path != str(self.path(name)):
+            return None
+        return entry
+
+    def cached(self, name: str) -> cache.CachedToken | None:
+        """This machine's cached token for ``name`` (for serving while the engine is away)."""
+        return self._cached(name)
+
+    def _record(self, name: str, grant: Grant, retry_at: datetime | None) -> bool:
+        recordable = (
+            grant.kind == "oauth2"
+            and grant.status in ("ok", "uncertain")
+            and grant.access_token is not None
+            and grant.obtained_at is not None
+            and bool(self.identities)
+            and of_file(self.path(name)) is not None
+        )
+        if not recordable:
+            cache.drop(self.desired.path, name, self.environ)
+            return False
+        assert grant.access_token is not None and self.identities is not None
+        entry = cache.CachedToken(
+            access_token=grant.access_token,
+            token_type=grant.token_type,
+            expires_at=grant.expires_at,
+            obtained_at=grant.obtained_at,
+            refresh_at=access_deadline(
+                grant.expires_at, grant.obtained_at, self.desired.refresh_before
+            ),
+            retry_at=retry_at,
+            generation=grant.generation,
+        )
+        cache.write(self.desired.path, name, self.path(name), entry, self.identities, self.environ)
+        if self._mirrors(name):
+            self._write_mirror(name, grant)
+        return True
+
+    def leads(self) -> bool:
+        """Campaign for ``<namespace>/leader``, bound to this process's lock lease: the first
+        to create it leads while its lease lives (a stopped or dead leader is replaced a
+        lease later)."""
+        session = self._session()
+        key = self.key("leader")
+        value = encrypt(
+            _holder(), tuple(sorted({r for t in self.desired.recipients.values() for r in t}))
+        )
+        result = self.gateway.txn(
+            [gw.compare_create(key, 0)], [gw.put(key, value, session.lock_lease)], [gw.get(key)]
+        )
+        if result.succeeded:
+            return True
+        current = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+        return current is not None and current.lease == session.lock_lease
+
+    def keep(self, held: Held) -> bool:
+        grant = held.grant
+        if grant is None or grant.status == "needs-relink" or grant.access_token is None:
+            return False
+        return held.recorded or self._record(held.name, grant, held.retry_at)
+
+    # -------------------------------------------------------------- without the engine
+
+    def _mirror_path(self, name: str) -> Path:
+        folder = Path(os.path.dirname(cache.cache_dir(self.environ))) / "engine"
+        key = f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}\0{name}"
+        return folder / f"{cache._hash(key)}.age"
+
+    def _mirrors(self, name: str) -> bool:
+        """Only a grant whose provider keeps its refresh token may be refreshed without the
+        engine, so only such a grant's state is mirrored on this machine."""
+        provider = self.desired.providers.get(name)
+        return provider is not None and not provider.rotates_refresh_tokens
+
+    def _write_mirror(self, name: str, grant: Grant) -> None:
+        import pyrage
+
+        recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
+        if not recipients:
+            return
+        data = json.dumps(
+            {"name": name, "revision": grant.revision, "generation": grant.generation,
+             "grant": to_record(grant)}
+        ).encode("utf-8")  # fmt: skip
+        path = self._mirror_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, bytes(pyrage.encrypt(data, recipients)), mode=0o600)
+
+    def _read_mirror(self, name: str) -> Grant | None:
+        import pyrage
+
+        try:
+            blob = self._mirror_path(name).read_bytes()
+            data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
+            if data["name"] != name:
+                return None
+            return replace(
+                from_record(data["grant"]),
+                revision=data.get("revision"),
+                generation=data.get("generation"),
+            )
+        except (OSError, pyrage.DecryptError, ValueError, KeyError, TypeError):
+            return None
+
+    def offline(self, name: str) -> Held | None:
+        """The grant from this machine alone: its file, the state it last mirrored (grants
+        that do not rotate only) and its cached access token."""
+        try:
+            file = self._file(name, self.identities)
+        except VaultError:
+            file = None
+        mirrored = self._read_mirror(name) if self._mirrors(name) else None
+        grant = mirrored or file
+        if grant is None:
+            return None
+        entry = self._cached(name)
+        if entry is not None and (
+            grant.obtained_at is None
+            or (entry.obtained_at is not None and entry.obtained_at >= grant.obtained_at)
+        ):
+            grant = replace(
+                grant,
+                access_token=entry.access_token,
+                token_type=entry.token_type or grant.token_type,
+                expires_at=entry.expires_at,
+                obtained_at=entry.obtained_at,
+            )
+        revision = mirrored.revision or 0 if mirrored is not None else 0
+        generation = mirrored.generation or 0 if mirrored is not None else 0
+        return Held(name, grant, _Basis(revision, generation, mirrored))
+
+    def commit_offline(self, held: Held, grant: Grant) -> None:
+        """A refresh made without the engine: kept in this machine's cache and mirror; a new
+        refresh token also goes to the escrow, committed when the engine is back (if nobody
+        committed since)."""
+        basis = held.basis
+        previous = basis.stored if isinstance(basis, _Basis) else None
+        done = replace(
+            grant,
+            custody="etcd",
+            revision=previous.revision if previous is not None else None,
+            generation=previous.generation if previous is not None else None,
+        )
+        self._record(held.name, done, None)
+        if previous is not None and grant.refresh_token != previous.refresh_token:
+            self._write_escrow(held, grant)
+
+    # ------------------------------------------------------------------------ escrow
+
+    def _escrow_path(self, name: str) -> Path:
+        folder = Path(os.path.dirname(cache.cache_dir(self.environ))) / "escrow"
+        key = f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}\0{name}"
+        return folder / f"{cache._hash(key)}.age"
+
+    def _write_escrow(self, held: Held, grant: Grant) -> None:
+        """The provider's answer, encrypted to this machine's identities, until committed."""
+        import pyrage
+
+        assert isinstance(held.basis, _Basis)
+        if not self.identities:
+            return
+        recipients = [i.to_public() for i in self.identities if hasattr(i, "to_public")]
+        if not recipients:
+            return
+        data = json.dumps(
+            {"name": held.name, "revision": held.basis.revision, "grant": to_record(grant)}
+        ).encode("utf-8")
+        path = self._escrow_path(held.name)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(path, bytes(pyrage.encrypt(data, recipients)), mode=0o600)
+
+    def _read_escrow(self, name: str) -> tuple[int, Grant] | None:
+        import pyrage
+
+        path = self._escrow_path(name)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
+            if data["name"] != name:
+                return None
+            return int(data["revision"]), from_record(data["grant"])
+        except (pyrage.DecryptError, ValueError, KeyError, TypeError):
+            self._drop_escrow(name)
+            return None
+
+    def _drop_escrow(self, name: str) -> None:
+        # Not durable: an escrow that comes back after a crash is older than the state it
+        # was sent from, and is discarded.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._escrow_path(name))
+
+    def _settle_escrow(self, name: str, basis: _Basis) -> _Basis:
+        """An answer a run on this machine got and never committed: committed now if the
+        state is still the one it was sent from (it is then the newest), else discarded."""
+        found = self._read_escrow(name)
+        if found is None:
+            return basis
+        revision, grant = found
+        if revision != basis.revision:
+            self._drop_escrow(name)
+            return basis
+        held = Held(name, basis.stored, basis)
+        recipients = self._recipients(name, basis.stored)
+        committed = self.commit(held, grant, durable=True, recipients=recipients, release=False)
+        assert isinstance(committed.basis, _Basis)
+        return committed.basis
+
+    # --------------------------------------------------------------------- single flight
+
+    def _session(self) -> _Session:
+        lease = self.coordination.lease.total_seconds()
+        deadlines = [p.request_deadline for p in self.desired.providers.values()] or [30.0]
+        return _session(self.gateway, lease, max(deadlines) + lease)
+
+    def _acquire(
+        self, name: str, timeout: float | None
+    ) -> tuple[_Lock, gw.KeyValue | None, gw.KeyValue | None]:
+        """The lock, and under it the state and any intent, in one round trip."""
+        lock_key = self.key("locks", name)
+        state_key, intent_key = self.key("grants", name), self.key("inflight", name)
+        holder = encrypt(_holder() | {"nonce": os.urandom(8).hex()}, self._recipients(name))
+        ends = None if timeout is None else time.monotonic() + timeout
+        while True:
+            session = self._session()
+            lease = session.lock_lease
+            result = self.gateway.txn(
+                [gw.compare_create(lock_key, 0)],
+                [gw.put(lock_key, holder, lease), gw.get(state_key), gw.get(intent_key)],
+                [gw.get(lock_key)],
+            )
+            if result.succeeded:
+                state = result.ranges[0][0] if result.ranges[0] else None
+                intent = result.ranges[1][0] if result.ranges[1] else None
+                return _Lock(session, lock_key, lease, result.revision), state, intent
+            current = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+            if current is not None and current.value == holder:  # a retry that had applied
+                lock = _Lock(session, lock_key, lease, current.create_revision)
+                state = self.gateway.get(state_key)
+                return lock, state, self.gateway.get(intent_key)
+            if current is None:
+                continue  # released between the compare and the read
+            left = None if ends is None else ends - time.monotonic()
+            if left is not None and left <= 0:
+                raise LockTimeout(
+                    f"{name}: another machine or process holds its refresh lock; "
+                    "try again in a moment"
+                )
+            # Wait for the holder's key to go (released, or its lease expired).
+            wait = session.lock_ttl / 3 if left is None else min(left, session.lock_ttl / 3)
+            try:
+                for event in self.gateway.watch(
+                    lock_key, start_revision=result.revision + 1, timeout=wait
+                ):
+                    if event.kind == "delete":
+                        break
+            except EngineUnavailable:
+                time.sleep(0.05)  # that member went away: try again through another
+
+    def _release(self, lock: _Lock) -> None:
+        if lock.released:
+            return
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            self.gateway.txn([gw.compare_create(lock.key, lock.revision)], [gw.delete(lock.key)])
+        lock.released = True
+
+    @contextlib.contextmanager
+    def single_flight(
+        self,
+        name: str,
+        known: Held | None = None,
+        timeout: float | None = None,
+        *,
+        replacing: bool = False,
+    ) -> Iterator[Held]:
+        """The grant's lock (held by one process on any machine), then its state: ``known``
+        while the engine shows the same revision, else read again. The lock is released by
+        the commit (in its transaction), else on leaving."""
+        lock, kv, intent = self._acquire(name, timeout)
+        self._locks[name] = lock
+        try:
+            if replacing:
+                try:
+                    file = self._file(name, None)
+                except VaultError:
+                    file = None
+                revision = kv.mod_revision if kv is not None else 0
+                yield Held(name, file, _Basis(revision, self._generation(name, kv), None))
+                return
+            if (
+                known is not None
+                and isinstance(known.basis, _Basis)
+                and kv is not None
+                and known.basis.revision == kv.mod_revision
+                and known.grant is not None
+            ):
+                basis = known.basis
+            else:
+                basis = self._decode(name, kv)
+            settled = self._settle_escrow(name, basis)
+            if settled is not basis:
+                basis, intent = settled, None  # the commit removed the intent
+            # An attached grant's file holds no secret it needs: its plaintext is enough.
+            file = self._file(name, self.identities if basis.stored is None else None)
+            held = self._held(name, basis, file)
+            yield replace(held, in_flight=self._describe_intent(name, intent))
+        finally:
+            self._locks.pop(name, None)
+            self._release(lock)
+
+    def _generation(self, name: str, kv: gw.KeyValue | None) -> int:
+        return self._decode(name, kv).generation if kv is not None and self.identities else 0
+
+    def _describe_intent(self, name: str, intent: gw.KeyValue | None) -> str | None:
+        """Why the refresh token must wait: an intent left by a request that was sent and
+        never committed (a holder that stopped or died), until its lease expires."""
+        if intent is None:
+            return None
+        left = 0
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            answer = self.gateway.call("/v3/lease/timetolive", {"ID": str(intent.lease)})
+            left = int(answer.get("TTL", 0))
+        who = ""
+        with contextlib.suppress(VaultError, KeyError):
+            holder = decrypt(intent.value, self.identities or [])
+            who = f" by {holder['host']} (pid {holder['pid']})"
+        return (
+            f"{name}: a refresh sent{who} has not been committed, so its refresh token may "
+            f"already have been used; it is not presented again until that request's intent "
+            f"expires (in about {max(left, 1)} s), unless the provider declares "
+            "`rotation_grace`. Try again then."
+        )
+
+    # ----------------------------------------------------------------------- in flight
+
+    @contextlib.contextmanager
+    def in_flight(self, held: Held, budget: float) -> Iterator[Flight]:
+        """Before sending: the lock must be renewable now and the request must fit in the
+        intent's lease; then the intent is recorded. On a failure before an answer that is
+        not ambiguous, the intent is removed; an ambiguous one (timeout, reset) keeps it
+        until its lease expires."""
+        lock = self._locks.get(held.name)
+        if lock is None or lock.lost:
+            raise LockLost(self._lost(held.name))
+        intent_key = self.key("inflight", held.name)
+        value = encrypt(
+            {**_holder(), "revision": getattr(held.basis, "revision", 0)},
+            self._recipients(held.name, held.grant),
+        )
+        self.gateway.put(intent_key, value, lock.session.intent())
+        failpoints.hit("before-send")
+        # The last check before the request: this process may have been stopped since the
+        # first one, and its lease lost meanwhile; then another machine may hold the lock.
+        # The monotonic clock runs on while a process is stopped, so a lease renewed recently
+        # enough needs no round trip to be known alive.
+        if (lock.lost or lock.session.remaining() < RENEWED_MARGIN) and not lock.renew():
+            with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                self.gateway.delete(intent_key)  # nothing was sent: the intent can go
+            raise LockLost(self._lost(held.name))
+        try:
+            yield _Flight(self, held)
+        except BaseException as error:
+            with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                if getattr(error, "ambiguous", False):
+                    # The request may have been acted on: the intent stays for a whole
+                    # intent lease of its own, whatever becomes of this process.
+                    lease = self.gateway.grant(lock.session.intent_ttl)
+                    self.gateway.put(intent_key, value, lease)
+                else:
+                    self.gateway.delete(intent_key)
+            raise
+
+    @staticmethod
+    def _lost(name: str) -> str:
+        return (
+            f"{name}: the refresh lock's lease was lost (this process was stopped or the "
+            "engine was slow to answer); nothing was sent to the provider. Try again."
+        )
+
+    # -------------------------------------------------------------------------- writing
+
+    def commit(
+        self,
+        held: Held,
+        grant: Grant,
+        *,
+        durable: bool,
+        recipients: tuple[str, ...] | None = None,
+        retry_at: datetime | None = None,
+        release: bool = True,
+    ) -> Held:
+        """Compare-and-swap: write ``grant`` if the state's revision is still the one
+        ``held`` read; the grant's lock is released in the same transaction (unless not
+        ``release``). The grant file is rewritten only when what it holds changes (a link,
+        a status, scopes, recipients): a refresh leaves git untouched."""
+        name = held.name
+        basis = held.basis
+        if not isinstance(basis, _Basis):
+            raise StaleState(f"{name}: read from another custody; nothing was written")
+        live = replace(grant, custody="etcd", revision=None, generation=None)
+        stored = basis.stored
+        unchanged = (
+            stored is not None
+            and to_record(replace(stored, custody="etcd")) == to_record(live)
+            and retry_at == basis.retry_at
+        )
+        to = tuple(recipients or self._recipients(name, grant))
+        file = self._file(name, None)
+        if unchanged and file is not None and file.custody == "etcd" and not durable:
+            done = replace(live, revision=basis.revision, generation=basis.generation)
+            recorded = self._record(name, done, retry_at)
+            return Held(name, done, basis, retry_at=retry_at, recorded=recorded)
+        generation = basis.generation + 1
+        record = {
+            "format": STATE_FORMAT,
+            "generation": generation,
+            "grant": to_record(live),
+            "retry_at": _stamp(retry_at),
+            "recipients": list(to),
+        }
+        value = encrypt(record, to)
+        state_key = self.key("grants", name)
+        operations: list[dict[str, Any]] = [gw.put(state_key, value)]
+        if grant.status != "uncertain":
+            operations.append(gw.delete(self.key("inflight", name)))
+        lock = self._locks.get(name) if release else None
+        if lock is not None and not lock.released:
+            operations.append(
+                gw.nested([gw.compare_create(lock.key, lock.revision)], [gw.delete(lock.key)])
+            )
+        try:
+            result = self.gateway.txn(
+                [gw.compare_mod(state_key, basis.revision)], operations, [gw.get(state_key)]
+            )
+        except EngineUnavailable as error:
+            if self._escrow_path(name).exists():
+                raise EngineUnavailable(
+                    f"{name}: the provider answered, but the coordination engine could not "
+                    f"take the commit ({error}). The answer is kept encrypted on this machine "
+                    "and committed by its next run, if nobody committed since."
+                ) from None
+            raise
+        if not result.succeeded:
+            now = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+            if now is None or now.value != value:  # (a retried request that did apply)
+                raise StaleState(
+                    f"{name}: its state in the coordination engine changed since it was read "
+                    "(another machine committed first); nothing was written"
+                )
+            revision = now.mod_revision
+        else:
+            revision = result.revision
+        if lock is not None:
+            lock.released = True
+        self._drop_escrow(name)
+        self._write_file(name, live, file, to)
+        done = replace(live, revision=revision, generation=generation)
+        new_basis = _Basis(revision, generation, live, retry_at, to)
+        recorded = self._record(name, done, retry_at)
+        return Held(name, done, new_basis, retry_at=retry_at, recorded=recorded)
+
+    def _write_file(
+        self, name: str, grant: Grant, file: Grant | None, recipients: tuple[str, ...]
+    ) -> None:
+        """The grant file as git keeps an attached grant: its identity, no live state."""
+        view = file_view(grant, self.coordination)
+        if (
+            file is not None
+            and file.custody == "etcd"
+            and set(file.recipients) == set(recipients)
+            and _same_identity(file, view)
+        ):
+            return
+        store.write_grant(self.path(name), view, recipients)
+
+    def attach(self, name: str) -> Held:
+        """Move a grant's live state from its file into the engine, then rewrite the file
+        without it. When the engine already holds a state for the grant (another machine
+        attached it first), that state is kept and the file's tokens, possibly superseded,
+        are dropped."""
+        with self.single_flight(name) as held:
+            assert isinstance(held.basis, _Basis)
+            file = self._file(name, self.identities)
+            if file is None:
+                raise VaultError(f"{name}: no grant file to attach")
+            to = tuple(self.desired.recipients.get(name) or file.recipients)
+            if held.basis.stored is None:
+                return self.commit(held, replace(file, custody="etcd"), durable=True, recipients=to)
+            self._write_file(name, held.basis.stored, file, to)
+            return held
+
+    def detach(self, name: str) -> Grant:
+        """Bring the live state back into the grant file and remove it from the engine."""
+        with self.single_flight(name) as held:
+            if held.grant is None or held.basis.stored is None:
+                raise VaultError(f"{name}: the coordination engine holds no state for it")
+            if held.in_flight is not None:
+                raise ReconcilerError(held.in_flight)
+            grant = replace(held.grant, custody=None, revision=None, generation=None)
+            recipients = tuple(self.desired.recipients.get(name) or held.grant.recipients)
+            store.write_grant(self.path(name), grant, recipients)
+            self.gateway.txn(
+                [gw.compare_mod(self.key("grants", name), held.basis.revision)],
+                [gw.delete(self.key("grants", name)), gw.delete(self.key("inflight", name))],
+            )
+            cache.drop(self.desired.path, name, self.environ)
+            return grant
+
+    def delete(self, name: str) -> bool:
+        existed = self.gateway.delete(self.key("grants", name)) > 0
+        path = self.path(name)
+        existed = path.exists() or existed
+        store.delete_grant(path)
+        cache.drop(self.desired.path, name, self.environ)
+        self._drop_escrow(name)
+        return existed
+
+    # ------------------------------------------------------------------------- watching
+
+    def changes(self, stop: Any) -> Iterator[str]:
+        """Names whose state changed in the engine, until ``stop`` (an Event) is set. The
+        watch resumes after the last revision seen when the stream breaks."""
+        prefix = self.key("grants")
+        revision = 0
+        while not stop.is_set():
+            try:
+                if not revision:
+                    revision = self.gateway.range(prefix, prefix=True, keys_only=True)[0]
+                for event in self.gateway.watch(
+                    prefix, prefix=True, start_revision=revision + 1, stop=stop
+                ):
+                    revision = max(revision, event.kv.mod_revision)
+                    yield event.kv.key[len(prefix) :].decode("utf-8")
+            except EngineUnavailable:
+                stop.wait(0.5)
+
+    def close(self) -> None:
+        return None
+
+
+def file_view(grant: Grant, coordination: Coordination) -> Grant:
+    """What an attached grant's file holds: everything but the live state, and the engine
+    that holds that."""
+    status = "ok" if grant.status == "uncertain" else grant.status
+    cleared: dict[str, Any] = dict.fromkeys(LIVE)
+    extra = {**grant.extra, "coordination": _describe(coordination)}
+    return replace(
+        grant,
+        **cleared,
+        status=status,
+        extra=extra,
+        custody="etcd",
+        revision=None,
+        generation=None,
+    )
+
+
+def _same_identity(file: Grant, view: Grant) -> bool:
+    keys = (
+        "kind",
+        "status",
+        "status_reason",
+        "flow",
+        "client_id",
+        "token_endpoint",
+        "scopes",
+        "granted_scopes",
+        "extra",
+    )
+    return all(getattr(file, k) == getattr(view, k) for k in keys) and not (
+        set(file.sealed) & set(LIVE)
+    )
+
+
+def recorded_coordination(grant: Grant) -> Coordination | None:
+    """The engine an attached grant's file names (``extra.coordination``): where ``detach``
+    finds its live state once ``coordination:`` is gone from the config."""
+    text = grant.extra.get("coordination")
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+        return Coordination(
+            endpoints=tuple(data["endpoints"]),
+            namespace=data["namespace"],
+            username=data.get("username"),
+            password_ref=data.get("password"),
+            ca_file=data.get("ca_file"),
+            cert_file=data.get("cert_file"),
+            key_file=data.get("key_file"),
+            lease=timedelta(seconds=float(data.get("lease", 15))),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _describe(coordination: Coordination) -> str:
+    data: dict[str, Any] = {
+        "endpoints": list(coordination.endpoints),
+        "namespace": coordination.namespace,
+        "lease": coordination.lease.total_seconds(),
+    }
+    for key, value in (
+        ("username", coordination.username),
+        ("password", coordination.password_ref),
+        ("ca_file", coordination.ca_file),
+        ("cert_file", coordination.cert_file),
+        ("key_file", coordination.key_file),
+    ):
+        if value is not None:
+            data[key] = value
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+__all__ = ["EtcdCustody", "LockLost", "LockTimeout", "recorded_coordination"]
