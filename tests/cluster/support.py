@@ -23,22 +23,12 @@ from reconciler.custody.etcd import EtcdCustody
 from reconciler.model import Grant, Secret
 from reconciler.vault.sops.keys import load_identities
 from tests.e2e.authserver import USER, AuthServer, Client, Token
+from tests.e2e.cli_support import Ran
 from tests.support import new_identity
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_VARIABLE = "FLEET_CLIENT_SECRET"
 SECRET = "fleet-secret-0123456789abcdef"
-
-
-@dataclass
-class Ran:
-    args: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"reconcile {' '.join(self.args)} → {self.code}\n{self.stdout}\n{self.stderr}"
 
 
 @dataclass
