@@ -46,10 +46,10 @@ def open_custody(
     """The custody that ``desired`` declares: etcd with ``coordination:``, else the files."""
     # Each backend is loaded when declared: the file one brings the SOPS stack, etcd's its client.
     if desired.coordination is not None:
-        from .etcd import EtcdCustody
+        from .etcd import EtcdCustody  # the etcd client (httpx2), only when declared
 
         return EtcdCustody(desired, identities, environ)
-    from .files import FileCustody
+    from .files import FileCustody  # the SOPS stack, only when a backend is opened
 
     return FileCustody(desired, identities, environ)
 

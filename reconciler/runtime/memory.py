@@ -151,8 +151,6 @@ def _read(key: _Key) -> Secret:
 def _follow(config_path: str) -> None:
     """With ``coordination:`` declared, a daemon thread follows the engine (SPEC §7): a token
     another process or machine commits replaces the one kept here at once."""
-    from pathlib import Path
-
     if config_path in _followed:
         return
     _followed.add(config_path)
@@ -163,8 +161,6 @@ def _follow(config_path: str) -> None:
 
 
 def _following(config_path: str) -> None:
-    from pathlib import Path
-
     stop = threading.Event()
     while True:
         try:
