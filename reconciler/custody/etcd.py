@@ -179,6 +179,31 @@ class _Basis:
     recipients: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Commit:
+    """A commit's compare-and-swap, prepared (``EtcdCustody._prepare``)."""
+
+    name: str
+    state_key: bytes
+    basis: _Basis
+    value: bytes
+    operations: list[dict[str, Any]]
+    lock: _Lock | None
+    live: Grant
+    file: Grant | None
+    recipients: tuple[str, ...]
+    generation: int
+    retry_at: datetime | None
+
+    def request(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """(compare, success, failure), as ``Gateway.txn`` or ``etcd_gateway.nested`` take."""
+        return (
+            [gw.compare_mod(self.state_key, self.basis.revision)],
+            self.operations,
+            [gw.get(self.state_key)],
+        )
+
+
 # ---------------------------------------------------------------------------------------
 # Gateways: one per engine and process, so that connections are reused.
 
@@ -896,6 +921,25 @@ class EtcdCustody:
         ``held`` read; the grant's lock is released in the same transaction (unless not
         ``release``). The grant file is rewritten only when what it holds changes (a link,
         a status, scopes, recipients): a refresh leaves git untouched."""
+        prepared = self._prepare(held, grant, durable, recipients, retry_at, release)
+        if isinstance(prepared, Held):
+            return prepared
+        try:
+            result = self.gateway.txn(*prepared.request())
+        except EngineUnavailable as error:
+            raise self._uncommitted(held.name, error) from None
+        return self._finish(prepared, result)
+
+    def _prepare(
+        self,
+        held: Held,
+        grant: Grant,
+        durable: bool,
+        recipients: tuple[str, ...] | None,
+        retry_at: datetime | None,
+        release: bool,
+    ) -> Held | _Commit:
+        """A commit's transaction, or the Held it comes to when nothing needs writing."""
         name = held.name
         basis = held.basis
         if not isinstance(basis, _Basis):
@@ -931,21 +975,27 @@ class EtcdCustody:
             operations.append(
                 gw.nested([gw.compare_create(lock.key, lock.revision)], [gw.delete(lock.key)])
             )
-        try:
-            result = self.gateway.txn(
-                [gw.compare_mod(state_key, basis.revision)], operations, [gw.get(state_key)]
+        else:
+            lock = None
+        return _Commit(
+            name, state_key, basis, value, operations, lock, live, file, to, generation, retry_at
+        )
+
+    def _uncommitted(self, name: str, error: EngineUnavailable) -> EngineUnavailable:
+        if self._escrow_path(name).exists():
+            return EngineUnavailable(
+                f"{name}: the provider answered, but the coordination engine could not "
+                f"take the commit ({error}). The answer is kept encrypted on this machine "
+                "and committed by its next run, if nobody committed since."
             )
-        except EngineUnavailable as error:
-            if self._escrow_path(name).exists():
-                raise EngineUnavailable(
-                    f"{name}: the provider answered, but the coordination engine could not "
-                    f"take the commit ({error}). The answer is kept encrypted on this machine "
-                    "and committed by its next run, if nobody committed since."
-                ) from None
-            raise
+        return error
+
+    def _finish(self, commit: _Commit, result: gw.TxnResult) -> Held:
+        """After a commit's transaction (``result``): refused, or kept on this machine."""
+        name = commit.name
         if not result.succeeded:
             now = result.ranges[0][0] if result.ranges and result.ranges[0] else None
-            if now is None or now.value != value:  # (a retried request that did apply)
+            if now is None or now.value != commit.value:  # (a retried request that did apply)
                 raise StaleState(
                     f"{name}: its state in the coordination engine changed since it was read "
                     "(another machine committed first); nothing was written"
@@ -953,14 +1003,16 @@ class EtcdCustody:
             revision = now.mod_revision
         else:
             revision = result.revision
-        if lock is not None:
-            lock.released = True
+        if commit.lock is not None:
+            commit.lock.released = True
         self._drop_escrow(name)
-        self._write_file(name, live, file, to)
-        done = replace(live, revision=revision, generation=generation)
-        new_basis = _Basis(revision, generation, live, retry_at, to)
-        recorded = self._record(name, done, retry_at)
-        return Held(name, done, new_basis, retry_at=retry_at, recorded=recorded)
+        self._write_file(name, commit.live, commit.file, commit.recipients)
+        done = replace(commit.live, revision=revision, generation=commit.generation)
+        new_basis = _Basis(
+            revision, commit.generation, commit.live, commit.retry_at, commit.recipients
+        )
+        recorded = self._record(name, done, commit.retry_at)
+        return Held(name, done, new_basis, retry_at=commit.retry_at, recorded=recorded)
 
     def _write_file(
         self, name: str, grant: Grant, file: Grant | None, recipients: tuple[str, ...]
