@@ -195,15 +195,20 @@ class Gateway:
         with self._lock:
             if self._client is None:
                 # httpx2 is heavy: only a command that reaches the engine loads it.
+                import ssl
+
                 import httpx2
 
                 verify: Any = True
                 if self._ca_file or self._cert_file:
-                    import ssl
-
                     verify = ssl.create_default_context(cafile=self._ca_file)
                     if self._cert_file:
                         verify.load_cert_chain(self._cert_file, self._key_file)
+                elif not any(e.startswith("https:") for e in self.endpoints):
+                    # Plain http on loopback only (SPEC §1): no TLS, so no trust store to
+                    # load (tens of ms per process). A context that trusts nothing: were TLS
+                    # ever attempted with it, verification would fail, never pass.
+                    verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 self._client = httpx2.Client(
                     verify=verify,
                     timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, 2.0)),
