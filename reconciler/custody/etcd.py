@@ -30,6 +30,7 @@ without contacting etcd; its entry records the generation it belongs to.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import json
 import os
@@ -202,6 +203,14 @@ class _Commit:
             self.operations,
             [gw.get(self.state_key)],
         )
+
+
+#: The name every escrow log starts with (``etcd_batch.Batched``).
+ESCROW_LOG = "batch-"
+#: Escrow logs read by this process: path -> (fingerprint, name -> (revision, answer)).
+_escrow_logs: dict[str, tuple[Any, dict[str, tuple[int, Grant]]]] = {}
+#: The escrow logs this process is writing (skipped when looking for an earlier run's).
+_live_logs: set[str] = set()
 
 
 # ---------------------------------------------------------------------------------------
@@ -702,7 +711,7 @@ class EtcdCustody:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
-            return None
+            return self._logged_escrow(name)
         try:
             data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
             if data["name"] != name:
@@ -717,6 +726,63 @@ class EtcdCustody:
         # was sent from, and is discarded.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._escrow_path(name))
+        if _escrow_logs:
+            self._drop_logged(name)
+
+    # A batch of refreshes (``etcd_batch.Batched``) keeps its answers in one escrow log,
+    # ``batch-*.age`` beside the escrow files: a line per answer (each age-encrypted as an
+    # escrow file is), made durable once before the batch's commit. A log left by a run that
+    # died (or whose commit the engine did not take) is read here, line by line, once.
+
+    def _engine_id(self) -> str:
+        return f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}"
+
+    def _logged_escrow(self, name: str) -> tuple[int, Grant] | None:
+        folder = self._escrow_path(name).parent
+        try:
+            logs = [e.path for e in os.scandir(folder) if e.name.startswith(ESCROW_LOG)]
+        except FileNotFoundError:
+            return None
+        for path in logs:
+            if path in _live_logs:
+                continue  # a batch of this process, under way
+            entries = self._log_entries(path)
+            if name in entries:
+                return entries[name]
+        return None
+
+    def _log_entries(self, path: str) -> dict[str, tuple[int, Grant]]:
+        import pyrage
+
+        stamp = of_file(path)
+        known = _escrow_logs.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        entries: dict[str, tuple[int, Grant]] = {}
+        try:
+            lines = Path(path).read_bytes().splitlines()
+        except FileNotFoundError:
+            return entries
+        for line in lines:
+            try:
+                blob = base64.b64decode(line, validate=True)
+                data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
+                if data["engine"] == self._engine_id():
+                    entries[data["name"]] = (int(data["revision"]), from_record(data["grant"]))
+            except (pyrage.DecryptError, ValueError, KeyError, TypeError):
+                continue  # a torn last line, or another machine's identities
+        _escrow_logs[path] = (stamp, entries)
+        return entries
+
+    def _drop_logged(self, name: str) -> None:
+        for path, (_, entries) in list(_escrow_logs.items()):
+            if name not in entries or path in _live_logs:
+                continue
+            del entries[name]
+            if not entries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                _escrow_logs.pop(path, None)
 
     def _settle_escrow(self, name: str, basis: _Basis) -> _Basis:
         """An answer a run on this machine got and never committed: committed now if the

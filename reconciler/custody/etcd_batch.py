@@ -12,16 +12,22 @@ same plan at once thus share out the grants instead of queueing on each other's 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from ..model import Grant
+from ..vault.files import fsync_dir
 from . import etcd_gateway as gw
 from . import failpoints
 from .etcd import (
+    ESCROW_LOG,
     RENEWED_MARGIN,
     EtcdCustody,
     LockLost,
@@ -29,8 +35,10 @@ from .etcd import (
     _Commit,
     _Flight,
     _holder,
+    _live_logs,
     _Lock,
     encrypt,
+    to_record,
 )
 from .protocol import EngineUnavailable, Flight, Held, StaleState
 
@@ -154,7 +162,69 @@ class Batched(EtcdCustody):
         self.__dict__.update(custody.__dict__)
         self._intended: dict[str, bytes] = {}
         self._pending: dict[str, _Commit | Held] = {}
-        self._refused: dict[str, Exception] = {}
+        self._log: str | None = None
+        self._log_fd: int | None = None
+        self._logged: set[str] = set()
+        self._log_guard = threading.Lock()
+
+    # ---------------------------------------------------------------- the escrow log
+
+    def _write_escrow(self, held: Held, grant: Grant) -> None:
+        """The answer, as one line of this batch's escrow log (``EtcdCustody._read_escrow``
+        reads it after a crash): written at once, made durable by ``flush`` before the
+        commit."""
+        import pyrage
+
+        assert isinstance(held.basis, _Basis)
+        recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
+        if not recipients:
+            return
+        data = json.dumps(
+            {
+                "engine": self._engine_id(),
+                "name": held.name,
+                "revision": held.basis.revision,
+                "grant": to_record(grant),
+            }
+        ).encode("utf-8")
+        line = base64.b64encode(bytes(pyrage.encrypt(data, recipients))) + b"\n"
+        with self._log_guard:
+            if self._log_fd is None:
+                folder = self._escrow_path(held.name).parent
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path = folder / f"{ESCROW_LOG}{os.getpid()}-{os.urandom(6).hex()}.age"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+                self._log_fd = os.open(path, flags, 0o600)
+                self._log = str(path)
+                _live_logs.add(self._log)
+            os.write(self._log_fd, line)
+            self._logged.add(held.name)
+
+    def _drop_escrow(self, name: str) -> None:
+        if name not in self._logged:
+            super()._drop_escrow(name)
+
+    def _uncommitted(self, name: str, error: EngineUnavailable) -> EngineUnavailable:
+        if name in self._logged:
+            return EngineUnavailable(
+                f"{name}: the provider answered, but the coordination engine could not "
+                f"take the commit ({error}). The answer is kept encrypted on this machine "
+                "and committed by its next run, if nobody committed since."
+            )
+        return super()._uncommitted(name, error)
+
+    def _close_log(self, settled: bool) -> None:
+        """Done with the log: removed when every answer in it was committed or refused,
+        else left for the next run to settle."""
+        if self._log is None or self._log_fd is None:
+            return
+        os.close(self._log_fd)
+        self._log_fd = None
+        _live_logs.discard(self._log)
+        if settled:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._log)
+        self._log = None
 
     def record_intents(self, helds: Sequence[Held]) -> None:
         """One transaction: the intent of every request about to be sent. The lock of each
@@ -228,17 +298,25 @@ class Batched(EtcdCustody):
                 self.gateway.delete(self.key("inflight", name))
         self._intended.clear()
         failed: dict[str, Exception] = {}
+        if self._log_fd is not None:
+            os.fdatasync(self._log_fd)  # every answer durable before anything is committed
+            fsync_dir(Path(self._log or ".").parent)
         if not pending:
+            self._close_log(settled=not self._logged)
             return failed
         try:
             result = self.gateway.txn([], [gw.nested(*c.request()) for c in pending.values()])
         except EngineUnavailable as error:
+            self._close_log(settled=False)
             return {name: self._uncommitted(name, error) for name in pending}
         for (name, prepared), one in zip(pending.items(), result.nested, strict=True):
             try:
                 self._finish(prepared, replace(one, revision=result.revision))
             except StaleState as error:
                 failed[name] = error
+        # An answer escrowed and never committed (its refresh failed after the answer) is
+        # left in the log for the next run, as its escrow file would be.
+        self._close_log(settled=self._logged <= set(pending))
         return failed
 
 
