@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from ..custody import EngineUnavailable
 from ..custody.etcd import EtcdCustody
 from ..custody.etcd_batch import BATCH, Batched, claim, release
 from ..errors import ReconcilerError, message_of
@@ -49,8 +48,10 @@ def refresh_batch(
         later = []
         try:
             claimed = claim(custody, [a.name for a in pending], context.known or {})
-        except EngineUnavailable:
-            later = pending  # the ordinary way says what can be done without the engine
+        except (ReconcilerError, OSError):
+            # The ordinary way says, grant by grant, what can be done (without the engine
+            # too) and what cannot.
+            later = pending
             break
         by_name = {a.name: a for a in pending}
         sent = [held for held in claimed.held.values() if _presents_refresh_token(held, context)]
@@ -122,7 +123,7 @@ def _refresh_together(
     batch = Batched(custody)
     try:
         batch.record_intents(helds)
-    except EngineUnavailable:
+    except (ReconcilerError, OSError):  # each then records its own (and says why it cannot)
         return [_refresh_claimed(by_name[h.name], h, custody, context, describe) for h in helds]
     try:
         done = [

@@ -17,11 +17,13 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from ..errors import ReconcilerError
 from ..model import Grant
 from ..vault.files import fsync_dir
 from . import etcd_gateway as gw
@@ -64,12 +66,15 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
         raise ValueError(f"at most {BATCH} grants per claim")
     session = custody._session()
     lease = session.lock_lease
-    # One holder record for the whole batch (it names this process; the nonce tells a retried
-    # request that did apply from another holder).
-    recipients = tuple(sorted({r for n in names for r in custody._recipients(n)}))
-    holder = encrypt(_holder() | {"nonce": os.urandom(8).hex()}, recipients)
+    # One holder record per set of recipients in the batch (it names this process; the nonce
+    # tells a retried request that did apply from another holder).
+    nonce = os.urandom(8).hex()
+    holders = _encrypted_per_recipients(
+        custody, names, lambda: _holder() | {"nonce": nonce}, lambda n: custody._recipients(n)
+    )
     operations = []
     for name in names:
+        holder = holders[name]
         lock_key = custody.key("locks", name)
         state_key, intent_key = custody.key("grants", name), custody.key("inflight", name)
         compare = [gw.compare_create(lock_key, 0)]
@@ -86,7 +91,7 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
     result = custody.gateway.txn([], operations)
     found = Claim()
     for name, one in zip(names, result.nested, strict=True):
-        lock_key = custody.key("locks", name)
+        lock_key, holder = custody.key("locks", name), holders[name]
         if not one.succeeded:
             lock = one.ranges[0][0] if one.ranges[0] else None
             state = one.ranges[1][0] if one.ranges[1] else None
@@ -111,6 +116,24 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
             release(custody, name)
             raise
     return found
+
+
+def _encrypted_per_recipients(
+    custody: EtcdCustody,
+    names: Sequence[str],
+    record: Callable[[], dict[str, Any]],
+    recipients_of: Callable[[str], tuple[str, ...]],
+) -> dict[str, bytes]:
+    """``record()`` encrypted once per set of recipients among ``names`` (each value only
+    to its grant's recipients, as every value in the engine is): name -> value."""
+    by_set: dict[tuple[str, ...], bytes] = {}
+    values = {}
+    for name in names:
+        to = tuple(sorted(recipients_of(name)))
+        if to not in by_set:
+            by_set[to] = encrypt(record(), to)
+        values[name] = by_set[to]
+    return values
 
 
 def _known_basis(held: Held | None) -> _Basis | None:
@@ -231,10 +254,12 @@ class Batched(EtcdCustody):
         is checked again by ``in_flight``, just before its request."""
         session = self._session()
         lease = session.intent()
-        recipients = tuple(sorted({r for h in helds for r in self._recipients(h.name, h.grant)}))
-        value = encrypt(_holder(), recipients)
-        self.gateway.txn([], [gw.put(self.key("inflight", h.name), value, lease) for h in helds])
-        self._intended.update((h.name, value) for h in helds)
+        grants = {h.name: h.grant for h in helds}
+        values = _encrypted_per_recipients(
+            self, list(grants), _holder, lambda n: self._recipients(n, grants[n])
+        )
+        self.gateway.txn([], [gw.put(self.key("inflight", n), values[n], lease) for n in grants])
+        self._intended.update(values)
 
     @contextlib.contextmanager
     def in_flight(self, held: Held, budget: float) -> Iterator[Flight]:
@@ -306,14 +331,15 @@ class Batched(EtcdCustody):
             return failed
         try:
             result = self.gateway.txn([], [gw.nested(*c.request()) for c in pending.values()])
-        except EngineUnavailable as error:
+        except (EngineUnavailable, gw.EngineError) as error:
             self._close_log(settled=False)
-            return {name: self._uncommitted(name, error) for name in pending}
+            away = error if isinstance(error, EngineUnavailable) else EngineUnavailable(str(error))
+            return {name: self._uncommitted(name, away) for name in pending}
         for (name, prepared), one in zip(pending.items(), result.nested, strict=True):
             try:
                 self._finish(prepared, replace(one, revision=result.revision))
-            except StaleState as error:
-                failed[name] = error
+            except (StaleState, ReconcilerError, OSError) as error:
+                failed[name] = error  # (as ``commit`` would have raised it)
         # An answer escrowed and never committed (its refresh failed after the answer) is
         # left in the log for the next run, as its escrow file would be.
         self._close_log(settled=self._logged <= set(pending))
