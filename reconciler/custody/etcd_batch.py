@@ -54,7 +54,8 @@ class Claim:
     held: dict[str, Held] = field(default_factory=dict)
     #: Locked by another process (on this machine or another): left to it.
     locked: list[str] = field(default_factory=list)
-    #: Not locked, state changed since it was read: the state as it is now (no lock held).
+    #: Not locked, state changed since it was read: the state as it is now (no lock held; the
+    #: grant file not read, so its recipients are the state's).
     changed: dict[str, Held] = field(default_factory=dict)
 
 
@@ -103,9 +104,9 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
             elif lock is not None:
                 found.locked.append(name)
             else:
-                found.changed[name] = custody._held(
-                    name, custody._decode(name, state), custody._file(name, None)
-                )
+                # Only whether it is still due is looked at (the grant file is not read): one
+                # that is goes the per-grant way, which reads it all again under its lock.
+                found.changed[name] = custody._held(name, custody._decode(name, state), None)
             continue
         state = one.ranges[0][0] if one.ranges[0] else None
         intent = one.ranges[1][0] if one.ranges[1] else None
