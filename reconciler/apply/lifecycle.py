@@ -223,26 +223,54 @@ def refresh(
             held = stack.enter_context(custody.single_flight(name, known))
         except EngineUnavailable as error:
             return _without_engine(desired, custody, name, now, error, environ)
-        grant = held.grant
-        if grant is None:
-            raise NeedsRelink(f"{name}: there is no grant yet; run `reconcile link {name}`")
-        if grant.status == "needs-relink":
-            raise NeedsRelink(_relink_message(grant))
-        if rejected is not None and grant.access_token != rejected:
-            return grant
-        if not force and held.backing_off(now) and _valid(grant, now):
-            return grant  # the provider failed transiently a moment ago: keep the token
-        if not force and not is_due(grant, desired.refresh_before, desired.keepalive, now):
-            if not held.recorded and grant.access_token is not None:
-                # Record it for fast reads, so that the next one skips YAML and AES.
-                custody.commit(held, grant, durable=False)
-            return grant
-        if held.superseded is not None and not allow_rollback:
-            raise GrantError(held.superseded)
-        if rediscover:
-            _check_authorization_server(desired, custody, held, grant, environ)
-        return _refresh_held(desired, custody, held, grant, now, environ)
+        return refresh_locked(
+            desired,
+            custody,
+            held,
+            now,
+            force=force,
+            rejected=rejected,
+            environ=environ,
+            allow_rollback=allow_rollback,
+            rediscover=rediscover,
+        )
     raise AssertionError("unreachable")  # (the ExitStack swallows nothing)
+
+
+def refresh_locked(
+    desired: Desired,
+    custody: Custody,
+    held: Held,
+    now: datetime,
+    *,
+    force: bool = False,
+    rejected: Secret | None = None,
+    environ: Mapping[str, str] | None = None,
+    allow_rollback: bool = False,
+    rediscover: bool = False,
+) -> Grant:
+    """``refresh`` once the grant's lock is held and ``held`` read under it (the caller
+    releases the lock, unless the commit did)."""
+    name = held.name
+    grant = held.grant
+    if grant is None:
+        raise NeedsRelink(f"{name}: there is no grant yet; run `reconcile link {name}`")
+    if grant.status == "needs-relink":
+        raise NeedsRelink(_relink_message(grant))
+    if rejected is not None and grant.access_token != rejected:
+        return grant
+    if not force and held.backing_off(now) and _valid(grant, now):
+        return grant  # the provider failed transiently a moment ago: keep the token
+    if not force and not is_due(grant, desired.refresh_before, desired.keepalive, now):
+        if not held.recorded and grant.access_token is not None:
+            # Record it for fast reads, so that the next one skips YAML and AES.
+            custody.commit(held, grant, durable=False)
+        return grant
+    if held.superseded is not None and not allow_rollback:
+        raise GrantError(held.superseded)
+    if rediscover:
+        _check_authorization_server(desired, custody, held, grant, environ)
+    return _refresh_held(desired, custody, held, grant, now, environ)
 
 
 def _without_engine(

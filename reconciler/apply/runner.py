@@ -10,39 +10,30 @@ terminal.
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
 from queue import SimpleQueue
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 from ..custody import open_custody
 from ..custody.etcd import EtcdCustody, recorded_coordination
 from ..errors import ReconcilerError, message_of
-from ..model import Action, Actual, Browser, Desired, Grant, Plan, Secret
+from ..model import Action, Browser, Desired, Grant, Plan
 from ..vault.sops.keys import identity_recipients, normalize_identities
-from . import lifecycle, workers
+from . import batched, lifecycle, workers
+from .context import Context, Outcome, Result
 from .workers import Forked
 
 if TYPE_CHECKING:
-    from ..custody import Custody, Held
-    from ..vault.sops.keys import Identities
+    from ..custody import Custody
 
-Result = Literal["done", "failed", "pending"]
 
 #: Refreshes carried out at once. What a refresh does between its waits holds the GIL, so more
 #: workers only add switching; where there is hardly any wait (a loopback token endpoint, no
 #: rotation) the threads cost a few per cent over one-by-one.
 REFRESH_WORKERS = 8
-
-
-@dataclass(frozen=True)
-class Outcome:
-    action: Action
-    result: Result
-    message: str
 
 
 class ApplyError(ReconcilerError):
@@ -51,33 +42,6 @@ class ApplyError(ReconcilerError):
 
 class Pending(Exception):
     """An action that needs the user (a link flow) and linking is switched off."""
-
-
-@dataclass
-class Context:
-    desired: Desired
-    actual: Actual
-    #: age identities, or None when none is available (enough for writes, not for rekey).
-    identities: Identities | None
-    now: datetime
-    #: Asks the user for a `prompt` secret; None when there is no terminal.
-    ask_secret: Callable[[str], Secret] | None = None
-    #: False for `apply --no-link`: link flows are reported as pending.
-    link: bool = True
-    #: How link flows reach the user; None when there is no one to reach.
-    browser: Browser | None = None
-    #: Use the device flow for every link (headless machines).
-    device: bool = False
-    environ: Mapping[str, str] | None = None
-    #: Per grant name, the grant as the scan read it with its custody basis
-    #: (``custody.Held``): a refresh then skips re-reading what is provably unchanged. None,
-    #: or a missing name: the grant is read again under the lock.
-    known: Mapping[str, Held] | None = None
-    #: `apply --allow-foreign-recipients`: write even to recipients none of whose identities
-    #: this machine holds (see ``_keeps_this_machine``).
-    allow_foreign_recipients: bool = False
-    #: `apply --force`: refresh even a grant file older than one this machine has seen.
-    allow_rollback: bool = False
 
 
 def apply(plan: Plan, context: Context) -> Generator[Outcome, None, None]:
@@ -127,6 +91,9 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
         # in it, they mostly find a grant already refreshed instead of queueing on its lock.
         random.shuffle(ready)
 
+    if _batched(ready, after, context):
+        yield from _apply_batched(ready, others, context)
+        return
     if not after and workers.can_fork(len(ready)):
         yield from _apply_forked(ready, others, context)
         return
@@ -180,6 +147,66 @@ def _apply_forked(
             yield Outcome(refreshes[number], cast(Result, result), message)
     finally:
         batch.stop()
+
+
+def _batched(ready: list[Action], after: dict[int, list[Action]], context: Context) -> bool:
+    """Shared custody: refreshes claimed a batch at a time (``batched``)."""
+    return (
+        context.desired.coordination is not None
+        and context.identities is not None
+        and not after
+        and len(ready) > 1
+        and all(context.desired.providers.get(a.name) is not None for a in ready)
+    )
+
+
+def _apply_batched(
+    refreshes: list[Action], others: list[Action], context: Context
+) -> Iterator[Outcome]:
+    """The refreshes in batches (``batched.refresh_batch``): on forked workers when there
+    are many, else on threads; one job per batch."""
+    groups = batched.chunks(refreshes)
+    number_of = {id(action): index for index, action in enumerate(refreshes)}
+
+    def carry_out(number: int) -> list[tuple[int, str, str]]:
+        done = batched.refresh_batch(
+            groups[number],
+            context,
+            carry_out=_carry_out,
+            describe=_describe_refresh,
+        )
+        return [(number_of[id(o.action)], o.result, o.message) for o in done]
+
+    if workers.can_fork(len(refreshes)):
+
+        def in_worker(number: int) -> tuple[str, str]:
+            return "batch", json.dumps(carry_out(number))
+
+        forked = Forked(len(groups), in_worker)
+        try:
+            for action in others:
+                yield _carry_out(action, context)
+                for _, _, message in forked.reports(block=False):
+                    for index, result, text in json.loads(message):
+                        yield Outcome(refreshes[index], cast(Result, result), text)
+            for _, _, message in forked.reports():
+                for index, result, text in json.loads(message):
+                    yield Outcome(refreshes[index], cast(Result, result), text)
+        finally:
+            forked.stop()
+        return
+    pool = ThreadPoolExecutor(
+        max_workers=min(REFRESH_WORKERS, len(groups)), thread_name_prefix="reconcile-refresh"
+    )
+    try:
+        futures = [pool.submit(carry_out, number) for number in range(len(groups))]
+        for action in others:
+            yield _carry_out(action, context)
+        for future in futures:
+            for index, result, text in future.result():
+                yield Outcome(refreshes[index], cast(Result, result), text)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _import_refresh_stack() -> None:
@@ -331,8 +358,6 @@ def _refresh(action: Action, context: Context) -> str:
 
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "refreshing"))
-    before = context.actual.grants.get(action.name)
-
     grant = lifecycle.refresh(
         context.desired,
         action.name,
@@ -343,6 +368,11 @@ def _refresh(action: Action, context: Context) -> str:
         allow_rollback=context.allow_rollback,
         rediscover=True,
     )
+    return _describe_refresh(action, context, grant)
+
+
+def _describe_refresh(action: Action, context: Context, grant: Grant) -> str:
+    before = context.actual.grants.get(action.name)
     expiry = grant.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if grant.expires_at else "never"
     if (
         before is not None

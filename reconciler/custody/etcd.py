@@ -30,6 +30,7 @@ without contacting etcd; its entry records the generation it belongs to.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import json
 import os
@@ -177,6 +178,39 @@ class _Basis:
     retry_at: datetime | None = None
     #: The recipients the state is encrypted to.
     recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Commit:
+    """A commit's compare-and-swap, prepared (``EtcdCustody._prepare``)."""
+
+    name: str
+    state_key: bytes
+    basis: _Basis
+    value: bytes
+    operations: list[dict[str, Any]]
+    lock: _Lock | None
+    live: Grant
+    file: Grant | None
+    recipients: tuple[str, ...]
+    generation: int
+    retry_at: datetime | None
+
+    def request(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """(compare, success, failure), as ``Gateway.txn`` or ``etcd_gateway.nested`` take."""
+        return (
+            [gw.compare_mod(self.state_key, self.basis.revision)],
+            self.operations,
+            [gw.get(self.state_key)],
+        )
+
+
+#: The name every escrow log starts with (``etcd_batch.Batched``).
+ESCROW_LOG = "batch-"
+#: Escrow logs read by this process: path -> (fingerprint, name -> (revision, answer)).
+_escrow_logs: dict[str, tuple[Any, dict[str, tuple[int, Grant]]]] = {}
+#: The escrow logs this process is writing (skipped when looking for an earlier run's).
+_live_logs: set[str] = set()
 
 
 # ---------------------------------------------------------------------------------------
@@ -677,7 +711,7 @@ class EtcdCustody:
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
-            return None
+            return self._logged_escrow(name)
         try:
             data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
             if data["name"] != name:
@@ -692,6 +726,63 @@ class EtcdCustody:
         # was sent from, and is discarded.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._escrow_path(name))
+        if _escrow_logs:
+            self._drop_logged(name)
+
+    # A batch of refreshes (``etcd_batch.Batched``) keeps its answers in one escrow log,
+    # ``batch-*.age`` beside the escrow files: a line per answer (each age-encrypted as an
+    # escrow file is), made durable once before the batch's commit. A log left by a run that
+    # died (or whose commit the engine did not take) is read here, line by line, once.
+
+    def _engine_id(self) -> str:
+        return f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}"
+
+    def _logged_escrow(self, name: str) -> tuple[int, Grant] | None:
+        folder = self._escrow_path(name).parent
+        try:
+            logs = [e.path for e in os.scandir(folder) if e.name.startswith(ESCROW_LOG)]
+        except FileNotFoundError:
+            return None
+        for path in logs:
+            if path in _live_logs:
+                continue  # a batch of this process, under way
+            entries = self._log_entries(path)
+            if name in entries:
+                return entries[name]
+        return None
+
+    def _log_entries(self, path: str) -> dict[str, tuple[int, Grant]]:
+        import pyrage
+
+        stamp = of_file(path)
+        known = _escrow_logs.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        entries: dict[str, tuple[int, Grant]] = {}
+        try:
+            lines = Path(path).read_bytes().splitlines()
+        except FileNotFoundError:
+            return entries
+        for line in lines:
+            try:
+                blob = base64.b64decode(line, validate=True)
+                data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
+                if data["engine"] == self._engine_id():
+                    entries[data["name"]] = (int(data["revision"]), from_record(data["grant"]))
+            except (pyrage.DecryptError, ValueError, KeyError, TypeError):
+                continue  # a torn last line, or another machine's identities
+        _escrow_logs[path] = (stamp, entries)
+        return entries
+
+    def _drop_logged(self, name: str) -> None:
+        for path, (_, entries) in list(_escrow_logs.items()):
+            if name not in entries or path in _live_logs:
+                continue
+            del entries[name]
+            if not entries:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                _escrow_logs.pop(path, None)
 
     def _settle_escrow(self, name: str, basis: _Basis) -> _Basis:
         """An answer a run on this machine got and never committed: committed now if the
@@ -896,6 +987,25 @@ class EtcdCustody:
         ``held`` read; the grant's lock is released in the same transaction (unless not
         ``release``). The grant file is rewritten only when what it holds changes (a link,
         a status, scopes, recipients): a refresh leaves git untouched."""
+        prepared = self._prepare(held, grant, durable, recipients, retry_at, release)
+        if isinstance(prepared, Held):
+            return prepared
+        try:
+            result = self.gateway.txn(*prepared.request())
+        except EngineUnavailable as error:
+            raise self._uncommitted(held.name, error) from None
+        return self._finish(prepared, result)
+
+    def _prepare(
+        self,
+        held: Held,
+        grant: Grant,
+        durable: bool,
+        recipients: tuple[str, ...] | None,
+        retry_at: datetime | None,
+        release: bool,
+    ) -> Held | _Commit:
+        """A commit's transaction, or the Held it comes to when nothing needs writing."""
         name = held.name
         basis = held.basis
         if not isinstance(basis, _Basis):
@@ -931,21 +1041,27 @@ class EtcdCustody:
             operations.append(
                 gw.nested([gw.compare_create(lock.key, lock.revision)], [gw.delete(lock.key)])
             )
-        try:
-            result = self.gateway.txn(
-                [gw.compare_mod(state_key, basis.revision)], operations, [gw.get(state_key)]
+        else:
+            lock = None
+        return _Commit(
+            name, state_key, basis, value, operations, lock, live, file, to, generation, retry_at
+        )
+
+    def _uncommitted(self, name: str, error: EngineUnavailable) -> EngineUnavailable:
+        if self._escrow_path(name).exists():
+            return EngineUnavailable(
+                f"{name}: the provider answered, but the coordination engine could not "
+                f"take the commit ({error}). The answer is kept encrypted on this machine "
+                "and committed by its next run, if nobody committed since."
             )
-        except EngineUnavailable as error:
-            if self._escrow_path(name).exists():
-                raise EngineUnavailable(
-                    f"{name}: the provider answered, but the coordination engine could not "
-                    f"take the commit ({error}). The answer is kept encrypted on this machine "
-                    "and committed by its next run, if nobody committed since."
-                ) from None
-            raise
+        return error
+
+    def _finish(self, commit: _Commit, result: gw.TxnResult) -> Held:
+        """After a commit's transaction (``result``): refused, or kept on this machine."""
+        name = commit.name
         if not result.succeeded:
             now = result.ranges[0][0] if result.ranges and result.ranges[0] else None
-            if now is None or now.value != value:  # (a retried request that did apply)
+            if now is None or now.value != commit.value:  # (a retried request that did apply)
                 raise StaleState(
                     f"{name}: its state in the coordination engine changed since it was read "
                     "(another machine committed first); nothing was written"
@@ -953,14 +1069,16 @@ class EtcdCustody:
             revision = now.mod_revision
         else:
             revision = result.revision
-        if lock is not None:
-            lock.released = True
+        if commit.lock is not None:
+            commit.lock.released = True
         self._drop_escrow(name)
-        self._write_file(name, live, file, to)
-        done = replace(live, revision=revision, generation=generation)
-        new_basis = _Basis(revision, generation, live, retry_at, to)
-        recorded = self._record(name, done, retry_at)
-        return Held(name, done, new_basis, retry_at=retry_at, recorded=recorded)
+        self._write_file(name, commit.live, commit.file, commit.recipients)
+        done = replace(commit.live, revision=revision, generation=commit.generation)
+        new_basis = _Basis(
+            revision, commit.generation, commit.live, commit.retry_at, commit.recipients
+        )
+        recorded = self._record(name, done, commit.retry_at)
+        return Held(name, done, new_basis, retry_at=commit.retry_at, recorded=recorded)
 
     def _write_file(
         self, name: str, grant: Grant, file: Grant | None, recipients: tuple[str, ...]

@@ -132,9 +132,16 @@ def delete(key: bytes) -> dict[str, Any]:
     return {"request_delete_range": {"key": _b64(key)}}
 
 
-def nested(compare: Sequence[dict[str, Any]], success: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def nested(
+    compare: Sequence[dict[str, Any]],
+    success: Sequence[dict[str, Any]],
+    failure: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """A transaction inside a transaction's branch (etcd 3.3+)."""
-    return {"request_txn": {"compare": list(compare), "success": list(success)}}
+    request = {"compare": list(compare), "success": list(success)}
+    if failure:
+        request["failure"] = list(failure)
+    return {"request_txn": request}
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,17 @@ class TxnResult:
     revision: int
     #: For each ``get`` of the branch taken: the key-values found.
     ranges: tuple[tuple[KeyValue, ...], ...]
+    #: For each ``nested`` transaction of the branch taken: its own result.
+    nested: tuple[TxnResult, ...] = ()
+
+
+def _nested_result(answer: dict[str, Any]) -> TxnResult:
+    ranges = tuple(
+        tuple(_kv(raw) for raw in response["response_range"].get("kvs") or ())
+        for response in answer.get("responses") or ()
+        if "response_range" in response
+    )
+    return TxnResult(bool(answer.get("succeeded")), 0, ranges)
 
 
 class Gateway:
@@ -177,15 +195,20 @@ class Gateway:
         with self._lock:
             if self._client is None:
                 # httpx2 is heavy: only a command that reaches the engine loads it.
+                import ssl
+
                 import httpx2
 
                 verify: Any = True
                 if self._ca_file or self._cert_file:
-                    import ssl
-
                     verify = ssl.create_default_context(cafile=self._ca_file)
                     if self._cert_file:
                         verify.load_cert_chain(self._cert_file, self._key_file)
+                elif not any(e.startswith("https:") for e in self.endpoints):
+                    # Plain http on loopback only (SPEC §1): no TLS, so no trust store to
+                    # load (tens of ms per process). A context that trusts nothing: were TLS
+                    # ever attempted with it, verification would fail, never pass.
+                    verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 self._client = httpx2.Client(
                     verify=verify,
                     timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, 2.0)),
@@ -328,8 +351,16 @@ class Gateway:
             for response in answer.get("responses") or ()
             if "response_range" in response
         )
+        inner = tuple(
+            _nested_result(response["response_txn"])
+            for response in answer.get("responses") or ()
+            if "response_txn" in response
+        )
         return TxnResult(
-            bool(answer.get("succeeded")), int(answer.get("header", {}).get("revision", 0)), ranges
+            bool(answer.get("succeeded")),
+            int(answer.get("header", {}).get("revision", 0)),
+            ranges,
+            inner,
         )
 
     # ------------------------------------------------------------------------ leases

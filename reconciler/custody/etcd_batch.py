@@ -1,0 +1,350 @@
+"""Many grants' refresh locks taken in one etcd transaction (``apply`` over shared custody).
+
+``claim`` tries every named grant's lock at once, each in a nested transaction of its own, and
+never waits: a grant whose lock another process holds is left to it (``Claim.locked``), and
+one whose state changed since the caller read it is returned unlocked with that state
+(``Claim.changed``: usually another machine refreshed it). Each lock taken
+(``Claim.held``) is then exactly the lock ``EtcdCustody.single_flight`` takes (the same key,
+on the same lease, with the state and any intent read under it) and is used the same way:
+``in_flight``, then ``commit`` (which releases it), or ``release``. Machines that apply the
+same plan at once thus share out the grants instead of queueing on each other's locks.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..errors import ReconcilerError
+from ..model import Grant
+from ..vault.files import fsync_dir
+from . import etcd_gateway as gw
+from . import failpoints
+from .etcd import (
+    ESCROW_LOG,
+    RENEWED_MARGIN,
+    EtcdCustody,
+    LockLost,
+    _Basis,
+    _Commit,
+    _Flight,
+    _holder,
+    _live_logs,
+    _Lock,
+    encrypt,
+    to_record,
+)
+from .protocol import EngineUnavailable, Flight, Held, StaleState
+
+#: Grants per transaction: three operations each, within etcd's default of 128 per branch.
+BATCH = 32
+
+
+@dataclass
+class Claim:
+    #: Locked by this process, as ``single_flight`` yields them.
+    held: dict[str, Held] = field(default_factory=dict)
+    #: Locked by another process (on this machine or another): left to it.
+    locked: list[str] = field(default_factory=list)
+    #: Not locked, state changed since it was read: the state as it is now (no lock held; the
+    #: grant file not read, so its recipients are the state's).
+    changed: dict[str, Held] = field(default_factory=dict)
+
+
+def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held]) -> Claim:
+    """Take, in one round trip, the lock of each of ``names`` that is free and whose state is
+    still the one ``known`` holds (its revision). Grants without a usable ``known`` state are
+    claimed whatever their revision."""
+    if len(names) > BATCH:
+        raise ValueError(f"at most {BATCH} grants per claim")
+    session = custody._session()
+    lease = session.lock_lease
+    # One holder record per set of recipients in the batch (it names this process; the nonce
+    # tells a retried request that did apply from another holder).
+    nonce = os.urandom(8).hex()
+    holders = _encrypted_per_recipients(
+        custody, names, lambda: _holder() | {"nonce": nonce}, lambda n: custody._recipients(n)
+    )
+    operations = []
+    for name in names:
+        holder = holders[name]
+        lock_key = custody.key("locks", name)
+        state_key, intent_key = custody.key("grants", name), custody.key("inflight", name)
+        compare = [gw.compare_create(lock_key, 0)]
+        basis = _known_basis(known.get(name))
+        if basis is not None:
+            compare.append(gw.compare_mod(state_key, basis.revision))
+        operations.append(
+            gw.nested(
+                compare,
+                [gw.put(lock_key, holder, lease), gw.get(state_key), gw.get(intent_key)],
+                [gw.get(lock_key), gw.get(state_key)],
+            )
+        )
+    result = custody.gateway.txn([], operations)
+    found = Claim()
+    for name, one in zip(names, result.nested, strict=True):
+        lock_key, holder = custody.key("locks", name), holders[name]
+        if not one.succeeded:
+            lock = one.ranges[0][0] if one.ranges[0] else None
+            state = one.ranges[1][0] if one.ranges[1] else None
+            if lock is not None and lock.value == holder:
+                # A retried request that had applied: this lock is ours, with no state read
+                # under it. Given back, and the grant tried again the ordinary way.
+                custody._release(_Lock(session, lock_key, lease, lock.create_revision))
+                found.locked.append(name)
+            elif lock is not None:
+                found.locked.append(name)
+            else:
+                # Only whether it is still due is looked at (the grant file is not read): one
+                # that is goes the per-grant way, which reads it all again under its lock.
+                found.changed[name] = custody._held(name, custody._decode(name, state), None)
+            continue
+        state = one.ranges[0][0] if one.ranges[0] else None
+        intent = one.ranges[1][0] if one.ranges[1] else None
+        custody._locks[name] = _Lock(session, lock_key, lease, result.revision)
+        try:
+            found.held[name] = _held_under_lock(custody, name, known.get(name), state, intent)
+        except BaseException:
+            release(custody, name)
+            raise
+    return found
+
+
+def _encrypted_per_recipients(
+    custody: EtcdCustody,
+    names: Sequence[str],
+    record: Callable[[], dict[str, Any]],
+    recipients_of: Callable[[str], tuple[str, ...]],
+) -> dict[str, bytes]:
+    """``record()`` encrypted once per set of recipients among ``names`` (each value only
+    to its grant's recipients, as every value in the engine is): name -> value."""
+    by_set: dict[tuple[str, ...], bytes] = {}
+    values = {}
+    for name in names:
+        to = tuple(sorted(recipients_of(name)))
+        if to not in by_set:
+            by_set[to] = encrypt(record(), to)
+        values[name] = by_set[to]
+    return values
+
+
+def _known_basis(held: Held | None) -> _Basis | None:
+    if held is None or held.grant is None or not isinstance(held.basis, _Basis):
+        return None
+    return held.basis if held.basis.revision else None
+
+
+def _held_under_lock(
+    custody: EtcdCustody,
+    name: str,
+    known: Held | None,
+    state: gw.KeyValue | None,
+    intent: gw.KeyValue | None,
+) -> Held:
+    """As ``single_flight`` yields it: ``known`` when the revision matches, an escrow left by
+    an earlier run settled first."""
+    basis = _known_basis(known)
+    as_known = basis is not None and state is not None and basis.revision == state.mod_revision
+    if basis is None or not as_known:
+        basis = custody._decode(name, state)
+    settled = custody._settle_escrow(name, basis)
+    if settled is not basis:
+        basis, intent, as_known = settled, None, False  # the commit removed the intent
+    if as_known and known is not None:
+        held = known
+    else:
+        file = custody._file(name, custody.identities if basis.stored is None else None)
+        held = custody._held(name, basis, file)
+    return replace(held, in_flight=custody._describe_intent(name, intent))
+
+
+def release(custody: EtcdCustody, name: str) -> None:
+    """Release ``name``'s lock unless a commit did."""
+    lock = custody._locks.pop(name, None)
+    if lock is not None:
+        custody._release(lock)
+
+
+class Batched(EtcdCustody):
+    """The custody of one batch of claimed grants whose refresh tokens are all presented:
+    their intents are recorded in one transaction before any request is sent
+    (``record_intents``), and their commits are compare-and-swaps gathered into one
+    transaction (``flush``), each nested so that it succeeds or is refused on its own. Until
+    the flush, each answer is in this machine's escrow; every other step is
+    ``EtcdCustody``'s."""
+
+    def __init__(self, custody: EtcdCustody) -> None:
+        self.__dict__.update(custody.__dict__)
+        self._intended: dict[str, bytes] = {}
+        self._pending: dict[str, _Commit | Held] = {}
+        self._log: str | None = None
+        self._log_fd: int | None = None
+        self._logged: set[str] = set()
+        self._log_guard = threading.Lock()
+
+    # ---------------------------------------------------------------- the escrow log
+
+    def _write_escrow(self, held: Held, grant: Grant) -> None:
+        """The answer, as one line of this batch's escrow log (``EtcdCustody._read_escrow``
+        reads it after a crash): written at once, made durable by ``flush`` before the
+        commit."""
+        import pyrage
+
+        assert isinstance(held.basis, _Basis)
+        recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
+        if not recipients:
+            return
+        data = json.dumps(
+            {
+                "engine": self._engine_id(),
+                "name": held.name,
+                "revision": held.basis.revision,
+                "grant": to_record(grant),
+            }
+        ).encode("utf-8")
+        line = base64.b64encode(bytes(pyrage.encrypt(data, recipients))) + b"\n"
+        with self._log_guard:
+            if self._log_fd is None:
+                folder = self._escrow_path(held.name).parent
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path = folder / f"{ESCROW_LOG}{os.getpid()}-{os.urandom(6).hex()}.age"
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+                self._log_fd = os.open(path, flags, 0o600)
+                self._log = str(path)
+                _live_logs.add(self._log)
+            os.write(self._log_fd, line)
+            self._logged.add(held.name)
+
+    def _drop_escrow(self, name: str) -> None:
+        if name not in self._logged:
+            super()._drop_escrow(name)
+
+    def _uncommitted(self, name: str, error: EngineUnavailable) -> EngineUnavailable:
+        if name in self._logged:
+            return EngineUnavailable(
+                f"{name}: the provider answered, but the coordination engine could not "
+                f"take the commit ({error}). The answer is kept encrypted on this machine "
+                "and committed by its next run, if nobody committed since."
+            )
+        return super()._uncommitted(name, error)
+
+    def _close_log(self, settled: bool) -> None:
+        """Done with the log: removed when every answer in it was committed or refused,
+        else left for the next run to settle."""
+        if self._log is None or self._log_fd is None:
+            return
+        os.close(self._log_fd)
+        self._log_fd = None
+        _live_logs.discard(self._log)
+        if settled:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._log)
+        self._log = None
+
+    def record_intents(self, helds: Sequence[Held]) -> None:
+        """One transaction: the intent of every request about to be sent. The lock of each
+        is checked again by ``in_flight``, just before its request."""
+        session = self._session()
+        lease = session.intent()
+        grants = {h.name: h.grant for h in helds}
+        values = _encrypted_per_recipients(
+            self, list(grants), _holder, lambda n: self._recipients(n, grants[n])
+        )
+        self.gateway.txn([], [gw.put(self.key("inflight", n), values[n], lease) for n in grants])
+        self._intended.update(values)
+
+    @contextlib.contextmanager
+    def in_flight(self, held: Held, budget: float) -> Iterator[Flight]:
+        value = self._intended.pop(held.name, None)
+        if value is None:
+            with super().in_flight(held, budget) as flight:
+                yield flight
+            return
+        lock = self._locks.get(held.name)
+        intent_key = self.key("inflight", held.name)
+        failpoints.hit("before-send")
+        # The last check before the request, as ``EtcdCustody.in_flight`` makes it.
+        if (
+            lock is None
+            or lock.lost
+            or (lock.session.remaining() < RENEWED_MARGIN and not lock.renew())
+        ):
+            with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                self.gateway.delete(intent_key)  # nothing was sent: the intent can go
+            raise LockLost(self._lost(held.name))
+        try:
+            yield _Flight(self, held)
+        except BaseException as error:
+            self._abandon(intent_key, value, lock, error)
+            raise
+
+    def _abandon(self, intent_key: bytes, value: bytes, lock: _Lock, error: BaseException) -> None:
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            if getattr(error, "ambiguous", False):
+                lease = self.gateway.grant(lock.session.intent_ttl)
+                self.gateway.put(intent_key, value, lease)
+            else:
+                self.gateway.delete(intent_key)
+
+    def commit(
+        self,
+        held: Held,
+        grant: Grant,
+        *,
+        durable: bool,
+        recipients: tuple[str, ...] | None = None,
+        retry_at: datetime | None = None,
+        release: bool = True,
+    ) -> Held:
+        """Gathered for ``flush`` (what it returns is what the commit will write)."""
+        prepared = self._prepare(held, grant, durable, recipients, retry_at, release)
+        self._pending[held.name] = prepared
+        if isinstance(prepared, Held):
+            return prepared
+        done = replace(prepared.live, revision=None, generation=prepared.generation)
+        return Held(held.name, done, held.basis, retry_at=retry_at)
+
+    def flush(self) -> dict[str, Exception]:
+        """Every gathered commit in one transaction; then each is finished as ``commit``
+        finishes it. Returns, per grant whose commit did not happen, why (``StaleState``, or
+        ``EngineUnavailable`` with the answer kept in the escrow)."""
+        pending = {n: c for n, c in self._pending.items() if isinstance(c, _Commit)}
+        self._pending.clear()
+        for name in self._intended:  # recorded, never sent: nothing to keep them for
+            with contextlib.suppress(EngineUnavailable, gw.EngineError):
+                self.gateway.delete(self.key("inflight", name))
+        self._intended.clear()
+        failed: dict[str, Exception] = {}
+        if self._log_fd is not None:
+            os.fdatasync(self._log_fd)  # every answer durable before anything is committed
+            fsync_dir(Path(self._log or ".").parent)
+        if not pending:
+            self._close_log(settled=not self._logged)
+            return failed
+        try:
+            result = self.gateway.txn([], [gw.nested(*c.request()) for c in pending.values()])
+        except (EngineUnavailable, gw.EngineError) as error:
+            self._close_log(settled=False)
+            away = error if isinstance(error, EngineUnavailable) else EngineUnavailable(str(error))
+            return {name: self._uncommitted(name, away) for name in pending}
+        for (name, prepared), one in zip(pending.items(), result.nested, strict=True):
+            try:
+                self._finish(prepared, replace(one, revision=result.revision))
+            except (StaleState, ReconcilerError, OSError) as error:
+                failed[name] = error  # (as ``commit`` would have raised it)
+        # An answer escrowed and never committed (its refresh failed after the answer) is
+        # left in the log for the next run, as its escrow file would be.
+        self._close_log(settled=self._logged <= set(pending))
+        return failed
+
+
+__all__ = ["BATCH", "Batched", "Claim", "claim", "release"]
