@@ -29,143 +29,54 @@ without contacting etcd; its entry records the generation it belongs to.
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import json
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import resolve_reference
+import pyrage
+
 from ..errors import ReconcilerError
-from ..model import Actual, Coordination, Desired, Grant, Secret
+from ..model import Actual, Coordination, Desired, Grant
 from ..plan.schedule import access_deadline
 from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import atomic_write
 from ..vault.fingerprint import of_file
-from ..vault.sops.keys import parse_recipient
 from . import etcd_gateway as gw
 from . import failpoints
+from .etcd_records import (
+    STATE_FORMAT,
+    decrypt,
+    encrypt,
+    file_view,
+    from_record,
+    moment,
+    recorded_coordination,
+    same_identity,
+    stamp,
+    to_record,
+)
+from .etcd_session import (
+    RENEWED_MARGIN,
+    Lock,
+    LockLost,
+    LockTimeout,
+    Session,
+    describe_holder,
+    gateway_for,
+    session_for,
+)
 from .protocol import EngineUnavailable, Flight, Held, StaleState
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
-
-#: The fields of the live state: in the engine only, never in the grant file.
-LIVE = (
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "secondary_token",
-    "token_type",
-    "expires_at",
-    "obtained_at",
-)
-_SECRETS = (
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "value",
-    "client_secret",
-    "secondary_token",
-)
-_TIMES = ("expires_at", "obtained_at")
-_TUPLES = ("scopes", "granted_scopes")
-#: Grant fields a state record carries (what the file adds: recipients, version, sealing).
-_RECORDED = tuple(
-    f.name
-    for f in fields(Grant)
-    if f.name not in ("recipients", "modified", "sealed", "decrypted", "revision", "generation")
-)
-STATE_FORMAT = 1
-#: Seconds of lock lease that must be left, by this process's count, to send a request
-#: without renewing the lease first.
-RENEWED_MARGIN = 1.0
-
-
-class LockTimeout(ReconcilerError):
-    """The grant's lock was not free within the time allowed."""
-
-
-class LockLost(ReconcilerError):
-    """The lock's lease could not be renewed: nothing was sent to the provider."""
-
-
-# ---------------------------------------------------------------------------------------
-# Values: a grant as a state record, encrypted.
-
-
-def _moment(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, UTC) if value is not None else None
-
-
-def _stamp(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
-
-
-def to_record(grant: Grant) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    for name in _RECORDED:
-        value = getattr(grant, name)
-        if name in _SECRETS:
-            value = value.reveal() if isinstance(value, Secret) else None
-        elif name in _TIMES:
-            value = _stamp(value)
-        elif name in _TUPLES:
-            value = list(value)
-        elif name == "extra":
-            value = dict(value)
-        record[name] = value
-    return record
-
-
-def from_record(record: Mapping[str, Any]) -> Grant:
-    values: dict[str, Any] = {}
-    for name in _RECORDED:
-        if name not in record:
-            continue
-        value = record[name]
-        if name in _SECRETS:
-            value = Secret(value) if value is not None else None
-        elif name in _TIMES:
-            value = _moment(value)
-        elif name in _TUPLES:
-            value = tuple(value or ())
-        elif name == "extra":
-            value = dict(value or {})
-        values[name] = value
-    return Grant(**values)
-
-
-def encrypt(data: Mapping[str, Any], recipients: tuple[str, ...]) -> bytes:
-    import pyrage  # the age library: loaded with the vault it belongs to
-
-    if not recipients:
-        raise VaultError("no age recipients to encrypt the engine's state to")
-    parsed = [parse_recipient(r) for r in recipients]
-    return bytes(pyrage.encrypt(json.dumps(data).encode("utf-8"), parsed))
-
-
-def decrypt(blob: bytes, identities: Identities) -> dict[str, Any]:
-    import pyrage
-
-    try:
-        data = json.loads(pyrage.decrypt(blob, list(identities)))
-    except (pyrage.DecryptError, ValueError) as error:
-        raise VaultError(
-            f"a value in the coordination engine cannot be decrypted: {error}"
-        ) from None
-    if not isinstance(data, dict):
-        raise VaultError("a value in the coordination engine is not a state record")
-    return data
 
 
 @dataclass(frozen=True)
@@ -189,7 +100,7 @@ class _Commit:
     basis: _Basis
     value: bytes
     operations: list[dict[str, Any]]
-    lock: _Lock | None
+    lock: Lock | None
     live: Grant
     file: Grant | None
     recipients: tuple[str, ...]
@@ -211,165 +122,6 @@ ESCROW_LOG = "batch-"
 _escrow_logs: dict[str, tuple[Any, dict[str, tuple[int, Grant]]]] = {}
 #: The escrow logs this process is writing (skipped when looking for an earlier run's).
 _live_logs: set[str] = set()
-
-
-# ---------------------------------------------------------------------------------------
-# Gateways: one per engine and process, so that connections are reused.
-
-_gateways: dict[tuple[Any, ...], gw.Gateway] = {}
-_gateways_lock = threading.Lock()
-
-
-def _forget_gateways() -> None:
-    """A forked child (apply's refresh workers) opens its own connections and leases."""
-    global _gateways_lock
-    _gateways.clear()
-    _sessions.clear()
-    _gateways_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_gateways)
-
-
-def gateway_for(
-    coordination: Coordination, base_dir: Path, environ: Mapping[str, str]
-) -> gw.Gateway:
-    key = (
-        coordination.endpoints,
-        coordination.username,
-        coordination.password_ref,
-        coordination.ca_file,
-        coordination.cert_file,
-        coordination.key_file,
-    )
-    with _gateways_lock:
-        found = _gateways.get(key)
-        if found is not None:
-            return found
-        password = None
-        if coordination.password_ref:
-            password = resolve_reference(
-                coordination.password_ref,
-                base_dir=base_dir,
-                owner="coordination.etcd.password",
-                environ=environ,
-            )
-        timeout = float(environ.get("RECONCILER_ENGINE_TIMEOUT", "5"))
-        made = gw.Gateway(
-            coordination.endpoints,
-            username=coordination.username,
-            password=password,
-            ca_file=coordination.ca_file,
-            cert_file=coordination.cert_file,
-            key_file=coordination.key_file,
-            timeout=timeout,
-        )
-        _gateways[key] = made
-        return made
-
-
-def _holder() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
-
-
-# ---------------------------------------------------------------------------------------
-# This process's leases (as etcd's concurrency.Session): one for its locks, one for its
-# intents, kept alive by one thread while the process runs. A process that stops or dies
-# loses its locks a lease after its last renewal, and its intents an intent lease after it.
-
-_sessions: dict[tuple[int, float, float], _Session] = {}
-
-
-class _Session:
-    def __init__(self, gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> None:
-        self.gateway = gateway
-        self.lock_ttl = lock_ttl
-        self.intent_ttl = intent_ttl
-        self.renewed = time.monotonic()  # (before the grant: see ``renew``)
-        self.lock_lease = gateway.grant(lock_ttl)
-        self.intent_lease = 0
-        self.lost = False
-        self._guard = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="etcd-session", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.lock_ttl / 3):
-            if not self.renew():
-                return
-
-    def renew(self) -> bool:
-        """Renew both leases now; False once the lock lease is lost (expired, or not renewed
-        in time)."""
-        # The lease runs from when the engine renewed it, which is after this moment: counted
-        # from here, ``remaining`` never promises more than the engine grants.
-        sent = time.monotonic()
-        try:
-            left = self.gateway.keepalive(self.lock_lease)
-            if self.intent_lease and self.gateway.keepalive(self.intent_lease) <= 0:
-                self.intent_lease = 0  # expired while this process was stopped: a new one
-        except (EngineUnavailable, gw.EngineError):
-            if self.remaining() <= 0:
-                self.lost = True
-            return not self.lost
-        if left > 0 and not self.lost:
-            self.renewed = sent
-        else:
-            self.lost = True
-        return not self.lost
-
-    def remaining(self) -> float:
-        """Seconds the lock lease is known to last (from its last renewal)."""
-        return self.lock_ttl - (time.monotonic() - self.renewed)
-
-    def intent(self) -> int:
-        with self._guard:
-            if not self.intent_lease:
-                self.intent_lease = self.gateway.grant(self.intent_ttl)
-            return self.intent_lease
-
-    def close(self) -> None:
-        """Release the locks now. The intent lease is left to expire: an intent still on it
-        belongs to a request whose answer was not committed (it is in this machine's escrow),
-        and must keep other machines from presenting the refresh token meanwhile."""
-        self._stop.set()
-        with contextlib.suppress(EngineUnavailable, gw.EngineError):
-            self.gateway.revoke(self.lock_lease)
-
-
-def _session(gateway: gw.Gateway, lock_ttl: float, intent_ttl: float) -> _Session:
-    key = (id(gateway), lock_ttl, intent_ttl)
-    with _gateways_lock:
-        found = _sessions.get(key)
-        if found is None or found.lost:
-            found = _sessions[key] = _Session(gateway, lock_ttl, intent_ttl)
-        return found
-
-
-@atexit.register
-def _close_sessions() -> None:
-    """Locks go with the process (a stopped or killed one keeps them a lease longer)."""
-    for session in list(_sessions.values()):
-        session.close()
-
-
-@dataclass
-class _Lock:
-    """One held lock: its key, bound to the session's lock lease, created at ``revision``."""
-
-    session: _Session
-    key: bytes
-    lease: int
-    revision: int
-    released: bool = False
-
-    def renew(self) -> bool:
-        return self.session.renew() and self.session.lock_lease == self.lease
-
-    @property
-    def lost(self) -> bool:
-        return self.session.lost or self.session.lock_lease != self.lease
 
 
 class _Flight:
@@ -403,7 +155,7 @@ class EtcdCustody:
         self.coordination = found
         self.gateway = gateway_for(found, desired.path.parent, self.environ)
         self.prefix = found.namespace.strip("/").encode("utf-8") + b"/"
-        self._locks: dict[str, _Lock] = {}
+        self._locks: dict[str, Lock] = {}
 
     # ---------------------------------------------------------------------------- keys
 
@@ -432,7 +184,7 @@ class EtcdCustody:
             kv.mod_revision,
             int(record.get("generation", 0)),
             grant,
-            _moment(record.get("retry_at")),
+            moment(record.get("retry_at")),
             tuple(record.get("recipients") or ()),
         )
 
@@ -578,7 +330,8 @@ class EtcdCustody:
         session = self._session()
         key = self.key("leader")
         value = encrypt(
-            _holder(), tuple(sorted({r for t in self.desired.recipients.values() for r in t}))
+            describe_holder(),
+            tuple(sorted({r for t in self.desired.recipients.values() for r in t})),
         )
         result = self.gateway.txn(
             [gw.compare_create(key, 0)], [gw.put(key, value, session.lock_lease)], [gw.get(key)]
@@ -608,8 +361,6 @@ class EtcdCustody:
         return provider is not None and not provider.rotates_refresh_tokens
 
     def _write_mirror(self, name: str, grant: Grant) -> None:
-        import pyrage
-
         recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
         if not recipients:
             return
@@ -622,8 +373,6 @@ class EtcdCustody:
         atomic_write(path, bytes(pyrage.encrypt(data, recipients)), mode=0o600)
 
     def _read_mirror(self, name: str) -> Grant | None:
-        import pyrage
-
         try:
             blob = self._mirror_path(name).read_bytes()
             data = json.loads(pyrage.decrypt(blob, list(self.identities or ())))
@@ -689,8 +438,6 @@ class EtcdCustody:
 
     def _write_escrow(self, held: Held, grant: Grant) -> None:
         """The provider's answer, encrypted to this machine's identities, until committed."""
-        import pyrage
-
         assert isinstance(held.basis, _Basis)
         if not self.identities:
             return
@@ -705,8 +452,6 @@ class EtcdCustody:
         atomic_write(path, bytes(pyrage.encrypt(data, recipients)), mode=0o600)
 
     def _read_escrow(self, name: str) -> tuple[int, Grant] | None:
-        import pyrage
-
         path = self._escrow_path(name)
         try:
             blob = path.read_bytes()
@@ -752,8 +497,6 @@ class EtcdCustody:
         return None
 
     def _log_entries(self, path: str) -> dict[str, tuple[int, Grant]]:
-        import pyrage
-
         stamp = of_file(path)
         known = _escrow_logs.get(path)
         if known is not None and known[0] == stamp:
@@ -802,18 +545,18 @@ class EtcdCustody:
 
     # --------------------------------------------------------------------- single flight
 
-    def _session(self) -> _Session:
+    def _session(self) -> Session:
         lease = self.coordination.lease.total_seconds()
         deadlines = [p.request_deadline for p in self.desired.providers.values()] or [30.0]
-        return _session(self.gateway, lease, max(deadlines) + lease)
+        return session_for(self.gateway, lease, max(deadlines) + lease)
 
     def _acquire(
         self, name: str, timeout: float | None
-    ) -> tuple[_Lock, gw.KeyValue | None, gw.KeyValue | None]:
+    ) -> tuple[Lock, gw.KeyValue | None, gw.KeyValue | None]:
         """The lock, and under it the state and any intent, in one round trip."""
         lock_key = self.key("locks", name)
         state_key, intent_key = self.key("grants", name), self.key("inflight", name)
-        holder = encrypt(_holder() | {"nonce": os.urandom(8).hex()}, self._recipients(name))
+        holder = encrypt(describe_holder() | {"nonce": os.urandom(8).hex()}, self._recipients(name))
         ends = None if timeout is None else time.monotonic() + timeout
         while True:
             session = self._session()
@@ -826,10 +569,10 @@ class EtcdCustody:
             if result.succeeded:
                 state = result.ranges[0][0] if result.ranges[0] else None
                 intent = result.ranges[1][0] if result.ranges[1] else None
-                return _Lock(session, lock_key, lease, result.revision), state, intent
+                return Lock(session, lock_key, lease, result.revision), state, intent
             current = result.ranges[0][0] if result.ranges and result.ranges[0] else None
             if current is not None and current.value == holder:  # a retry that had applied
-                lock = _Lock(session, lock_key, lease, current.create_revision)
+                lock = Lock(session, lock_key, lease, current.create_revision)
                 state = self.gateway.get(state_key)
                 return lock, state, self.gateway.get(intent_key)
             if current is None:
@@ -851,7 +594,7 @@ class EtcdCustody:
             except EngineUnavailable:
                 time.sleep(0.05)  # that member went away: try again through another
 
-    def _release(self, lock: _Lock) -> None:
+    def _release(self, lock: Lock) -> None:
         if lock.released:
             return
         with contextlib.suppress(EngineUnavailable, gw.EngineError):
@@ -938,7 +681,7 @@ class EtcdCustody:
             raise LockLost(self._lost(held.name))
         intent_key = self.key("inflight", held.name)
         value = encrypt(
-            {**_holder(), "revision": getattr(held.basis, "revision", 0)},
+            {**describe_holder(), "revision": getattr(held.basis, "revision", 0)},
             self._recipients(held.name, held.grant),
         )
         self.gateway.put(intent_key, value, lock.session.intent())
@@ -1028,7 +771,7 @@ class EtcdCustody:
             "format": STATE_FORMAT,
             "generation": generation,
             "grant": to_record(live),
-            "retry_at": _stamp(retry_at),
+            "retry_at": stamp(retry_at),
             "recipients": list(to),
         }
         value = encrypt(record, to)
@@ -1089,7 +832,7 @@ class EtcdCustody:
             file is not None
             and file.custody == "etcd"
             and set(file.recipients) == set(recipients)
-            and _same_identity(file, view)
+            and same_identity(file, view)
         ):
             return
         store.write_grant(self.path(name), view, recipients)
@@ -1157,80 +900,6 @@ class EtcdCustody:
 
     def close(self) -> None:
         return None
-
-
-def file_view(grant: Grant, coordination: Coordination) -> Grant:
-    """What an attached grant's file holds: everything but the live state, and the engine
-    that holds that."""
-    status = "ok" if grant.status == "uncertain" else grant.status
-    cleared: dict[str, Any] = dict.fromkeys(LIVE)
-    extra = {**grant.extra, "coordination": _describe(coordination)}
-    return replace(
-        grant,
-        **cleared,
-        status=status,
-        extra=extra,
-        custody="etcd",
-        revision=None,
-        generation=None,
-    )
-
-
-def _same_identity(file: Grant, view: Grant) -> bool:
-    keys = (
-        "kind",
-        "status",
-        "status_reason",
-        "flow",
-        "client_id",
-        "token_endpoint",
-        "scopes",
-        "granted_scopes",
-        "extra",
-    )
-    return all(getattr(file, k) == getattr(view, k) for k in keys) and not (
-        set(file.sealed) & set(LIVE)
-    )
-
-
-def recorded_coordination(grant: Grant) -> Coordination | None:
-    """The engine an attached grant's file names (``extra.coordination``): where ``detach``
-    finds its live state once ``coordination:`` is gone from the config."""
-    text = grant.extra.get("coordination")
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-        return Coordination(
-            endpoints=tuple(data["endpoints"]),
-            namespace=data["namespace"],
-            username=data.get("username"),
-            password_ref=data.get("password"),
-            ca_file=data.get("ca_file"),
-            cert_file=data.get("cert_file"),
-            key_file=data.get("key_file"),
-            lease=timedelta(seconds=float(data.get("lease", 15))),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _describe(coordination: Coordination) -> str:
-    data: dict[str, Any] = {
-        "endpoints": list(coordination.endpoints),
-        "namespace": coordination.namespace,
-        "lease": coordination.lease.total_seconds(),
-    }
-    for key, value in (
-        ("username", coordination.username),
-        ("password", coordination.password_ref),
-        ("ca_file", coordination.ca_file),
-        ("cert_file", coordination.cert_file),
-        ("key_file", coordination.key_file),
-    ):
-        if value is not None:
-            data[key] = value
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 __all__ = ["EtcdCustody", "LockLost", "LockTimeout", "recorded_coordination"]

@@ -23,25 +23,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pyrage
+
 from ..errors import ReconcilerError
 from ..model import Grant
 from ..vault.files import fsync_dir
 from . import etcd_gateway as gw
 from . import failpoints
-from .etcd import (
-    ESCROW_LOG,
-    RENEWED_MARGIN,
-    EtcdCustody,
-    LockLost,
-    _Basis,
-    _Commit,
-    _Flight,
-    _holder,
-    _live_logs,
-    _Lock,
-    encrypt,
-    to_record,
-)
+from .etcd import ESCROW_LOG, EtcdCustody, _Basis, _Commit, _Flight, _live_logs
+from .etcd_records import encrypt, to_record
+from .etcd_session import RENEWED_MARGIN, Lock, LockLost, describe_holder
 from .protocol import EngineUnavailable, Flight, Held, StaleState
 
 #: Grants per transaction: three operations each, within etcd's default of 128 per branch.
@@ -71,7 +62,10 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
     # tells a retried request that did apply from another holder).
     nonce = os.urandom(8).hex()
     holders = _encrypted_per_recipients(
-        custody, names, lambda: _holder() | {"nonce": nonce}, lambda n: custody._recipients(n)
+        custody,
+        names,
+        lambda: describe_holder() | {"nonce": nonce},
+        lambda n: custody._recipients(n),
     )
     operations = []
     for name in names:
@@ -99,7 +93,7 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
             if lock is not None and lock.value == holder:
                 # A retried request that had applied: this lock is ours, with no state read
                 # under it. Given back, and the grant tried again the ordinary way.
-                custody._release(_Lock(session, lock_key, lease, lock.create_revision))
+                custody._release(Lock(session, lock_key, lease, lock.create_revision))
                 found.locked.append(name)
             elif lock is not None:
                 found.locked.append(name)
@@ -110,7 +104,7 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
             continue
         state = one.ranges[0][0] if one.ranges[0] else None
         intent = one.ranges[1][0] if one.ranges[1] else None
-        custody._locks[name] = _Lock(session, lock_key, lease, result.revision)
+        custody._locks[name] = Lock(session, lock_key, lease, result.revision)
         try:
             found.held[name] = _held_under_lock(custody, name, known.get(name), state, intent)
         except BaseException:
@@ -197,8 +191,6 @@ class Batched(EtcdCustody):
         """The answer, as one line of this batch's escrow log (``EtcdCustody._read_escrow``
         reads it after a crash): written at once, made durable by ``flush`` before the
         commit."""
-        import pyrage
-
         assert isinstance(held.basis, _Basis)
         recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
         if not recipients:
@@ -257,7 +249,7 @@ class Batched(EtcdCustody):
         lease = session.intent()
         grants = {h.name: h.grant for h in helds}
         values = _encrypted_per_recipients(
-            self, list(grants), _holder, lambda n: self._recipients(n, grants[n])
+            self, list(grants), describe_holder, lambda n: self._recipients(n, grants[n])
         )
         self.gateway.txn([], [gw.put(self.key("inflight", n), values[n], lease) for n in grants])
         self._intended.update(values)
@@ -287,7 +279,7 @@ class Batched(EtcdCustody):
             self._abandon(intent_key, value, lock, error)
             raise
 
-    def _abandon(self, intent_key: bytes, value: bytes, lock: _Lock, error: BaseException) -> None:
+    def _abandon(self, intent_key: bytes, value: bytes, lock: Lock, error: BaseException) -> None:
         with contextlib.suppress(EngineUnavailable, gw.EngineError):
             if getattr(error, "ambiguous", False):
                 lease = self.gateway.grant(lock.session.intent_ttl)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import queue
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -194,10 +196,7 @@ class Gateway:
     def _http(self) -> httpx2.Client:
         with self._lock:
             if self._client is None:
-                # httpx2 is heavy: only a command that reaches the engine loads it.
-                import ssl
-
-                import httpx2
+                import httpx2  # heavy: only a command that reaches the engine loads it
 
                 verify: Any = True
                 if self._ca_file or self._cert_file:
@@ -396,8 +395,6 @@ class Gateway:
 
         The stream is read by a thread of its own, so that ``stop`` and ``timeout`` are
         noticed while nothing happens; leaving the iteration closes the stream."""
-        import queue
-
         import httpx2  # (already loaded by _http)
 
         request: dict[str, Any] = {"key": _b64(key)}

@@ -4,8 +4,8 @@ no refresh token is presented twice."""
 
 from __future__ import annotations
 
-from reconciler.custody.etcd import decrypt, from_record
 from reconciler.custody.etcd_gateway import Gateway
+from reconciler.custody.etcd_records import decrypt, from_record
 from reconciler.vault.sops.keys import load_identities
 
 from .support import Fleet, wait_for
