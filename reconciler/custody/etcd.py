@@ -44,7 +44,6 @@ import pyrage
 
 from ..errors import ReconcilerError
 from ..model import Actual, Coordination, Desired, Grant
-from ..plan.schedule import access_deadline
 from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import atomic_write
@@ -73,7 +72,7 @@ from .etcd_session import (
     gateway_for,
     session_for,
 )
-from .protocol import EngineUnavailable, Flight, Held, StaleState
+from .protocol import EngineUnavailable, Flight, Held, StaleState, cache_entry
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -307,17 +306,7 @@ class EtcdCustody:
             cache.drop(self.desired.path, name, self.environ)
             return False
         assert grant.access_token is not None and self.identities is not None
-        entry = cache.CachedToken(
-            access_token=grant.access_token,
-            token_type=grant.token_type,
-            expires_at=grant.expires_at,
-            obtained_at=grant.obtained_at,
-            refresh_at=access_deadline(
-                grant.expires_at, grant.obtained_at, self.desired.refresh_before
-            ),
-            retry_at=retry_at,
-            generation=grant.generation,
-        )
+        entry = cache_entry(grant, self.desired.refresh_before, retry_at)
         cache.write(self.desired.path, name, self.path(name), entry, self.identities, self.environ)
         if self._mirrors(name):
             self._write_mirror(name, grant)

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..model import Actual, Desired, Grant
-from ..plan.schedule import access_deadline
 from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import file_lock
 from ..vault.fingerprint import Fingerprint, of_file, of_stat
-from .protocol import NO_ESCROW, Flight, Held, StaleState
+from .protocol import NO_ESCROW, Flight, Held, StaleState, cache_entry
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -226,16 +225,7 @@ class FileCustody:
     def _record(self, name: str, path: Path, grant: Grant, retry_at: datetime | None) -> None:
         assert grant.access_token is not None and grant.obtained_at is not None
         assert self.identities is not None
-        entry = cache.CachedToken(
-            access_token=grant.access_token,
-            token_type=grant.token_type,
-            expires_at=grant.expires_at,
-            obtained_at=grant.obtained_at,
-            refresh_at=access_deadline(
-                grant.expires_at, grant.obtained_at, self.desired.refresh_before
-            ),
-            retry_at=retry_at,
-        )
+        entry = cache_entry(grant, self.desired.refresh_before, retry_at)
         cache.write(self.desired.path, name, path, entry, self.identities, self.environ)
 
     def leads(self) -> bool:

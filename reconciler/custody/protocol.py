@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..errors import ReconcilerError
 from ..model import Actual, Grant
+from ..plan.schedule import access_deadline
+from ..vault.cache import CachedToken
 
 
 class StaleState(ReconcilerError):
@@ -121,3 +123,18 @@ class Custody(Protocol):
         ...
 
     def changes(self, stop: Any) -> Iterator[str]: ...
+
+
+def cache_entry(grant: Grant, refresh_before: timedelta, retry_at: datetime | None) -> CachedToken:
+    """What this machine's token cache records of ``grant`` (an access token with a
+    ``refresh_at`` by the one refresh rule, and the state's generation where there is one)."""
+    assert grant.access_token is not None and grant.obtained_at is not None
+    return CachedToken(
+        access_token=grant.access_token,
+        token_type=grant.token_type,
+        expires_at=grant.expires_at,
+        obtained_at=grant.obtained_at,
+        refresh_at=access_deadline(grant.expires_at, grant.obtained_at, refresh_before),
+        retry_at=retry_at,
+        generation=grant.generation,
+    )
