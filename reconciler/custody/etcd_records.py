@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyrage
 
-from ..model import Coordination, Grant, Secret
+from ..model import ENCRYPTED_FIELDS, Coordination, Grant, Secret
 from ..vault.errors import VaultError
 from ..vault.sops.keys import parse_recipient
 
@@ -29,14 +29,6 @@ LIVE = (
     "expires_at",
     "obtained_at",
 )
-_SECRETS = (
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "value",
-    "client_secret",
-    "secondary_token",
-)
 _TIMES = ("expires_at", "obtained_at")
 _TUPLES = ("scopes", "granted_scopes")
 #: Grant fields a state record carries (what the file adds: recipients, version, sealing).
@@ -45,6 +37,8 @@ _RECORDED = tuple(
     for f in fields(Grant)
     if f.name not in ("recipients", "modified", "sealed", "decrypted", "revision", "generation")
 )
+#: What an attached grant's file shows in plaintext: a change to any of them rewrites it.
+_FILE_PLAINTEXT = tuple(n for n in _RECORDED if n not in LIVE and n not in ENCRYPTED_FIELDS)
 STATE_FORMAT = 1
 
 
@@ -64,7 +58,7 @@ def to_record(grant: Grant) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for name in _RECORDED:
         value = getattr(grant, name)
-        if name in _SECRETS:
+        if name in ENCRYPTED_FIELDS:
             value = value.reveal() if isinstance(value, Secret) else None
         elif name in _TIMES:
             value = stamp(value)
@@ -82,7 +76,7 @@ def from_record(record: Mapping[str, Any]) -> Grant:
         if name not in record:
             continue
         value = record[name]
-        if name in _SECRETS:
+        if name in ENCRYPTED_FIELDS:
             value = Secret(value) if value is not None else None
         elif name in _TIMES:
             value = moment(value)
@@ -131,18 +125,7 @@ def file_view(grant: Grant, coordination: Coordination) -> Grant:
 
 
 def same_identity(file: Grant, view: Grant) -> bool:
-    keys = (
-        "kind",
-        "status",
-        "status_reason",
-        "flow",
-        "client_id",
-        "token_endpoint",
-        "scopes",
-        "granted_scopes",
-        "extra",
-    )
-    return all(getattr(file, k) == getattr(view, k) for k in keys) and not (
+    return all(getattr(file, k) == getattr(view, k) for k in _FILE_PLAINTEXT) and not (
         set(file.sealed) & set(LIVE)
     )
 
