@@ -18,11 +18,10 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING, cast
 
 from ..custody import open_custody
-from ..custody.etcd import EtcdCustody, recorded_coordination
 from ..errors import ReconcilerError, message_of
 from ..model import Action, Browser, Desired, Grant, Plan
 from ..vault.sops.keys import identity_recipients, normalize_identities
-from . import batched, lifecycle, workers
+from . import lifecycle, workers
 from .context import Context, Outcome, Result
 from .workers import Forked
 
@@ -165,6 +164,8 @@ def _apply_batched(
 ) -> Iterator[Outcome]:
     """The refreshes in batches (``batched.refresh_batch``): on forked workers when there
     are many, else on threads; one job per batch."""
+    from . import batched  # the etcd backend loads only when `coordination:` is declared
+
     groups = batched.chunks(refreshes)
     number_of = {id(action): index for index, action in enumerate(refreshes)}
 
@@ -396,6 +397,8 @@ def _needs_identity(name: str, doing: str) -> str:
 def _attach(action: Action, context: Context) -> str:
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "attaching"))
+    from ..custody.etcd import EtcdCustody  # loaded only when `coordination:` is declared
+
     custody = _custody(context)
     if not isinstance(custody, EtcdCustody):
         raise ApplyError(f"{action.name}: `coordination:` is not declared; nothing to attach to")
@@ -407,6 +410,8 @@ def _attach(action: Action, context: Context) -> str:
 def _detach(action: Action, context: Context) -> str:
     if context.identities is None:
         raise ApplyError(_needs_identity(action.name, "detaching"))
+    from ..custody.etcd import EtcdCustody, recorded_coordination  # only for a detach
+
     grant = context.actual.grants[action.name]
     engine = recorded_coordination(grant)
     if engine is None:
