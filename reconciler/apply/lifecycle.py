@@ -212,7 +212,7 @@ def refresh(
     server first; when that has changed, the grant is marked ``needs-relink`` instead.
     """
     custody = open_custody(desired, identities, environ)
-    if custody.kind != "files" and not force and rejected is None:
+    if custody.shared and not force and rejected is None:
         # Shared custody: another machine may have refreshed it since the caller looked. One
         # read, without the lock, spares a wait on it when nothing is due any more.
         fresh = usable_as_is(custody, name, desired, now)
@@ -369,7 +369,7 @@ def _refresh_held(
                 flight.escrow(fresh)
     except TransientError as error:
         wait = timedelta(seconds=error.retry_after or TRANSIENT_BACKOFF.total_seconds())
-        if error.ambiguous and custody.kind != "files":
+        if error.ambiguous and custody.shared:
             # The request may have been acted on: until its intent expires, the refresh token
             # is not presented again (SPEC §7).
             marked = replace(grant, status="uncertain", status_reason=str(error))

@@ -137,6 +137,7 @@ class EtcdCustody:
     """``custody.Custody`` over etcd v3 (live state) and the grant files (identity)."""
 
     kind = "etcd"
+    shared = True
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ class FileCustody:
     """``custody.Custody`` over the grant files of ``desired.store_dir``."""
 
     kind = "files"
+    shared = False
 
     def __init__(
         self,

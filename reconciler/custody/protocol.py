@@ -68,6 +68,10 @@ class Custody(Protocol):
     """The protocol every backend implements (see the module docstring)."""
 
     kind: str
+    #: Other machines write this state too: what a reader saw may be replaced at any moment
+    #: (read again before waiting on a lock), and a request whose answer was lost may have
+    #: rotated the token another machine would present (marked ``uncertain``).
+    shared: bool
 
     def read(self, name: str) -> Held: ...
 
