@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 
-from .document import Document
+from .document import Document, NodePath
 from .errors import Issue
 from .wording import shown
 
@@ -19,12 +19,31 @@ _DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: object) -> timedelta:
     """``30s``, ``5m``, ``2h``, ``7d``, ``1w``, or combined like ``1h30m``."""
     if not isinstance(text, str) or not _DURATION.fullmatch(text):
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 7d)")
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
+
+
+#: How an invalid duration's message says to write one.
+DURATION_HINT = "use a number and a unit s, m, h, d or w, e.g. 30s, 5m, 2h, 7d"
+
+
+def duration_at(
+    doc: Document,
+    path: NodePath,
+    value: object,
+    issues: list[Issue],
+    hint: str = DURATION_HINT,
+) -> timedelta | None:
+    """``value`` (found at ``path``) as a duration; None, with an issue, when it is none."""
+    try:
+        return parse_duration(value)
+    except ValueError:
+        issues.append(doc.issue(path, f"invalid duration `{shown(value)}`", hint))
+        return None
 
 
 def default_duration(
@@ -33,16 +52,8 @@ def default_duration(
     """``defaults.<key>`` as a duration, or ``fallback``; problems go to ``issues``."""
     if key not in defaults:
         return fallback
-    try:
-        value = parse_duration(defaults[key])
-    except ValueError:
-        issues.append(
-            doc.issue(
-                ("defaults", key),
-                f"invalid duration `{shown(defaults[key])}`",
-                "use a number and a unit s, m, h, d or w, e.g. 30s, 5m, 2h, 7d",
-            )
-        )
+    value = duration_at(doc, ("defaults", key), defaults[key], issues)
+    if value is None:
         return fallback
     if key in ("keepalive", "request_deadline") and value <= timedelta(0):
         issues.append(doc.issue(("defaults", key), f"{key} must be longer than 0s"))

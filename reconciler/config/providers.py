@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from ..catalog import UnknownPreset, load_preset
 from ..model import Provider
 from .document import Document
-from .durations import parse_duration
+from .durations import duration_at
 from .errors import ConfigError, Issue
 from .references import parse_reference
 from .syntax import URL, URL_HINT
@@ -185,17 +185,10 @@ def build_provider(name: str, entry: dict, doc: Document, issues: list[Issue]) -
         ok = False
     rotation_grace = None
     if "rotation_grace" in entry:
-        try:
-            rotation_grace = parse_duration(entry["rotation_grace"])
-        except ValueError:
-            issues.append(
-                doc.issue(
-                    (*here, "rotation_grace"),
-                    f"invalid duration `{shown(entry['rotation_grace'])}`",
-                    "use a number and a unit s, m, h, d or w, e.g. 30s, 2m",
-                )
-            )
-            ok = False
+        hint = "use a number and a unit s, m, h, d or w, e.g. 30s, 2m"
+        where = (*here, "rotation_grace")
+        rotation_grace = duration_at(doc, where, entry["rotation_grace"], issues, hint)
+        ok = ok and rotation_grace is not None
     if not ok:
         return None
 
