@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import time
@@ -47,7 +48,7 @@ from ..model import Actual, Coordination, Desired, Grant
 from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import atomic_write
-from ..vault.fingerprint import of_file
+from ..vault.fingerprint import Fingerprint, of_file
 from . import etcd_gateway as gw
 from . import failpoints
 from .etcd_records import (
@@ -115,6 +116,10 @@ class _Commit:
         )
 
 
+#: Attached grants' files as this process read them: path -> (fingerprint before the read,
+#: MAC verified, the file's grant). A commit checks what the file holds (to rewrite it only
+#: when that changes): while its fingerprint is the same, the file is not read again.
+_attached_files: dict[str, tuple[Fingerprint, bool, Grant]] = {}
 #: The name every escrow log starts with (``etcd_batch.Batched``).
 ESCROW_LOG = "batch-"
 #: Escrow logs read by this process: path -> (fingerprint, name -> (revision, answer)).
@@ -190,9 +195,22 @@ class EtcdCustody:
 
     def _file(self, name: str, identities: Identities | None) -> Grant | None:
         path = self.path(name)
-        if of_file(path) is None:
+        now = of_file(path)
+        if now is None:
             return None
-        return store.read_grant(path, identities)
+        seen = _attached_files.get(str(path))
+        if seen is not None and seen[0] == now and (identities is None or seen[1]):
+            return replace(seen[2], decrypted=identities is not None)
+        grant = store.read_grant(path, identities)
+        self._remember(path, now, identities is not None, grant)
+        return grant
+
+    @staticmethod
+    def _remember(path: Path, before: Fingerprint | None, verified: bool, file: Grant) -> None:
+        """An attached grant's file as read, under its fingerprint taken before the read. It
+        holds no secret: read with a key or without, it is the same."""
+        if file.custody == "etcd" and not file.sealed and before is not None:
+            _attached_files[str(path)] = (before, verified, file)
 
     def _held(self, name: str, basis: _Basis, file: Grant | None) -> Held:
         if basis.stored is None:
@@ -222,7 +240,10 @@ class EtcdCustody:
     def scan(self, *, decrypt: bool = True) -> tuple[Actual, Mapping[str, Held]]:
         """The grant files, with the engine's live state laid over every attached one.
         Without ``decrypt``, the engine is still asked for each state's revision."""
+        before = store.fingerprints(self.desired.store_dir)
         actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
+        for name, file in actual.grants.items():
+            self._remember(self.path(name), before.get(name), actual.decrypted, file)
         try:
             _, found = self.gateway.range(self.key("grants"), prefix=True, keys_only=not decrypt)
         except EngineUnavailable as error:
@@ -466,8 +487,9 @@ class EtcdCustody:
 
     # A batch of refreshes (``etcd_batch.Batched``) keeps its answers in one escrow log,
     # ``batch-*.age`` beside the escrow files: a line per answer (each age-encrypted as an
-    # escrow file is), made durable once before the batch's commit. A log left by a run that
-    # died (or whose commit the engine did not take) is read here, line by line, once.
+    # escrow file is), made durable once before the batch's commit, the file locked (flock)
+    # while its batch is under way. A log left by a run that died (or whose commit the engine
+    # did not take) is read here, line by line, once.
 
     def _engine_id(self) -> str:
         return f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}"
@@ -493,7 +515,14 @@ class EtcdCustody:
             return known[1]
         entries: dict[str, tuple[int, Grant]] = {}
         try:
-            lines = Path(path).read_bytes().splitlines()
+            with open(path, "rb") as file:
+                try:
+                    # Its writer holds it locked while its batch is under way (on this
+                    # machine, in another process): nothing in it is left over yet.
+                    fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return entries
+                lines = file.read().splitlines()
         except FileNotFoundError:
             return entries
         for line in lines:

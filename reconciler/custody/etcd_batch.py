@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -211,6 +212,9 @@ class Batched(EtcdCustody):
                 path = folder / f"{ESCROW_LOG}{os.getpid()}-{os.urandom(6).hex()}.age"
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
                 self._log_fd = os.open(path, flags, 0o600)
+                # Other processes leave a locked log alone (``EtcdCustody._log_entries``);
+                # the lock goes with the process, so a log left by a crash is read.
+                fcntl.flock(self._log_fd, fcntl.LOCK_EX)
                 self._log = str(path)
                 _live_logs.add(self._log)
             os.write(self._log_fd, line)

@@ -15,6 +15,7 @@ import pyrage
 from ..model import ENCRYPTED_FIELDS, Coordination, Grant, Secret
 from ..vault.errors import VaultError
 from ..vault.sops.keys import parse_recipient
+from . import sealed
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -89,15 +90,21 @@ def from_record(record: Mapping[str, Any]) -> Grant:
 
 
 def encrypt(data: Mapping[str, Any], recipients: tuple[str, ...]) -> bytes:
+    """``data`` as a value sealed to ``recipients`` (``sealed``)."""
     if not recipients:
         raise VaultError("no age recipients to encrypt the engine's state to")
-    parsed = [parse_recipient(r) for r in recipients]
-    return bytes(pyrage.encrypt(json.dumps(data).encode("utf-8"), parsed))
+    parsed = [(r, parse_recipient(r)) for r in recipients]
+    return sealed.seal(json.dumps(data).encode("utf-8"), parsed)
 
 
 def decrypt(blob: bytes, identities: Identities) -> dict[str, Any]:
+    """A value ``encrypt`` wrote (or, written before values were sealed, an age file)."""
     try:
-        data = json.loads(pyrage.decrypt(blob, list(identities)))
+        if sealed.is_sealed(blob):
+            plain = sealed.unseal(blob, identities, sealed.labels_of(identities))
+        else:
+            plain = bytes(pyrage.decrypt(blob, list(identities)))
+        data = json.loads(plain)
     except (pyrage.DecryptError, ValueError) as error:
         raise VaultError(
             f"a value in the coordination engine cannot be decrypted: {error}"

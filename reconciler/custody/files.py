@@ -26,7 +26,7 @@ from ..model import Actual, Desired, Grant
 from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import file_lock
-from ..vault.fingerprint import Fingerprint, of_file, of_stat
+from ..vault.fingerprint import Fingerprint, of_file
 from .protocol import NO_ESCROW, Flight, Held, StaleState, cache_entry
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class FileCustody:
         """Every grant file (``Actual``), with the access tokens of this machine's cache laid
         over, and each readable grant as ``Held`` (to pass as ``known``). Without ``decrypt``
         only the files' plaintext is read."""
-        fingerprints = self._fingerprints()  # before the scan reads the files
+        fingerprints = store.fingerprints(self.desired.store_dir)  # before the scan reads them
         actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
         held = {
             name: self._held(name, _Basis(fingerprints.get(name), grant))
@@ -80,19 +80,6 @@ class FileCustody:
         }
         grants = {name: h.grant for name, h in held.items() if h.grant is not None}
         return replace(actual, grants=grants), held
-
-    def _fingerprints(self) -> dict[str, Fingerprint]:
-        found: dict[str, Fingerprint] = {}
-        try:
-            entries = os.scandir(self.desired.store_dir)
-        except FileNotFoundError:
-            return found
-        with entries:
-            for entry in entries:
-                if entry.name.endswith(store.SUFFIX):
-                    with contextlib.suppress(FileNotFoundError):
-                        found[entry.name[: -len(store.SUFFIX)]] = of_stat(entry.stat())
-        return found
 
     def _held(self, name: str, basis: _Basis) -> Held:
         stored = basis.stored

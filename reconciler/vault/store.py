@@ -8,6 +8,7 @@ identity gives the plaintext metadata only (``decrypted=False``), which is all `
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -26,6 +27,7 @@ from .errors import (
     restore_hint,
 )
 from .files import atomic_write, durable_delete
+from .fingerprint import Fingerprint, of_stat
 from .sops.document import (
     GRANT_ENCRYPTED_REGEX,
     Document,
@@ -237,6 +239,22 @@ def _to_grant(path: Path, doc: Document) -> Grant:
     fields["sealed"] = frozenset(sealed)
     fields["decrypted"] = doc.decrypted
     return Grant(**fields)
+
+
+def fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
+    """Each grant file's fingerprint now (taken before a scan reads the files, it tells
+    whether a file read then is still the one on disk later)."""
+    found: dict[str, Fingerprint] = {}
+    try:
+        entries = os.scandir(store_dir)
+    except FileNotFoundError:
+        return found
+    with entries:
+        for entry in entries:
+            if entry.name.endswith(SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    found[entry.name[: -len(SUFFIX)]] = of_stat(entry.stat())
+    return found
 
 
 def scan(store_dir: Path, identities: Identities | None) -> Actual:

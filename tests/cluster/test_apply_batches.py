@@ -8,6 +8,7 @@ import json
 import signal
 from pathlib import Path
 
+from reconciler.custody.etcd import _live_logs
 from reconciler.custody.etcd_batch import Batched, claim, release
 
 from .support import Fleet, Machine
@@ -117,3 +118,26 @@ def test_an_apply_killed_after_an_answer_leaves_its_escrow_to_its_next_run(fleet
     assert len(committed) == 1 and fleet.grant_alive(committed[0]), outcomes
     waiting = [outcomes[n]["message"] for n in names if n not in committed]
     assert all("has not been committed" in message for message in waiting), outcomes
+
+
+def test_a_log_another_process_is_writing_is_left_alone_until_it_is_done(fleet: Fleet) -> None:
+    names = _due_grants(fleet, 2)
+    custody = fleet.machines[0].custody()
+    taken = claim(custody, names, {})
+    batch = Batched(custody)
+    held = taken.held[names[0]]
+    assert held.grant is not None
+    batch._write_escrow(held, held.grant)
+    log = batch._log
+    assert log is not None
+    # Seen as another process sees it: its writer holds it locked, so it is not read (a
+    # batch under way has nothing left over).
+    _live_logs.discard(log)
+    reader = fleet.machines[0].custody()
+    assert reader._read_escrow(names[0]) is None
+    # Its writer gone without committing (the lock goes with it): the answer is found.
+    batch._close_log(settled=False)
+    found = reader._read_escrow(names[0])
+    assert found is not None and found[1].refresh_token == held.grant.refresh_token
+    for name in names:
+        release(custody, name)

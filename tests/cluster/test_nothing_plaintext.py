@@ -1,11 +1,15 @@
-"""Nothing in etcd is plaintext (SPEC §7): every value under the namespace is age-encrypted,
-and no token appears in any of them."""
+"""Nothing in etcd is plaintext (SPEC §7): every value under the namespace is sealed to the
+grant's recipients (its key age-encrypted to each), and no token appears in any of them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyrage
+import pytest
+
+from reconciler.custody import sealed
 from reconciler.custody.etcd import EtcdCustody
 from reconciler.custody.etcd_gateway import Gateway
 from reconciler.model import Coordination, Desired, Grant, Provider, Secret
@@ -33,7 +37,8 @@ def test_no_value_in_etcd_holds_a_token(etcd, tmp_path: Path) -> None:
         secrets={},
         coordination=Coordination(endpoints=tuple(server.endpoints), namespace=namespace),
     )
-    custody = EtcdCustody(desired, load_identities(environ, required=True), environ)
+    identities = load_identities(environ, required=True)
+    custody = EtcdCustody(desired, identities, environ)
     grant = Grant(
         name="api",
         kind="oauth2",
@@ -65,8 +70,13 @@ def test_no_value_in_etcd_holds_a_token(etcd, tmp_path: Path) -> None:
         f"{namespace}/locks/api",
         f"{namespace}/inflight/api",
     } <= keys
+    stranger = pyrage.x25519.Identity.generate()
     for kv in [*during, *after]:
-        assert kv.value.startswith(b"age-encryption.org/v1\n"), kv.key
+        assert sealed.is_sealed(kv.value), kv.key
+        assert kv.value.count(b"age-encryption.org/v1\n") == 1, kv.key  # one recipient: one key
+        sealed.unseal(kv.value, identities, [])  # the recipient opens it, without a label
+        with pytest.raises(sealed.Unsealable):
+            sealed.unseal(kv.value, [stranger], [])
         for token in TOKENS:
             assert token.encode() not in kv.value
     # And the grant file holds no live token once the state is in the engine.
