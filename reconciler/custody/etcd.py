@@ -241,7 +241,9 @@ class EtcdCustody:
         """The grant files, with the engine's live state laid over every attached one.
         Without ``decrypt``, the engine is still asked for each state's revision."""
         before = store.fingerprints(self.desired.store_dir)
-        actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
+        actual = store.scan(
+            self.desired.store_dir, self.identities if decrypt else None, self.environ
+        )
         for name, file in actual.grants.items():
             self._remember(self.path(name), before.get(name), actual.decrypted, file)
         try:

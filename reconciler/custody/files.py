@@ -73,7 +73,9 @@ class FileCustody:
         over, and each readable grant as ``Held`` (to pass as ``known``). Without ``decrypt``
         only the files' plaintext is read."""
         fingerprints = store.fingerprints(self.desired.store_dir)  # before the scan reads them
-        actual = store.scan(self.desired.store_dir, self.identities if decrypt else None)
+        actual = store.scan(
+            self.desired.store_dir, self.identities if decrypt else None, self.environ
+        )
         held = {
             name: self._held(name, _Basis(fingerprints.get(name), grant))
             for name, grant in actual.grants.items()

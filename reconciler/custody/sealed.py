@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyrage
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 MAGIC = b"RCS1"
 _LABEL = 8
@@ -90,9 +93,12 @@ def unseal(blob: bytes, identities: Sequence[Any], labels: Iterable[bytes]) -> b
         if len(key) != _KEY:
             raise Unsealable("the value's key is malformed")
         head, nonce = blob[:offset], blob[offset : offset + _NONCE]
+        cipher = _cipher(key)
+        from cryptography.exceptions import InvalidTag  # loaded with the cipher
+
         try:
-            return _cipher(key).decrypt(nonce, blob[offset + _NONCE :], head)
-        except Exception:  # cryptography's InvalidTag: altered
+            return cipher.decrypt(nonce, blob[offset + _NONCE :], head)
+        except InvalidTag:
             raise Unsealable(
                 "the value was altered (its authentication tag does not match)"
             ) from None
@@ -119,7 +125,7 @@ def _stanzas(blob: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
     return stanzas, offset
 
 
-def _cipher(key: bytes) -> Any:
+def _cipher(key: bytes) -> ChaCha20Poly1305:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     return ChaCha20Poly1305(key)

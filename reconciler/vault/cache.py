@@ -120,13 +120,29 @@ def entry_path(config_path: str | os.PathLike[str], name: str, environ: Mapping[
 
 def _key(config_path: str | os.PathLike[str], name: str) -> str:
     """What an entry is for: the resolved config path and the grant name."""
-    return f"{os.path.realpath(config_path)}\0{name}"
+    path = os.fspath(config_path)
+    resolved = _resolved.get(path)
+    if resolved is None:
+        resolved = _resolved[path] = os.path.realpath(path)
+    return f"{resolved}\0{name}"
+
+
+#: Config paths as resolved by this process (a process that reads a thousand entries would
+#: otherwise resolve the same path a thousand times).
+_resolved: dict[str, str] = {}
 
 
 def _entry_file(key: str, environ: Mapping[str, str]) -> str:
     """The file name is a hash of ``key``; it only spreads entries out. The entry itself
     records its key, so a clash costs a cache miss, never a wrong token."""
-    return os.path.join(cache_dir(environ), f"{_hash(key)}.age")
+    hashed = _hashed.get(key)
+    if hashed is None:
+        hashed = _hashed[key] = _hash(key)
+    return os.path.join(cache_dir(environ), f"{hashed}.age")
+
+
+#: Entry keys' hashes, as computed by this process.
+_hashed: dict[str, str] = {}
 
 
 def _hash(key: str) -> str:

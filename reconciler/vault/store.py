@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,16 +257,27 @@ def fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
     return found
 
 
-def scan(store_dir: Path, identities: Identities | None) -> Actual:
+def scan(
+    store_dir: Path, identities: Identities | None, environ: Mapping[str, str] | None = None
+) -> Actual:
     """Read every ``*.sops.yaml`` in ``store_dir``. A file that fails is reported in
     ``Actual.unreadable[name]`` with its message; one bad file never stops the scan.
 
     Identities that open none of the files (a reviewer's or a CI runner's own key) are not
     this store's: the files are then read as without a key, plaintext metadata only, and
     ``Actual.sealed_reason`` says why. Identities that open some files but not others leave
-    the others unreadable."""
+    the others unreadable.
+
+    With ``environ``, a file that holds no secret and was verified before on this machine,
+    unchanged since, is not read again (``verified``)."""
     store_dir = Path(store_dir)
     prepared = _prepare(identities)
+    memo = None
+    if prepared is not None and environ is not None:
+        from .verified import Verified
+
+        memo = Verified.load(store_dir, prepared.recipients, environ)
+        before = fingerprints(store_dir)
     grants: dict[str, Grant] = {}
     unreadable: dict[str, str] = {}
     foreign: dict[str, DecryptError] = {}
@@ -285,12 +296,23 @@ def scan(store_dir: Path, identities: Identities | None) -> Actual:
                 "(^[a-z0-9][a-z0-9_-]{0,62}$); rename or remove it"
             )
             continue
+        if memo is not None:
+            known = memo.get(name, before.get(name))
+            if known is not None:
+                grants[name] = known
+                continue
         try:
             grants[name] = _to_grant(path, _load(path, prepared))
         except DecryptError as error:
             foreign[name] = error
         except VaultError as error:
             unreadable[name] = str(error)
+        else:
+            if memo is not None:
+                memo.keep(name, before.get(name), grants[name])
+    if memo is not None:
+        memo.only(grants)
+        memo.save()
     if foreign and not grants:
         for name in foreign:
             try:
