@@ -56,9 +56,13 @@ def stamp(value: datetime | None) -> float | None:
 
 
 def to_record(grant: Grant) -> dict[str, Any]:
+    """The grant's recorded fields; those without a value are left out (``from_record``
+    gives them their default)."""
     record: dict[str, Any] = {}
     for name in _RECORDED:
         value = getattr(grant, name)
+        if value is None:
+            continue
         if name in ENCRYPTED_FIELDS:
             value = value.reveal() if isinstance(value, Secret) else None
         elif name in _TIMES:

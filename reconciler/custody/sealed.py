@@ -126,9 +126,16 @@ def _stanzas(blob: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
 
 
 def _cipher(key: bytes) -> ChaCha20Poly1305:
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    global _ChaCha20Poly1305
+    if _ChaCha20Poly1305 is None:
+        from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    return ChaCha20Poly1305(key)
+        _ChaCha20Poly1305 = ChaCha20Poly1305
+    return _ChaCha20Poly1305(key)
+
+
+#: The cipher's class, imported with the first value sealed or opened.
+_ChaCha20Poly1305: type[ChaCha20Poly1305] | None = None
 
 
 __all__ = ["MAGIC", "Unsealable", "is_sealed", "label", "labels_of", "seal", "unseal"]
