@@ -77,11 +77,16 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
         basis = _known_basis(known.get(name))
         if basis is not None:
             compare.append(gw.compare_mod(state_key, basis.revision))
+        # Refused: the lock when it is held, else (the state changed) the state; only what
+        # is looked at is sent back.
+        refused = gw.nested(
+            [gw.compare_create(lock_key, 0)], [gw.get(state_key)], [gw.get(lock_key)]
+        )
         operations.append(
             gw.nested(
                 compare,
                 [gw.put(lock_key, holder, lease), gw.get(state_key), gw.get(intent_key)],
-                [gw.get(lock_key), gw.get(state_key)],
+                [refused],
             )
         )
     result = custody.gateway.txn([], operations)
@@ -89,8 +94,9 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
     for name, one in zip(names, result.nested, strict=True):
         lock_key, holder = custody.key("locks", name), holders[name]
         if not one.succeeded:
-            lock = one.ranges[0][0] if one.ranges[0] else None
-            state = one.ranges[1][0] if one.ranges[1] else None
+            why = one.nested[0]
+            lock = None if why.succeeded or not why.ranges[0] else why.ranges[0][0]
+            state = why.ranges[0][0] if why.succeeded and why.ranges[0] else None
             if lock is not None and lock.value == holder:
                 # A retried request that had applied: this lock is ours, with no state read
                 # under it. Given back, and the grant tried again the ordinary way.

@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ReconcilerError
@@ -157,12 +157,18 @@ class TxnResult:
 
 
 def _nested_result(answer: dict[str, Any]) -> TxnResult:
+    responses = answer.get("responses") or ()
     ranges = tuple(
         tuple(_kv(raw) for raw in response["response_range"].get("kvs") or ())
-        for response in answer.get("responses") or ()
+        for response in responses
         if "response_range" in response
     )
-    return TxnResult(bool(answer.get("succeeded")), 0, ranges)
+    inner = tuple(
+        _nested_result(response["response_txn"])
+        for response in responses
+        if "response_txn" in response
+    )
+    return TxnResult(bool(answer.get("succeeded")), 0, ranges, inner)
 
 
 class Gateway:
@@ -345,22 +351,8 @@ class Gateway:
             "/v3/kv/txn",
             {"compare": list(compare), "success": list(success), "failure": list(failure)},
         )
-        ranges = tuple(
-            tuple(_kv(raw) for raw in response["response_range"].get("kvs") or ())
-            for response in answer.get("responses") or ()
-            if "response_range" in response
-        )
-        inner = tuple(
-            _nested_result(response["response_txn"])
-            for response in answer.get("responses") or ()
-            if "response_txn" in response
-        )
-        return TxnResult(
-            bool(answer.get("succeeded")),
-            int(answer.get("header", {}).get("revision", 0)),
-            ranges,
-            inner,
-        )
+        result = _nested_result(answer)
+        return replace(result, revision=int(answer.get("header", {}).get("revision", 0)))
 
     # ------------------------------------------------------------------------ leases
 
