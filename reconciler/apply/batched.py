@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..custody.etcd import EtcdCustody
-from ..custody.etcd_batch import BATCH, Batched, claim, release
+from ..custody.etcd_batch import BATCH, Batched, claim, drop_intents, release
 from ..errors import ReconcilerError, message_of
 from ..plan import is_due
 from . import lifecycle
@@ -46,8 +46,14 @@ def refresh_batch(
         if not pending:
             break
         later = []
+        known = context.known or {}
+        presenting = {
+            a.name
+            for a in pending
+            if a.name in known and _presents_refresh_token(known[a.name], context)
+        }
         try:
-            claimed = claim(custody, [a.name for a in pending], context.known or {})
+            claimed = claim(custody, [a.name for a in pending], known, presenting)
         except (ReconcilerError, OSError):
             # The ordinary way says, grant by grant, what can be done (without the engine
             # too) and what cannot.
@@ -55,7 +61,9 @@ def refresh_batch(
             break
         by_name = {a.name: a for a in pending}
         sent = [held for held in claimed.held.values() if _presents_refresh_token(held, context)]
-        outcomes += _refresh_together(sent, by_name, custody, context, describe)
+        recorded = {h.name: claimed.intended[h.name] for h in sent if h.name in claimed.intended}
+        drop_intents(custody, set(claimed.intended) - set(recorded))
+        outcomes += _refresh_together(sent, by_name, custody, context, describe, recorded)
         for name, held in claimed.held.items():
             if name not in {h.name for h in sent}:
                 outcomes.append(_refresh_claimed(by_name[name], held, custody, context, describe))
@@ -114,15 +122,18 @@ def _refresh_together(
     custody: EtcdCustody,
     context: Context,
     describe: Describe,
+    recorded: Mapping[str, bytes],
 ) -> list[Outcome]:
-    """Refreshes that each present a refresh token: one transaction records all their
-    intents, then each request is sent (its lock checked just before) and its answer
-    escrowed, then one transaction commits them all, each by its own compare-and-swap."""
+    """Refreshes that each present a refresh token: their intents are recorded (``recorded``:
+    by the claim; the others in one transaction), then each request is sent (its lock checked
+    just before) and its answer escrowed, then one transaction commits them all, each by its
+    own compare-and-swap."""
     if not helds:
         return []
     batch = Batched(custody)
+    batch.intended(recorded)
     try:
-        batch.record_intents(helds)
+        batch.record_intents([h for h in helds if h.name not in recorded])
     except (ReconcilerError, OSError):  # each then records its own (and says why it cannot)
         return [_refresh_claimed(by_name[h.name], h, custody, context, describe) for h in helds]
     try:

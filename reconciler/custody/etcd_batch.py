@@ -7,7 +7,9 @@ one whose state changed since the caller read it is returned unlocked with that 
 (``Claim.held``) is then exactly the lock ``EtcdCustody.single_flight`` takes (the same key,
 on the same lease, with the state and any intent read under it) and is used the same way:
 ``in_flight``, then ``commit`` (which releases it), or ``release``. Machines that apply the
-same plan at once thus share out the grants instead of queueing on each other's locks.
+same plan at once thus share out the grants instead of queueing on each other's locks. The
+intents of the requests about to be sent can be recorded by the claim itself (where none is
+there yet), which saves a transaction per batch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -49,20 +51,37 @@ class Claim:
     #: Not locked, state changed since it was read: the state as it is now (no lock held; the
     #: grant file not read, so its recipients are the state's).
     changed: dict[str, Held] = field(default_factory=dict)
+    #: Held, with an intent recorded by the claim (see ``claim``): name -> the intent's value.
+    intended: dict[str, bytes] = field(default_factory=dict)
 
 
-def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held]) -> Claim:
+def claim(
+    custody: EtcdCustody,
+    names: Sequence[str],
+    known: Mapping[str, Held],
+    presenting: Collection[str] = (),
+) -> Claim:
     """Take, in one round trip, the lock of each of ``names`` that is free and whose state is
     still the one ``known`` holds (its revision). Grants without a usable ``known`` state are
-    claimed whatever their revision."""
+    claimed whatever their revision.
+
+    ``presenting``: grants with a ``known`` state whose refresh token is about to be
+    presented. Their intent is recorded in the same transaction (on the intent lease), where
+    no intent is there yet; a grant with one there is not claimed (it comes back as
+    ``changed``, its state as known, and goes the per-grant way)."""
     if len(names) > BATCH:
         raise ValueError(f"at most {BATCH} grants per claim")
     session = custody._session()
     lease = session.lock_lease
+    going = [n for n in names if n in presenting and _known_basis(known.get(n)) is not None]
+    intents = encrypted_per_recipients(
+        custody, going, describe_holder, lambda n: custody._recipients(n, known[n].grant)
+    )
+    intent_lease = session.intent() if intents else 0
     # One holder record per set of recipients in the batch (it names this process; the nonce
     # tells a retried request that did apply from another holder).
     nonce = os.urandom(8).hex()
-    holders = _encrypted_per_recipients(
+    holders = encrypted_per_recipients(
         custody,
         names,
         lambda: describe_holder() | {"nonce": nonce},
@@ -74,21 +93,25 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
         lock_key = custody.key("locks", name)
         state_key, intent_key = custody.key("grants", name), custody.key("inflight", name)
         compare = [gw.compare_create(lock_key, 0)]
+        success = [gw.put(lock_key, holder, lease)]
         basis = _known_basis(known.get(name))
         if basis is not None:
+            # The state under the lock is then the known one: not sent again.
             compare.append(gw.compare_mod(state_key, basis.revision))
-        # Refused: the lock when it is held, else (the state changed) the state; only what
-        # is looked at is sent back.
+        else:
+            success.append(gw.get(state_key))
+        intent_value = intents.get(name)
+        if intent_value is not None:
+            compare.append(gw.compare_create(intent_key, 0))
+            success.append(gw.put(intent_key, intent_value, intent_lease))
+        else:
+            success.append(gw.get(intent_key))
+        # Refused: the lock when it is held, else (the state changed, or an intent is there)
+        # the state; only what is looked at is sent back.
         refused = gw.nested(
             [gw.compare_create(lock_key, 0)], [gw.get(state_key)], [gw.get(lock_key)]
         )
-        operations.append(
-            gw.nested(
-                compare,
-                [gw.put(lock_key, holder, lease), gw.get(state_key), gw.get(intent_key)],
-                [refused],
-            )
-        )
+        operations.append(gw.nested(compare, success, [refused]))
     result = custody.gateway.txn([], operations)
     found = Claim()
     for name, one in zip(names, result.nested, strict=True):
@@ -109,18 +132,29 @@ def claim(custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held])
                 # that is goes the per-grant way, which reads it all again under its lock.
                 found.changed[name] = custody._held(name, custody._decode(name, state), None)
             continue
-        state = one.ranges[0][0] if one.ranges[0] else None
-        intent = one.ranges[1][0] if one.ranges[1] else None
+        found_ranges = iter(one.ranges)
+        as_known = _known_basis(known.get(name)) is not None
+        state = None if as_known else _first(next(found_ranges))
+        recorded = intents.get(name)
+        intent = None if recorded is not None else _first(next(found_ranges))
+        if recorded is not None:
+            found.intended[name] = recorded
         custody._locks[name] = Lock(session, lock_key, lease, result.revision)
         try:
-            found.held[name] = _held_under_lock(custody, name, known.get(name), state, intent)
+            found.held[name] = _held_under_lock(
+                custody, name, known.get(name) if as_known else None, state, intent
+            )
         except BaseException:
             release(custody, name)
             raise
     return found
 
 
-def _encrypted_per_recipients(
+def _first(found: tuple[gw.KeyValue, ...]) -> gw.KeyValue | None:
+    return found[0] if found else None
+
+
+def encrypted_per_recipients(
     custody: EtcdCustody,
     names: Sequence[str],
     record: Callable[[], dict[str, Any]],
@@ -151,11 +185,11 @@ def _held_under_lock(
     state: gw.KeyValue | None,
     intent: gw.KeyValue | None,
 ) -> Held:
-    """As ``single_flight`` yields it: ``known`` when the revision matches, an escrow left by
-    an earlier run settled first."""
+    """As ``single_flight`` yields it: ``known`` (a state the claim found unchanged), else
+    ``state``; an escrow left by an earlier run settled first."""
     basis = _known_basis(known)
-    as_known = basis is not None and state is not None and basis.revision == state.mod_revision
-    if basis is None or not as_known:
+    as_known = basis is not None
+    if basis is None:
         basis = custody._decode(name, state)
     settled = custody._settle_escrow(name, basis)
     if settled is not basis:
@@ -166,6 +200,13 @@ def _held_under_lock(
         file = custody._file(name, custody.identities if basis.stored is None else None)
         held = custody._held(name, basis, file)
     return replace(held, in_flight=custody._describe_intent(name, intent))
+
+
+def drop_intents(custody: EtcdCustody, names: Collection[str]) -> None:
+    """Remove intents a claim recorded for requests that will not be sent after all."""
+    if names:
+        with contextlib.suppress(EngineUnavailable, gw.EngineError):
+            custody.gateway.txn([], [gw.delete(custody.key("inflight", n)) for n in sorted(names)])
 
 
 def release(custody: EtcdCustody, name: str) -> None:
@@ -252,13 +293,19 @@ class Batched(EtcdCustody):
                 os.unlink(self._log)
         self._log = None
 
+    def intended(self, values: Mapping[str, bytes]) -> None:
+        """Intents already recorded (by the claim), with their values."""
+        self._intended.update(values)
+
     def record_intents(self, helds: Sequence[Held]) -> None:
         """One transaction: the intent of every request about to be sent. The lock of each
         is checked again by ``in_flight``, just before its request."""
+        if not helds:
+            return
         session = self._session()
         lease = session.intent()
         grants = {h.name: h.grant for h in helds}
-        values = _encrypted_per_recipients(
+        values = encrypted_per_recipients(
             self, list(grants), describe_holder, lambda n: self._recipients(n, grants[n])
         )
         self.gateway.txn([], [gw.put(self.key("inflight", n), values[n], lease) for n in grants])
@@ -349,4 +396,4 @@ class Batched(EtcdCustody):
         return failed
 
 
-__all__ = ["BATCH", "Batched", "Claim", "claim", "release"]
+__all__ = ["BATCH", "Batched", "Claim", "claim", "drop_intents", "release"]

@@ -21,7 +21,9 @@ def test_engine_stopped_then_back(tmp_path, auth_server, etcd_alone) -> None:
     fleet.put(fleet.grant(api, expired=False, name="api"))
     fleet.put(fleet.grant(fleet.issue("due"), expired=True, name="due"))
     steady = fleet.issue("steady")
-    fleet.put(fleet.grant(steady, name="steady", expires_in=4))
+    # Due half its lifetime after this (4 s): long enough for the reads below on a busy machine.
+    fleet.put(fleet.grant(steady, name="steady", expires_in=8))
+    issued = time.monotonic()
     fleet.clone()
     machine = fleet.machines[0]
     assert machine.run("token", "api").stdout.strip() == api.access_token  # cached from here
@@ -48,7 +50,7 @@ def test_engine_stopped_then_back(tmp_path, auth_server, etcd_alone) -> None:
     )
     assert time.monotonic() - started < 20
 
-    time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))  # steady's token has expired now
+    time.sleep(max(0.0, 8.5 - (time.monotonic() - issued)))  # steady's token has expired now
     local = machine.run("token", "steady")
     assert local.code == 0, local
     assert local.stdout.strip() != steady.access_token and fleet.accepted(local.stdout.strip())
