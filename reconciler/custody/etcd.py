@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import time
@@ -128,6 +129,18 @@ _escrow_logs: dict[str, tuple[Any, dict[str, tuple[int, Grant]]]] = {}
 _live_logs: set[str] = set()
 
 
+@functools.cache
+def _grant_path(store_dir: Path, name: str) -> Path:
+    return store.grant_path(store_dir, name)
+
+
+@functools.cache
+def _escrow_file(token_cache: str, engine: str, name: str) -> Path:
+    """Where this machine keeps the escrow of ``name``'s answer from ``engine``."""
+    key = engine + "\0" + name
+    return Path(os.path.dirname(token_cache)) / "escrow" / f"{cache._hash(key)}.age"
+
+
 class _Flight:
     def __init__(self, custody: EtcdCustody, held: Held) -> None:
         self.custody = custody
@@ -168,7 +181,7 @@ class EtcdCustody:
         return self.prefix + f"{kind}/{name}".encode()
 
     def path(self, name: str) -> Path:
-        return store.grant_path(self.desired.store_dir, name)
+        return _grant_path(self.desired.store_dir, name)
 
     def _recipients(self, name: str, grant: Grant | None = None) -> tuple[str, ...]:
         found = self.desired.recipients.get(name) or (grant.recipients if grant else ())
@@ -374,7 +387,7 @@ class EtcdCustody:
         return provider is not None and not provider.rotates_refresh_tokens
 
     def _write_mirror(self, name: str, grant: Grant) -> None:
-        recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
+        recipients = cache.own_recipients(self.identities)
         if not recipients:
             return
         data = json.dumps(
@@ -445,16 +458,14 @@ class EtcdCustody:
     # ------------------------------------------------------------------------ escrow
 
     def _escrow_path(self, name: str) -> Path:
-        folder = Path(os.path.dirname(cache.cache_dir(self.environ))) / "escrow"
-        key = f"{','.join(self.coordination.endpoints)}\0{self.prefix.decode()}\0{name}"
-        return folder / f"{cache._hash(key)}.age"
+        return _escrow_file(cache.cache_dir(self.environ), self._engine_id(), name)
 
     def _write_escrow(self, held: Held, grant: Grant) -> None:
         """The provider's answer, encrypted to this machine's identities, until committed."""
         assert isinstance(held.basis, _Basis)
         if not self.identities:
             return
-        recipients = [i.to_public() for i in self.identities if hasattr(i, "to_public")]
+        recipients = cache.own_recipients(self.identities)
         if not recipients:
             return
         data = json.dumps(

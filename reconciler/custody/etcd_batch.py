@@ -30,6 +30,7 @@ import pyrage
 
 from ..errors import ReconcilerError
 from ..model import Grant
+from ..vault import cache
 from ..vault.files import fsync_dir
 from . import etcd_gateway as gw
 from . import failpoints
@@ -240,7 +241,7 @@ class Batched(EtcdCustody):
         reads it after a crash): written at once, made durable by ``flush`` before the
         commit."""
         assert isinstance(held.basis, _Basis)
-        recipients = [i.to_public() for i in self.identities or () if hasattr(i, "to_public")]
+        recipients = cache.own_recipients(self.identities)
         if not recipients:
             return
         data = json.dumps(

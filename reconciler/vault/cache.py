@@ -118,6 +118,24 @@ def entry_path(config_path: str | os.PathLike[str], name: str, environ: Mapping[
     return _entry_file(_key(config_path, name), environ)
 
 
+def own_recipients(identities: Identities | None) -> list[object]:
+    """The recipients of this machine's own identities (X25519 ones), to encrypt what only
+    this machine reads (the token cache, escrows, mirrors); each computed once."""
+    found = []
+    for identity in identities or ():
+        known = _own.get(id(identity))
+        if known is None and hasattr(identity, "to_public"):
+            # Kept with the identity, so that its id is not reused meanwhile.
+            known = _own[id(identity)] = (identity, identity.to_public())
+        if known is not None:
+            found.append(known[1])
+    return found
+
+
+#: id(identity) -> (identity, its recipient).
+_own: dict[int, tuple[object, object]] = {}
+
+
 def _key(config_path: str | os.PathLike[str], name: str) -> str:
     """What an entry is for: the resolved config path and the grant name."""
     path = os.fspath(config_path)
@@ -272,7 +290,7 @@ def write(
 
     from .files import replace_cache_file  # writes only: the read path stays lean
 
-    recipients = [i.to_public() for i in identities if hasattr(i, "to_public")]
+    recipients = own_recipients(identities)
     if not recipients:
         return  # no identity we can encrypt to: the grant file stays the only copy
     key = _key(config_path, name)
