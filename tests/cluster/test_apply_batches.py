@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from reconciler.custody.etcd import _live_logs
-from reconciler.custody.etcd_batch import Batched, claim, release
+from reconciler.custody.etcd_batch import Batched, claim, drop_intents, release
 
 from .support import Fleet, Machine
 
@@ -141,3 +141,24 @@ def test_a_log_another_process_is_writing_is_left_alone_until_it_is_done(fleet: 
     assert found is not None and found[1].refresh_token == held.grant.refresh_token
     for name in names:
         release(custody, name)
+
+
+def test_a_claim_records_intents_but_never_over_another_request(fleet: Fleet) -> None:
+    names = _due_grants(fleet, 2)
+    a, b, _ = fleet.machines
+    custody, rival = a.custody(), b.custody()
+    _, known = custody.scan()
+    # Another process's request for the first grant is in flight: its intent is there.
+    other = rival.key("inflight", names[0])
+    rival.gateway.put(other, b"another holder's intent")
+    taken = claim(custody, names, known, presenting=set(names))
+    assert list(taken.changed) == [names[0]] and list(taken.held) == [names[1]]
+    assert list(taken.intended) == [names[1]]
+    assert rival.gateway.get(other).value == b"another holder's intent"  # type: ignore[union-attr]
+    mine = rival.gateway.get(rival.key("inflight", names[1]))
+    assert mine is not None and mine.value == taken.intended[names[1]] and mine.lease
+    # Not sent after all: dropped with the lock.
+    drop_intents(custody, {names[1]})
+    release(custody, names[1])
+    assert rival.gateway.get(rival.key("inflight", names[1])) is None
+    assert rival.gateway.get(rival.key("locks", names[1])) is None
