@@ -74,7 +74,7 @@ from .etcd_session import (
     gateway_for,
     session_for,
 )
-from .protocol import EngineUnavailable, Flight, Held, StaleState, cache_entry
+from .protocol import EngineUnavailable, Flight, Held, StaleState, cache_entry, cached_token
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -255,7 +255,7 @@ class EtcdCustody:
         Without ``decrypt``, the engine is still asked for each state's revision."""
         before = store.fingerprints(self.desired.store_dir)
         actual = store.scan(
-            self.desired.store_dir, self.identities if decrypt else None, self.environ
+            self.desired.store_dir, self.identities if decrypt else None, self.environ, before
         )
         for name, file in actual.grants.items():
             self._remember(self.path(name), before.get(name), actual.decrypted, file)
@@ -317,18 +317,7 @@ class EtcdCustody:
         )
 
     def _cached(self, name: str) -> cache.CachedToken | None:
-        if not self.identities:
-            return None
-        entry = cache.read(
-            self.desired.path, name, self.identities, self.environ, config_unchanged=False
-        )
-        if entry is None or entry.grant_path != str(self.path(name)):
-            return None
-        return entry
-
-    def cached(self, name: str) -> cache.CachedToken | None:
-        """This machine's cached token for ``name`` (for serving while the engine is away)."""
-        return self._cached(name)
+        return cached_token(self.desired, name, self.path(name), self.identities, self.environ)
 
     def _record(self, name: str, grant: Grant, retry_at: datetime | None) -> bool:
         recordable = (

@@ -105,7 +105,7 @@ def decrypt(blob: bytes, identities: Identities) -> dict[str, Any]:
     """A value ``encrypt`` wrote (or, written before values were sealed, an age file)."""
     try:
         if sealed.is_sealed(blob):
-            plain = sealed.unseal(blob, identities, sealed.labels_of(identities))
+            plain = sealed.unseal(blob, identities)
         else:
             plain = bytes(pyrage.decrypt(blob, list(identities)))
         data = json.loads(plain)

@@ -27,7 +27,7 @@ from ..vault import cache, store
 from ..vault.errors import VaultError
 from ..vault.files import file_lock
 from ..vault.fingerprint import Fingerprint, of_file
-from .protocol import NO_ESCROW, Flight, Held, StaleState, cache_entry
+from .protocol import NO_ESCROW, Flight, Held, StaleState, cache_entry, cached_token
 
 if TYPE_CHECKING:
     from ..vault.sops.keys import Identities
@@ -74,7 +74,7 @@ class FileCustody:
         only the files' plaintext is read."""
         fingerprints = store.fingerprints(self.desired.store_dir)  # before the scan reads them
         actual = store.scan(
-            self.desired.store_dir, self.identities if decrypt else None, self.environ
+            self.desired.store_dir, self.identities if decrypt else None, self.environ, fingerprints
         )
         held = {
             name: self._held(name, _Basis(fingerprints.get(name), grant))
@@ -98,15 +98,7 @@ class FileCustody:
         return Held(name, grant, basis, retry_at=cached.retry_at, recorded=True)
 
     def _cached(self, name: str) -> cache.CachedToken | None:
-        """This machine's cache entry for ``name``, if it belongs to the grant file in use."""
-        if not self.identities:
-            return None
-        entry = cache.read(
-            self.desired.path, name, self.identities, self.environ, config_unchanged=False
-        )
-        if entry is None or entry.grant_path != str(self.path(name)):
-            return None  # none, or written for a file the config no longer points at
-        return entry
+        return cached_token(self.desired, name, self.path(name), self.identities, self.environ)
 
     # --------------------------------------------------------------------- single flight
 

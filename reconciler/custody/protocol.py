@@ -6,12 +6,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ReconcilerError
-from ..model import Actual, Grant
+from ..model import Actual, Desired, Grant
 from ..plan.schedule import access_deadline
+from ..vault import cache
 from ..vault.cache import CachedToken
+
+if TYPE_CHECKING:
+    from ..vault.sops.keys import Identities
 
 
 class StaleState(ReconcilerError):
@@ -127,6 +132,23 @@ class Custody(Protocol):
         ...
 
     def changes(self, stop: Any) -> Iterator[str]: ...
+
+
+def cached_token(
+    desired: Desired,
+    name: str,
+    grant_path: Path,
+    identities: Identities | None,
+    environ: Mapping[str, str],
+) -> CachedToken | None:
+    """This machine's cache entry for ``name``, if it was written for ``grant_path`` (the
+    file the config points at now)."""
+    if not identities:
+        return None
+    entry = cache.read(desired.path, name, identities, environ, config_unchanged=False)
+    if entry is None or entry.grant_path != str(grant_path):
+        return None
+    return entry
 
 
 def cache_entry(grant: Grant, refresh_before: timedelta, retry_at: datetime | None) -> CachedToken:

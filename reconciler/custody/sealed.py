@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyrage
 
+from ..vault.cache import own_recipients
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -40,22 +42,10 @@ def label(recipient: str) -> bytes:
     return hashlib.sha256(recipient.strip().encode("utf-8")).digest()[:_LABEL]
 
 
-def labels_of(identities: Iterable[Any]) -> list[bytes]:
+def labels_of(identities: Sequence[Any]) -> list[bytes]:
     """The labels of the recipients of ``identities`` (X25519 ones: the others have no
     public form here, and are tried on every key)."""
-    found = []
-    for identity in identities:
-        known = _labels.get(id(identity))
-        if known is None and hasattr(identity, "to_public"):
-            # The identity is kept with its label, so that its id is not reused meanwhile.
-            known = _labels[id(identity)] = (identity, label(str(identity.to_public())))
-        if known is not None:
-            found.append(known[1])
-    return found
-
-
-#: id(identity) -> (identity, label of its recipient).
-_labels: dict[int, tuple[Any, bytes]] = {}
+    return [label(str(recipient)) for recipient in own_recipients(identities)]
 
 
 def seal(payload: bytes, recipients: Sequence[tuple[str, Any]]) -> bytes:
@@ -77,11 +67,12 @@ def is_sealed(blob: bytes) -> bool:
     return blob[: len(MAGIC)] == MAGIC
 
 
-def unseal(blob: bytes, identities: Sequence[Any], labels: Iterable[bytes]) -> bytes:
-    """The payload, opened with ``identities`` (``labels``: their recipients' labels, whose
-    keys are tried first; the others only when none of those opens)."""
+def unseal(blob: bytes, identities: Sequence[Any], labels: Iterable[bytes] | None = None) -> bytes:
+    """The payload, opened with ``identities``. The keys under their recipients' labels
+    (``labels``, by default ``labels_of(identities)``) are tried first, the others only when
+    none of those opens."""
     stanzas, offset = _stanzas(blob)
-    mine = set(labels)
+    mine = set(labels_of(identities) if labels is None else labels)
     ordered = [w for tag, w in stanzas if tag in mine] + [
         w for tag, w in stanzas if tag not in mine
     ]

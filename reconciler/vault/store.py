@@ -258,7 +258,10 @@ def fingerprints(store_dir: Path) -> dict[str, Fingerprint]:
 
 
 def scan(
-    store_dir: Path, identities: Identities | None, environ: Mapping[str, str] | None = None
+    store_dir: Path,
+    identities: Identities | None,
+    environ: Mapping[str, str] | None = None,
+    before: Mapping[str, Fingerprint] | None = None,
 ) -> Actual:
     """Read every ``*.sops.yaml`` in ``store_dir``. A file that fails is reported in
     ``Actual.unreadable[name]`` with its message; one bad file never stops the scan.
@@ -268,16 +271,17 @@ def scan(
     ``Actual.sealed_reason`` says why. Identities that open some files but not others leave
     the others unreadable.
 
-    With ``environ``, a file that holds no secret and was verified before on this machine,
-    unchanged since, is not read again (``verified``)."""
+    With ``environ``, a file that holds no secret and was verified on this machine, unchanged
+    since, is not read again (``verified``); ``before``: the files' ``fingerprints``, if the
+    caller took them already."""
     store_dir = Path(store_dir)
     prepared = _prepare(identities)
     memo = None
     if prepared is not None and environ is not None:
         from .verified import Verified
 
-        memo = Verified.load(store_dir, prepared.recipients, environ)
-        before = fingerprints(store_dir)
+        prints = fingerprints(store_dir) if before is None else before
+        memo = Verified.load(store_dir, prepared.recipients, environ, prints)
     grants: dict[str, Grant] = {}
     unreadable: dict[str, str] = {}
     foreign: dict[str, DecryptError] = {}
@@ -297,7 +301,7 @@ def scan(
             )
             continue
         if memo is not None:
-            known = memo.get(name, before.get(name))
+            known = memo.get(name)
             if known is not None:
                 grants[name] = known
                 continue
@@ -309,7 +313,7 @@ def scan(
             unreadable[name] = str(error)
         else:
             if memo is not None:
-                memo.keep(name, before.get(name), grants[name])
+                memo.keep(name, grants[name])
     if memo is not None:
         memo.only(grants)
         memo.save()

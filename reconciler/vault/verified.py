@@ -36,15 +36,27 @@ _TUPLES = ("scopes", "granted_scopes", "recipients")
 class Verified:
     """The verified files of one store folder, for one set of identities."""
 
-    def __init__(self, path: str, key: str, files: dict[str, tuple[Fingerprint, Grant]]) -> None:
+    def __init__(
+        self,
+        path: str,
+        key: str,
+        files: dict[str, tuple[Fingerprint, Grant]],
+        now: Mapping[str, Fingerprint],
+    ) -> None:
         self.path = path
         self._key = key
         self._files = files
+        #: Each file's fingerprint, taken before the files were read.
+        self._now = now
         self._changed = False
 
     @classmethod
     def load(
-        cls, store_dir: Path, recipients: Iterable[str], environ: Mapping[str, str]
+        cls,
+        store_dir: Path,
+        recipients: Iterable[str],
+        environ: Mapping[str, str],
+        now: Mapping[str, Fingerprint],
     ) -> Verified:
         key = f"{os.path.realpath(store_dir)}\0{','.join(sorted(recipients))}"
         folder = os.path.join(os.path.dirname(cache_dir(environ)), "verified")
@@ -59,18 +71,18 @@ class Verified:
                     files[name] = (fingerprint, _grant(entry["grant"]))  # type: ignore[assignment]
         except (OSError, ValueError, KeyError, TypeError):
             files = {}  # none yet, or not ours: every file is read
-        return cls(path, key, files)
+        return cls(path, key, files, now)
 
-    def get(self, name: str, fingerprint: Fingerprint | None) -> Grant | None:
+    def get(self, name: str) -> Grant | None:
         """The grant of ``name`` as verified, if its file is still the one verified."""
         known = self._files.get(name)
-        if known is None or fingerprint is None or known[0] != fingerprint:
+        if known is None or known[0] != self._now.get(name):
             return None
         return known[1]
 
-    def keep(self, name: str, fingerprint: Fingerprint | None, grant: Grant) -> None:
-        """``grant``, read with a key from a file whose fingerprint was ``fingerprint`` before
-        the read: kept if the file holds no secret."""
+    def keep(self, name: str, grant: Grant) -> None:
+        """``grant``, just read from its file with a key: kept if the file holds no secret."""
+        fingerprint = self._now.get(name)
         if fingerprint is None or not grant.decrypted or grant.sealed or _secrets(grant):
             self.forget(name)
             return

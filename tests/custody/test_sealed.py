@@ -33,7 +33,7 @@ def test_every_recipient_opens_it_with_its_label_or_without(people) -> None:
         assert sealed.unseal(blob, [identity], []) == PAYLOAD  # every key tried
 
 
-def test_a_recipient_tries_only_its_own_key_first(people) -> None:
+def test_a_recipient_tries_only_its_own_key_first(people, monkeypatch) -> None:
     blob = _seal(people)
     stanzas, _ = sealed._stanzas(blob)
     assert [tag for tag, _ in stanzas] == [sealed.label(text) for _, text in people]
@@ -44,6 +44,20 @@ def test_a_recipient_tries_only_its_own_key_first(people) -> None:
         others = [i for i, t in people if t != text]
         with pytest.raises(pyrage.DecryptError):
             pyrage.decrypt(wrapped, others)
+    # Opening: one age decryption with the label (the last recipient's key is tried first),
+    # one per key up to its own without.
+    tried: list[bytes] = []
+    real = pyrage.decrypt
+
+    def counting(data, identities):
+        tried.append(data)
+        return real(data, identities)
+
+    monkeypatch.setattr(pyrage, "decrypt", counting)
+    last = people[-1][0]
+    assert sealed.unseal(blob, [last]) == PAYLOAD and tried == [stanzas[-1][1]]
+    tried.clear()
+    assert sealed.unseal(blob, [last], []) == PAYLOAD and len(tried) == len(people)
 
 
 def test_a_stranger_opens_nothing(people) -> None:
