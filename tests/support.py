@@ -1,12 +1,16 @@
 """Helpers any test may import: age identities, the `sops` binary of the test dependencies, a
-folder made read-only for a while. Imports nothing from the tests."""
+folder made read-only for a while, an HTTP server on loopback. Imports nothing from the
+tests."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -57,3 +61,19 @@ def read_only_folder(folder: Path) -> Iterator[None]:
             yield
         finally:
             folder.chmod(mode)
+
+
+def serve(
+    handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> tuple[ThreadingHTTPServer, str]:
+    """``handler`` served on a free loopback port from a daemon thread (HTTPS with the
+    server-side context ``tls``): (the server, its origin URL)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    return httpd, f"{scheme}://127.0.0.1:{httpd.server_address[1]}"

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -211,14 +212,20 @@ class Fleet:
             custody.commit(held, grant, durable=True)
 
     def link(self, *, expired: bool = True, name: str = "api") -> Token:
-        """Write the origin project, put the grant ``name`` in etcd (its file attached), and
-        clone the origin onto every machine."""
-        self.declare(name)
+        """``link_all`` for the one grant ``name``."""
+        return self.link_all([name], expired=expired)[0]
+
+    def link_all(self, names: Sequence[str], *, expired: bool = True) -> list[Token]:
+        """Write the origin project, put each grant of ``names`` in etcd (its file attached),
+        and clone the origin onto every machine."""
+        for name in names:
+            self.declare(name)
         self.write_origin()
-        token = self.issue(name)
-        self.put(self.grant(token, expired=expired, name=name))
+        tokens = [self.issue(name) for name in names]
+        for name, token in zip(names, tokens, strict=True):
+            self.put(self.grant(token, expired=expired, name=name))
         self.clone()
-        return token
+        return tokens
 
     def clone(self) -> None:
         for machine in self.machines:

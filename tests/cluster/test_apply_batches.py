@@ -19,12 +19,7 @@ KILL_AFTER_ANSWER = {"RECONCILER_FAILPOINTS": "after-answer=kill"}
 
 def _due_grants(fleet: Fleet, count: int) -> list[str]:
     names = [f"g{index:02d}" for index in range(count)]
-    for name in names:
-        fleet.declare(name)
-    fleet.write_origin()
-    for name in names:
-        fleet.put(fleet.grant(fleet.issue(name), expired=True, name=name))
-    fleet.clone()
+    fleet.link_all(names)
     return names
 
 

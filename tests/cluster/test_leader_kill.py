@@ -18,12 +18,7 @@ def test_leader_killed_during_100_refreshes_every_grant_survives(
 ) -> None:
     fleet = Fleet(tmp_path, auth_server, etcd_cluster.endpoints, "acme/leader")
     names = [f"g{index:03d}" for index in range(GRANTS)]
-    for name in names:
-        fleet.declare(name)
-    fleet.write_origin()
-    for name in names:
-        fleet.put(fleet.grant(fleet.issue(name), expired=True, name=name))
-    fleet.clone()
+    fleet.link_all(names)
 
     runs = [machine.start("apply") for machine in fleet.machines]
     assert wait_for(lambda: fleet.refreshes() >= GRANTS // 4, 60)

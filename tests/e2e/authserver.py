@@ -63,6 +63,7 @@ from authlib.oauth2.rfc9207 import AuthorizationServerMetadata as IssMetadata
 from authlib.oauth2.rfc9207 import IssuerParameter
 
 from reconciler.model import Provider
+from tests.support import serve
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 ALL_GRANTS = (
@@ -488,14 +489,13 @@ class AuthServer:
     # lifecycle
 
     def start(self) -> AuthServer:
-        handler = type("Handler", (_Handler,), {"auth": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        handler = type("Handler", (self.handler_class(),), {"auth": self})
+        self._httpd, self.base_url = serve(handler)
         return self
+
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler, which a server with more endpoints extends."""
+        return _Handler
 
     def stop(self) -> None:
         if self._httpd is not None:
@@ -658,6 +658,11 @@ class _Handler(BaseHTTPRequestHandler):
         request = HTTPRequest(
             self.command, self.auth.base_url + self.path, parts.path, self.headers, query, form
         )
+        if ctype == "application/json":  # (RFC 7591 registration)
+            try:
+                request.json = json.loads(body)  # type: ignore[attr-defined]
+            except ValueError:
+                request.json = None  # type: ignore[attr-defined]
         with self.auth.lock:
             self.auth.requests.append(
                 RecordedRequest(

@@ -20,11 +20,8 @@ Observations: ``registrations`` (what each registration asked for), ``issued_sec
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
@@ -208,18 +205,8 @@ class McpAuthServer(AuthServer):
         server.create_json_request = _json_request
         return server
 
-    def start(self) -> McpAuthServer:
-        handler = type("Handler", (_Handler,), {"auth": self})
-        self._start_with(handler)
-        return self
-
-    def _start_with(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     def metadata(self) -> dict[str, Any]:
         data = super().metadata()
@@ -263,33 +250,6 @@ def _json_request(request: HTTPRequest) -> JsonRequest:
 
 
 class _Handler(authserver._Handler):
-    def _request(self) -> HTTPRequest:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode() if length else ""
-        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        form = parse_qs(body, keep_blank_values=True) if ctype.endswith("urlencoded") else {}
-        query = parse_qs(parts.query, keep_blank_values=True)
-        request = HTTPRequest(
-            self.command, self.auth.base_url + self.path, parts.path, self.headers, query, form
-        )
-        if ctype == "application/json":
-            try:
-                request.json = json.loads(body)  # type: ignore[attr-defined]
-            except ValueError:
-                request.json = None  # type: ignore[attr-defined]
-        with self.auth.lock:
-            self.auth.requests.append(
-                authserver.RecordedRequest(
-                    self.command,
-                    parts.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    form,
-                    query,
-                )
-            )
-        return request
-
     def _route(self, route: tuple[str, str], request: HTTPRequest) -> Response:
         server = self.auth.server
         if route == ("POST", "/register"):

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx2
 
+from tests.support import serve
+
 from .authserver import RS_CLIENT, McpAuthServer
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
@@ -48,15 +50,9 @@ class ProtectedResource:
 
     def start(self) -> ProtectedResource:
         handler = type("Handler", (_Handler,), {"resource": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        origin = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self.origin = origin
-        self.url = origin + self.path
+        self._httpd, self.origin = serve(handler)
+        self.url = self.origin + self.path
         self.auth.resources.add(self.url)
-        threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
         return self
 
     def stop(self) -> None:

@@ -8,8 +8,10 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support import serve
 
 KEY = "notify-hmac-key-0123456789abcdef"
 
@@ -28,12 +30,8 @@ class Receiver:
         self.events: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"receiver": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/reconciler"
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self.httpd, origin = serve(handler)
+        self.url = origin + "/hooks/reconciler"
 
     def verified(self, headers: dict[str, str], body: bytes) -> bool:
         timestamp = headers.get("x-reconciler-timestamp", "")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+
+from tests.support import serve
 
 SLACK_V2 = {
     # https://api.slack.com/methods/oauth.v2.access (user token install)
@@ -63,15 +64,7 @@ class StubServer:
         self.routes: dict[tuple[str, str], Callable[[Recorded], Reply]] = {}
         self.requests: list[Recorded] = []
         handler = type("Handler", (_Handler,), {"stub": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        if tls is not None:
-            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
-        scheme = "https" if tls is not None else "http"
-        self.base_url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
+        self.httpd, self.base_url = serve(handler, tls)
 
     def url(self, path: str) -> str:
         return self.base_url + path
