@@ -74,15 +74,16 @@ def claim(
         raise ValueError(f"at most {BATCH} grants per claim")
     session = custody._session()
     lease = session.lock_lease
-    going = [n for n in names if n in presenting and _known_basis(known.get(n)) is not None]
-    intents = encrypted_per_recipients(
+    bases = {name: _known_basis(known.get(name)) for name in names}
+    going = [n for n in names if n in presenting and bases[n] is not None]
+    intents = _encrypted_per_recipients(
         custody, going, describe_holder, lambda n: custody._recipients(n, known[n].grant)
     )
     intent_lease = session.intent() if intents else 0
     # One holder record per set of recipients in the batch (it names this process; the nonce
     # tells a retried request that did apply from another holder).
     nonce = os.urandom(8).hex()
-    holders = encrypted_per_recipients(
+    holders = _encrypted_per_recipients(
         custody,
         names,
         lambda: describe_holder() | {"nonce": nonce},
@@ -95,7 +96,7 @@ def claim(
         state_key, intent_key = custody.key("grants", name), custody.key("inflight", name)
         compare = [gw.compare_create(lock_key, 0)]
         success = [gw.put(lock_key, holder, lease)]
-        basis = _known_basis(known.get(name))
+        basis = bases[name]
         if basis is not None:
             # The state under the lock is then the known one: not sent again.
             compare.append(gw.compare_mod(state_key, basis.revision))
@@ -134,7 +135,7 @@ def claim(
                 found.changed[name] = custody._held(name, custody._decode(name, state), None)
             continue
         found_ranges = iter(one.ranges)
-        as_known = _known_basis(known.get(name)) is not None
+        as_known = bases[name] is not None
         state = None if as_known else _first(next(found_ranges))
         recorded = intents.get(name)
         intent = None if recorded is not None else _first(next(found_ranges))
@@ -155,7 +156,7 @@ def _first(found: tuple[gw.KeyValue, ...]) -> gw.KeyValue | None:
     return found[0] if found else None
 
 
-def encrypted_per_recipients(
+def _encrypted_per_recipients(
     custody: EtcdCustody,
     names: Sequence[str],
     record: Callable[[], dict[str, Any]],
@@ -306,7 +307,7 @@ class Batched(EtcdCustody):
         session = self._session()
         lease = session.intent()
         grants = {h.name: h.grant for h in helds}
-        values = encrypted_per_recipients(
+        values = _encrypted_per_recipients(
             self, list(grants), describe_holder, lambda n: self._recipients(n, grants[n])
         )
         self.gateway.txn([], [gw.put(self.key("inflight", n), values[n], lease) for n in grants])
