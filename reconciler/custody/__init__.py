@@ -20,7 +20,9 @@ One protocol, one implementation per backend (as Terraform's state managers):
 token cache (the access token), serialised by ``flock``. ``etcd.EtcdCustody`` keeps it in etcd
 v3 (SPEC §7) through ``etcd_gateway`` (the JSON gateway on httpx2), the grant files keeping
 each grant's identity, with ``etcd_records`` (a grant as a state record, encrypted, and as its
-attached file shows it) and ``etcd_session`` (this process's gateways, leases and locks); both
+attached file shows it), ``keyring`` (each writer's key for the values it seals, and
+``sealed``, a value sealed to each recipient) and ``etcd_session`` (this process's gateways,
+leases and locks); both
 backends pass the same contract tests (``tests/custody/``). ``etcd_batch`` takes many grants'
 locks, intents and commits in one transaction each (``apply``).
 ``failpoints`` stops or kills a process at named points of a refresh, for the tests.

@@ -4,14 +4,16 @@ Git keeps each grant's identity: its file, with plaintext ``custody: etcd`` and 
 or access token. The engine keeps the live state, under ``<namespace>/``:
 
 - ``grants/<name>``: the grant (refresh and access token, expiry, status, a generation counter
-  one more on every commit), age-encrypted to the grant file's recipients;
+  one more on every commit), sealed to the grant file's recipients;
 - ``locks/<name>``: the refresh lock, a key bound to a lease that its holder keeps alive;
 - ``inflight/<name>``: the intent of a request to the provider, on a lease of its own that
   outlives the request's deadline;
-- ``leader``: the ``--watch`` elected to refresh ahead of expiry.
+- ``leader``: the ``--watch`` elected to refresh ahead of expiry;
+- ``keys/<id>``: each writer's key for the values it seals, sealed to the recipients
+  (``keyring``).
 
-Every value is age-encrypted (the lock and intent too, which name their holder): nothing in
-etcd is plaintext.
+Every value is sealed to the recipients (the lock and intent too, which name their holder):
+nothing in etcd is plaintext.
 
 A refresh (``lifecycle``): ``single_flight`` takes the lock, re-reads the state, and finishes
 a local escrow left by a run that died after the provider answered; ``in_flight`` checks the
@@ -74,6 +76,7 @@ from .etcd_session import (
     gateway_for,
     session_for,
 )
+from .keyring import Keyring
 from .protocol import EngineUnavailable, Flight, Held, StaleState, cache_entry, cached_token
 
 if TYPE_CHECKING:
@@ -173,6 +176,9 @@ class EtcdCustody:
         self.coordination = found
         self.gateway = gateway_for(found, desired.path.parent, self.environ)
         self.prefix = found.namespace.strip("/").encode("utf-8") + b"/"
+        self.keyring = Keyring(
+            self.gateway, self.key("keys"), found.namespace.strip("/"), identities
+        )
         self._locks: dict[str, Lock] = {}
 
     # ---------------------------------------------------------------------------- keys
@@ -196,7 +202,7 @@ class EtcdCustody:
             return _Basis(0, 0, None)
         if not self.identities:
             raise VaultError(f"{name}: no age identity to decrypt its live state with")
-        record = decrypt(kv.value, self.identities)
+        record = decrypt(kv.value, self.keyring)
         grant = from_record(record["grant"])
         return _Basis(
             kv.mod_revision,
@@ -347,6 +353,7 @@ class EtcdCustody:
         value = encrypt(
             describe_holder(),
             tuple(sorted({r for t in self.desired.recipients.values() for r in t})),
+            self.keyring,
         )
         result = self.gateway.txn(
             [gw.compare_create(key, 0)], [gw.put(key, value, session.lock_lease)], [gw.get(key)]
@@ -577,7 +584,9 @@ class EtcdCustody:
         """The lock, and under it the state and any intent, in one round trip."""
         lock_key = self.key("locks", name)
         state_key, intent_key = self.key("grants", name), self.key("inflight", name)
-        holder = encrypt(describe_holder() | {"nonce": os.urandom(8).hex()}, self._recipients(name))
+        holder = encrypt(
+            describe_holder() | {"nonce": os.urandom(8).hex()}, self._recipients(name), self.keyring
+        )
         ends = None if timeout is None else time.monotonic() + timeout
         while True:
             session = self._session()
@@ -680,7 +689,7 @@ class EtcdCustody:
             left = int(answer.get("TTL", 0))
         who = ""
         with contextlib.suppress(VaultError, KeyError):
-            holder = decrypt(intent.value, self.identities or [])
+            holder = decrypt(intent.value, self.keyring)
             who = f" by {holder['host']} (pid {holder['pid']})"
         return (
             f"{name}: a refresh sent{who} has not been committed, so its refresh token may "
@@ -704,6 +713,7 @@ class EtcdCustody:
         value = encrypt(
             {**describe_holder(), "revision": getattr(held.basis, "revision", 0)},
             self._recipients(held.name, held.grant),
+            self.keyring,
         )
         self.gateway.put(intent_key, value, lock.session.intent())
         failpoints.hit("before-send")
@@ -795,7 +805,7 @@ class EtcdCustody:
             "retry_at": stamp(retry_at),
             "recipients": list(to),
         }
-        value = encrypt(record, to)
+        value = encrypt(record, to, self.keyring)
         state_key = self.key("grants", name)
         operations: list[dict[str, Any]] = [gw.put(state_key, value)]
         if grant.status != "uncertain":

@@ -169,7 +169,7 @@ def _encrypted_per_recipients(
     for name in names:
         to = tuple(sorted(recipients_of(name)))
         if to not in by_set:
-            by_set[to] = encrypt(record(), to)
+            by_set[to] = encrypt(record(), to, custody.keyring)
         values[name] = by_set[to]
     return values
 

@@ -14,11 +14,9 @@ import pyrage
 
 from ..model import ENCRYPTED_FIELDS, Coordination, Grant, Secret
 from ..vault.errors import VaultError
-from ..vault.sops.keys import parse_recipient
-from . import sealed
 
 if TYPE_CHECKING:
-    from ..vault.sops.keys import Identities
+    from .keyring import Keyring
 
 #: The fields of the live state: in the engine only, never in the grant file.
 LIVE = (
@@ -93,22 +91,18 @@ def from_record(record: Mapping[str, Any]) -> Grant:
     return Grant(**values)
 
 
-def encrypt(data: Mapping[str, Any], recipients: tuple[str, ...]) -> bytes:
-    """``data`` as a value sealed to ``recipients`` (``sealed``)."""
+def encrypt(data: Mapping[str, Any], recipients: tuple[str, ...], keyring: Keyring) -> bytes:
+    """``data`` as a value sealed to ``recipients`` (``keyring``)."""
     if not recipients:
         raise VaultError("no age recipients to encrypt the engine's state to")
-    parsed = [(r, parse_recipient(r)) for r in recipients]
-    return sealed.seal(json.dumps(data).encode("utf-8"), parsed)
+    return keyring.seal(json.dumps(data).encode("utf-8"), recipients)
 
 
-def decrypt(blob: bytes, identities: Identities) -> dict[str, Any]:
-    """A value ``encrypt`` wrote (or, written before values were sealed, an age file)."""
+def decrypt(blob: bytes, keyring: Keyring) -> dict[str, Any]:
+    """A value ``encrypt`` wrote (or one written before, sealed to each recipient or as an
+    age file)."""
     try:
-        if sealed.is_sealed(blob):
-            plain = sealed.unseal(blob, identities)
-        else:
-            plain = bytes(pyrage.decrypt(blob, list(identities)))
-        data = json.loads(plain)
+        data = json.loads(keyring.open(blob))
     except (pyrage.DecryptError, ValueError) as error:
         raise VaultError(
             f"a value in the coordination engine cannot be decrypted: {error}"

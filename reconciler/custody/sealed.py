@@ -60,7 +60,7 @@ def seal(payload: bytes, recipients: Sequence[tuple[str, Any]]) -> bytes:
         header += [label(text), len(wrapped).to_bytes(2, "big"), wrapped]
     head = b"".join(header)
     nonce = os.urandom(_NONCE)
-    return head + nonce + _cipher(key).encrypt(nonce, payload, head)
+    return head + nonce + cipher(key).encrypt(nonce, payload, head)
 
 
 def is_sealed(blob: bytes) -> bool:
@@ -84,11 +84,10 @@ def unseal(blob: bytes, identities: Sequence[Any], labels: Iterable[bytes] | Non
         if len(key) != _KEY:
             raise Unsealable("the value's key is malformed")
         head, nonce = blob[:offset], blob[offset : offset + _NONCE]
-        cipher = _cipher(key)
         from cryptography.exceptions import InvalidTag  # loaded with the cipher
 
         try:
-            return cipher.decrypt(nonce, blob[offset + _NONCE :], head)
+            return cipher(key).decrypt(nonce, blob[offset + _NONCE :], head)
         except InvalidTag:
             raise Unsealable(
                 "the value was altered (its authentication tag does not match)"
@@ -116,7 +115,7 @@ def _stanzas(blob: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
     return stanzas, offset
 
 
-def _cipher(key: bytes) -> ChaCha20Poly1305:
+def cipher(key: bytes) -> ChaCha20Poly1305:
     global _ChaCha20Poly1305
     if _ChaCha20Poly1305 is None:
         from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -129,4 +128,4 @@ def _cipher(key: bytes) -> ChaCha20Poly1305:
 _ChaCha20Poly1305: type[ChaCha20Poly1305] | None = None
 
 
-__all__ = ["MAGIC", "Unsealable", "is_sealed", "label", "labels_of", "seal", "unseal"]
+__all__ = ["MAGIC", "Unsealable", "cipher", "is_sealed", "label", "labels_of", "seal", "unseal"]

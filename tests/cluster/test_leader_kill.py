@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from reconciler.custody.etcd_gateway import Gateway
 from reconciler.custody.etcd_records import decrypt, from_record
+from reconciler.custody.keyring import Keyring
 from reconciler.vault.sops.keys import load_identities
 
 from .support import Fleet, wait_for
@@ -35,9 +36,10 @@ def test_leader_killed_during_100_refreshes_every_grant_survives(
     gateway = Gateway([m.client_url for m in etcd_cluster.members if m is not leader])
     _, states = gateway.range(b"acme/leader/grants/", prefix=True)
     assert len(states) == GRANTS
+    keyring = Keyring(gateway, b"acme/leader/keys/", "acme/leader", identities)
     lost = []
     for kv in states:
-        grant = from_record(decrypt(kv.value, identities)["grant"])
+        grant = from_record(decrypt(kv.value, keyring)["grant"])
         token = fleet.auth.find_token(grant.refresh_token.reveal(), "refresh_token")
         if (
             token is None

@@ -1,5 +1,6 @@
-"""Nothing in etcd is plaintext (SPEC §7): every value under the namespace is sealed to the
-grant's recipients (its key age-encrypted to each), and no token appears in any of them."""
+"""Nothing in etcd is plaintext (SPEC §7): every value under the namespace is sealed under its
+writer's key, which is itself sealed to the grant's recipients (age-encrypted to each), and no
+token appears in any of them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pyrage
 import pytest
 
-from reconciler.custody import sealed
+from reconciler.custody import keyring, sealed
 from reconciler.custody.etcd import EtcdCustody
 from reconciler.custody.etcd_gateway import Gateway
 from reconciler.model import Coordination, Desired, Grant, Provider, Secret
@@ -70,13 +71,23 @@ def test_no_value_in_etcd_holds_a_token(etcd, tmp_path: Path) -> None:
         f"{namespace}/locks/api",
         f"{namespace}/inflight/api",
     } <= keys
+    assert any(key.startswith(f"{namespace}/keys/") for key in keys)
     stranger = pyrage.x25519.Identity.generate()
+    gateway = Gateway(server.endpoints)
+    prefix = f"{namespace}/keys/".encode()
     for kv in [*during, *after]:
-        assert sealed.is_sealed(kv.value), kv.key
-        assert kv.value.count(b"age-encryption.org/v1\n") == 1, kv.key  # one recipient: one key
-        sealed.unseal(kv.value, identities, [])  # the recipient opens it, without a label
-        with pytest.raises(sealed.Unsealable):
-            sealed.unseal(kv.value, [stranger], [])
+        if kv.key.startswith(prefix):
+            # A writer's key: sealed to the recipients (one here: one age file).
+            assert sealed.is_sealed(kv.value), kv.key
+            assert kv.value.count(b"age-encryption.org/v1\n") == 1, kv.key
+            sealed.unseal(kv.value, identities, [])  # the recipient opens it, without a label
+            with pytest.raises(sealed.Unsealable):
+                sealed.unseal(kv.value, [stranger], [])
+        else:
+            assert keyring.key_id_of(kv.value) is not None, kv.key
+            keyring.Keyring(gateway, prefix, namespace, identities).open(kv.value)
+            with pytest.raises(sealed.Unsealable):
+                keyring.Keyring(gateway, prefix, namespace, [stranger]).open(kv.value)
         for token in TOKENS:
             assert token.encode() not in kv.value
     # And the grant file holds no live token once the state is in the engine.

@@ -7,8 +7,6 @@ import pyrage
 import pytest
 
 from reconciler.custody import sealed
-from reconciler.custody.etcd_records import decrypt, encrypt
-from reconciler.vault.errors import VaultError
 
 PAYLOAD = b'{"refresh_token": "rt-sealed-canary"}'
 
@@ -81,14 +79,3 @@ def test_a_truncated_value_is_refused(people) -> None:
     for size in (0, 4, 5, 30, len(blob) - 40):
         with pytest.raises(sealed.Unsealable):
             sealed.unseal(blob[:size], [identity], [])
-
-
-def test_records_are_sealed_and_age_files_written_before_still_open(people) -> None:
-    identity, text = people[2]
-    record = {"generation": 7, "grant": {"name": "api"}}
-    assert sealed.is_sealed(encrypt(record, (text,)))
-    assert decrypt(encrypt(record, tuple(t for _, t in people)), [identity]) == record
-    older = bytes(pyrage.encrypt(b'{"generation": 6}', [identity.to_public()]))
-    assert decrypt(older, [identity]) == {"generation": 6}
-    with pytest.raises(VaultError, match="cannot be decrypted"):
-        decrypt(encrypt(record, (people[0][1],)), [identity])
