@@ -74,9 +74,9 @@ from .etcd_session import (
     Session,
     describe_holder,
     gateway_for,
+    keyring_for,
     session_for,
 )
-from .keyring import Keyring
 from .protocol import EngineUnavailable, Flight, Held, StaleState, cache_entry, cached_token
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class EtcdCustody:
         self.coordination = found
         self.gateway = gateway_for(found, desired.path.parent, self.environ)
         self.prefix = found.namespace.strip("/").encode("utf-8") + b"/"
-        self.keyring = Keyring(
+        self.keyring = keyring_for(
             self.gateway, self.key("keys"), found.namespace.strip("/"), identities
         )
         self._locks: dict[str, Lock] = {}

@@ -1,7 +1,8 @@
-"""This process's way to the coordination engine: one gateway per engine (connections reused)
-and one session of leases (as etcd's ``concurrency.Session``), kept alive by one thread; the
-locks a refresh holds are bound to it. Forked children start their own; at exit the locks
-are released and the intent lease is left to expire."""
+"""This process's way to the coordination engine: one gateway per engine (connections reused),
+one keyring per namespace (the writers' keys opened once), and one session of leases (as
+etcd's ``concurrency.Session``), kept alive by one thread; the locks a refresh holds are bound
+to it. Forked children start their own; at exit the locks are released and the intent lease is
+left to expire."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ..config import resolve_reference
 from ..errors import ReconcilerError
 from ..model import Coordination
 from . import etcd_gateway as gw
+from .keyring import Keyring
 from .protocol import EngineUnavailable
 
 #: Seconds of lock lease that must be left, by this process's count, to send a request
@@ -46,6 +48,7 @@ def _forget_gateways() -> None:
     """A forked child (apply's refresh workers) opens its own connections and leases."""
     global _gateways_lock
     _gateways.clear()
+    _keyrings.clear()
     _sessions.clear()
     _gateways_lock = threading.Lock()
 
@@ -88,6 +91,23 @@ def gateway_for(
         )
         _gateways[key] = made
         return made
+
+
+#: (gateway, key prefix, identities) -> keyring; the identities kept so their ids stay theirs.
+_keyrings: dict[tuple[int, bytes, tuple[int, ...]], tuple[Keyring, object]] = {}
+
+
+def keyring_for(
+    gateway: gw.Gateway, prefix: bytes, namespace: str, identities: Sequence[Any] | None
+) -> Keyring:
+    """The keyring of ``namespace`` (its records under ``prefix``) on this engine, for
+    ``identities``: shared by every custody of this process."""
+    key = (id(gateway), prefix, tuple(id(i) for i in identities or ()))
+    with _gateways_lock:
+        found = _keyrings.get(key)
+        if found is None:
+            found = _keyrings[key] = (Keyring(gateway, prefix, namespace, identities), identities)
+        return found[0]
 
 
 def describe_holder() -> dict[str, Any]:
