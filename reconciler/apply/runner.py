@@ -217,7 +217,7 @@ def _import_refresh_stack() -> None:
     from ..custody import files  # noqa: F401
 
     try:
-        import authlib.integrations.httpx_client  # the refresh stack, once, before the threads
+        import authlib.oauth2.auth  # the refresh stack, once, before the threads
         import authlib.oauth2.rfc6749.parameters  # noqa: F401
         import httpx2  # noqa: F401
     except ImportError:  # each refresh then reports it
