@@ -213,13 +213,16 @@ def _apply_batched(
 def _import_refresh_stack() -> None:
     """Import, once and on this thread, what a refresh imports lazily (the grant-file custody
     with the SOPS stack, Authlib, httpx2): worker threads that import the same packages at the
-    same moment only queue on the import locks."""
+    same moment only queue on the import locks. The TLS context is built here too, so that
+    forked workers share it instead of each loading the trust store again."""
     from ..custody import files  # noqa: F401
+    from ..oauth.transport import tls_context
 
     try:
         import authlib.oauth2.auth  # the refresh stack, once, before the threads
         import authlib.oauth2.rfc6749.parameters  # noqa: F401
-        import httpx2  # noqa: F401
+
+        tls_context()
     except ImportError:  # each refresh then reports it
         pass
 
