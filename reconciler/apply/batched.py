@@ -4,14 +4,20 @@ Machines applying the same plan at once would otherwise each read every grant an
 each other's locks. Here each batch's locks are claimed in one transaction
 (``custody.etcd_batch.claim``) that never waits: a grant locked by another process is left to
 it, and one whose state changed since the plan read it (refreshed elsewhere) is reported as
-such when it is no longer due. Each grant claimed is refreshed exactly as ``lifecycle.refresh``
-does under ``single_flight`` (intent, deadline check, escrow, compare-and-swap commit). What
-another process held is looked at again once the batch is done, and whatever is still due
-then goes the ordinary way (waiting for its lock), so every grant of the plan gets an answer.
+such when it is no longer due. Each machine takes its own share of the plan first (``share``:
+the grants for which it is the preferred refresher among their recipients), then the rest;
+once other machines are seen at work, a batch of their share is read before it is claimed,
+since it is most likely refreshed already. Each grant claimed is refreshed exactly as
+``lifecycle.refresh`` does under ``single_flight`` (intent, deadline check, escrow,
+compare-and-swap commit). What another process held is looked at again once the batch is
+done, and whatever is still due then goes the ordinary way (waiting for its lock), so every
+grant of the plan gets an answer.
 """
 
 from __future__ import annotations
 
+import random
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +25,7 @@ from ..custody.etcd import EtcdCustody
 from ..custody.etcd_batch import BATCH, Batched, claim, drop_intents, release
 from ..errors import ReconcilerError, message_of
 from ..plan import is_due
+from ..vault.cache import own_recipients
 from . import lifecycle
 from .context import Context, Outcome
 
@@ -52,13 +59,18 @@ def refresh_batch(
             for a in pending
             if a.name in known and _presents_refresh_token(known[a.name], context)
         }
+        look_first = attempt > 0 or (_others_at_work and not any(share(pending, context)[0]))
         try:
-            claimed = claim(custody, [a.name for a in pending], known, presenting)
+            claimed = claim(
+                custody, [a.name for a in pending], known, presenting, look_first=look_first
+            )
         except (ReconcilerError, OSError):
             # The ordinary way says, grant by grant, what can be done (without the engine
             # too) and what cannot.
             later = pending
             break
+        if claimed.locked or claimed.changed:
+            _seen_others_at_work()
         by_name = {a.name: a for a in pending}
         sent = [held for held in claimed.held.values() if _presents_refresh_token(held, context)]
         recorded = {h.name: claimed.intended[h.name] for h in sent if h.name in claimed.intended}
@@ -78,6 +90,41 @@ def refresh_batch(
         later += [by_name[name] for name in claimed.locked]
     outcomes += [carry_out(action, context) for action in later]
     return outcomes
+
+
+def share(actions: Sequence[Action], context: Context) -> tuple[list[Action], list[Action]]:
+    """(this machine's share of ``actions``, the others'): a grant's preferred refresher is
+    one of its recipients, picked by a hash of its name, so that machines applying the same
+    plan at once (each with its own identity) start on different grants."""
+    own = {str(r) for r in own_recipients(context.identities)}
+    mine: list[Action] = []
+    theirs: list[Action] = []
+    for action in actions:
+        recipients = sorted(context.desired.recipients.get(action.name) or ())
+        preferred = (
+            recipients[zlib.crc32(action.name.encode()) % len(recipients)] if recipients else None
+        )
+        (mine if preferred in own else theirs).append(action)
+    return mine, theirs
+
+
+def share_first(actions: Sequence[Action], context: Context) -> list[Action]:
+    """``actions`` in the order this machine takes them: its share, then the others', each
+    shuffled."""
+    mine, theirs = share(actions, context)
+    random.shuffle(mine)
+    random.shuffle(theirs)
+    return mine + theirs
+
+
+#: Whether this process has met another at work on the plan (a grant locked or refreshed
+#: under it): from then on, batches of the others' share are read before they are claimed.
+_others_at_work = False
+
+
+def _seen_others_at_work() -> None:
+    global _others_at_work
+    _others_at_work = True
 
 
 def _elsewhere(grant: Grant) -> str:
@@ -183,4 +230,4 @@ def chunks(actions: Sequence[Action]) -> list[list[Action]]:
     return [list(actions[i : i + BATCH]) for i in range(0, len(actions), BATCH)]
 
 
-__all__ = ["chunks", "refresh_batch"]
+__all__ = ["chunks", "refresh_batch", "share", "share_first"]

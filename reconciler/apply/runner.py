@@ -11,7 +11,6 @@ terminal.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from queue import SimpleQueue
@@ -86,9 +85,11 @@ def _apply_concurrently(plan: Plan, refreshes: list[Action], context: Context) -
             ready.append(action)
     _import_refresh_stack()
     if context.desired.coordination is not None:
-        # Other machines apply the same plan at the same time: each starting at its own place
-        # in it, they mostly find a grant already refreshed instead of queueing on its lock.
-        random.shuffle(ready)
+        # Other machines apply the same plan at the same time: each starting on its own share
+        # of it, they mostly find a grant already refreshed instead of queueing on its lock.
+        from . import batched  # the etcd backend loads only when `coordination:` is declared
+
+        ready = batched.share_first(ready, context)
 
     if _batched(ready, after, context):
         yield from _apply_batched(ready, others, context)

@@ -61,6 +61,8 @@ def claim(
     names: Sequence[str],
     known: Mapping[str, Held],
     presenting: Collection[str] = (),
+    *,
+    look_first: bool = False,
 ) -> Claim:
     """Take, in one round trip, the lock of each of ``names`` that is free and whose state is
     still the one ``known`` holds (its revision). Grants without a usable ``known`` state are
@@ -69,9 +71,19 @@ def claim(
     ``presenting``: grants with a ``known`` state whose refresh token is about to be
     presented. Their intent is recorded in the same transaction (on the intent lease), where
     no intent is there yet; a grant with one there is not claimed (it comes back as
-    ``changed``, its state as known, and goes the per-grant way)."""
+    ``changed``, its state as known, and goes the per-grant way).
+
+    ``look_first``: the grants are likely refreshed already (by another machine). Their
+    states are read first, in a read-only transaction, and only those still as known are
+    claimed: a claim is a write that etcd puts through its log even when every compare
+    fails, which costs it about three times the read."""
     if len(names) > BATCH:
         raise ValueError(f"at most {BATCH} grants per claim")
+    found = Claim()
+    if look_first:
+        names = _still_as_known(custody, names, known, found.changed)
+        if not names:
+            return found
     session = custody._session()
     lease = session.lock_lease
     bases = {name: _known_basis(known.get(name)) for name in names}
@@ -115,7 +127,6 @@ def claim(
         )
         operations.append(gw.nested(compare, success, [refused]))
     result = custody.gateway.txn([], operations)
-    found = Claim()
     for name, one in zip(names, result.nested, strict=True):
         lock_key, holder = custody.key("locks", name), holders[name]
         if not one.succeeded:
@@ -150,6 +161,22 @@ def claim(
             release(custody, name)
             raise
     return found
+
+
+def _still_as_known(
+    custody: EtcdCustody, names: Sequence[str], known: Mapping[str, Held], changed: dict[str, Held]
+) -> list[str]:
+    """``names`` less those whose state changed since ``known`` (put in ``changed``, as a
+    refused claim gives them), read in one read-only transaction."""
+    looked = [n for n in names if _known_basis(known.get(n)) is not None]
+    if not looked:
+        return list(names)
+    result = custody.gateway.txn([], [gw.get(custody.key("grants", n)) for n in looked])
+    for name, found in zip(looked, result.ranges, strict=True):
+        state, basis = _first(found), _known_basis(known.get(name))
+        if state is not None and basis is not None and state.mod_revision != basis.revision:
+            changed[name] = custody._held(name, custody._decode(name, state), None)
+    return [n for n in names if n not in changed]
 
 
 def _first(found: tuple[gw.KeyValue, ...]) -> gw.KeyValue | None:

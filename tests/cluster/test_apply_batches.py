@@ -28,6 +28,11 @@ def _outcomes(machine: Machine) -> dict[str, dict]:
     return {o["name"]: o for o in json.loads(ran.stdout)["outcomes"]}
 
 
+def _raft_index(custody) -> int:
+    """The index of etcd's last log entry: every write, even a refused one, adds one."""
+    return int(custody.gateway.call("/v3/maintenance/status", {})["raftIndex"])
+
+
 def _escrows(machine: Machine) -> list[Path]:
     folder = Path(machine.env["XDG_CACHE_HOME"]) / "oauth-reconciler" / "escrow"
     return sorted(folder.glob("*.age")) if folder.exists() else []
@@ -71,6 +76,29 @@ def test_a_claim_leaves_locked_grants_to_their_holder_and_sees_changed_ones(
     finally:
         for name in names[:2]:
             release(first, name)
+
+
+def test_a_claim_that_looks_first_writes_nothing_for_grants_refreshed_elsewhere(
+    fleet: Fleet,
+) -> None:
+    names = _due_grants(fleet, 3)
+    a, b, _ = fleet.machines
+    first, second = a.custody(), b.custody()
+    _, known = second.scan()
+    taken = claim(first, names[:1], {})
+    held = taken.held[names[0]]
+    assert held.grant is not None
+    first.commit(held, held.grant, durable=True)
+    release(first, names[0])
+    entries = _raft_index(second)
+    looked = claim(second, names[:1], known, look_first=True)
+    assert list(looked.changed) == names[:1] and not looked.held and not looked.locked
+    # Read, not claimed: nothing went through etcd's log (a refused claim does).
+    assert _raft_index(second) == entries
+    mixed = claim(second, names, known, look_first=True)
+    assert list(mixed.changed) == names[:1] and sorted(mixed.held) == names[1:]
+    for name in mixed.held:
+        release(second, name)
 
 
 def test_a_batch_commits_each_grant_by_its_own_compare_and_swap(fleet: Fleet) -> None:
