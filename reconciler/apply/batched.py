@@ -45,6 +45,7 @@ def refresh_batch(
     describe: Describe,
 ) -> list[Outcome]:
     """One outcome per action (at most ``BATCH``), every one a refresh of an OAuth grant."""
+    global _others_at_work
     custody = EtcdCustody(context.desired, context.identities, context.environ)
     outcomes: list[Outcome] = []
     later: list[Action] = []
@@ -70,7 +71,7 @@ def refresh_batch(
             later = pending
             break
         if claimed.locked or claimed.changed:
-            _seen_others_at_work()
+            _others_at_work = True
         by_name = {a.name: a for a in pending}
         sent = [held for held in claimed.held.values() if _presents_refresh_token(held, context)]
         recorded = {h.name: claimed.intended[h.name] for h in sent if h.name in claimed.intended}
@@ -120,11 +121,6 @@ def share_first(actions: Sequence[Action], context: Context) -> list[Action]:
 #: Whether this process has met another at work on the plan (a grant locked or refreshed
 #: under it): from then on, batches of the others' share are read before they are claimed.
 _others_at_work = False
-
-
-def _seen_others_at_work() -> None:
-    global _others_at_work
-    _others_at_work = True
 
 
 def _elsewhere(grant: Grant) -> str:

@@ -168,13 +168,13 @@ def _still_as_known(
 ) -> list[str]:
     """``names`` less those whose state changed since ``known`` (put in ``changed``, as a
     refused claim gives them), read in one read-only transaction."""
-    looked = [n for n in names if _known_basis(known.get(n)) is not None]
-    if not looked:
+    bases = {n: b for n in names if (b := _known_basis(known.get(n))) is not None}
+    if not bases:
         return list(names)
-    result = custody.gateway.txn([], [gw.get(custody.key("grants", n)) for n in looked])
-    for name, found in zip(looked, result.ranges, strict=True):
-        state, basis = _first(found), _known_basis(known.get(name))
-        if state is not None and basis is not None and state.mod_revision != basis.revision:
+    result = custody.gateway.txn([], [gw.get(custody.key("grants", n)) for n in bases])
+    for (name, basis), found in zip(bases.items(), result.ranges, strict=True):
+        state = _first(found)
+        if state is not None and state.mod_revision != basis.revision:
             changed[name] = custody._held(name, custody._decode(name, state), None)
     return [n for n in names if n not in changed]
 

@@ -22,6 +22,7 @@ seal to it. A writer whose identity is not among the recipients seals each value
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ _KEY = 32
 _NONCE = 12
 _HEAD = len(MAGIC) + _ID
 _SALT = b"oauth-reconciler etcd value key v1"
+#: Seconds before a key id the engine did not have is looked for there again: values under a
+#: lost record cost one read a second, not one each; a new writer's id is looked for at once.
+REREAD_MISSING = 1.0
 
 
 def derive(identity: str, namespace: str, recipients: Sequence[str]) -> tuple[bytes, bytes]:
@@ -97,8 +101,11 @@ class Keyring:
         self._keys: dict[bytes, bytes] = {}
         #: Recipients -> (key id, key) of this machine's own key for them (None: not one of them).
         self._own: dict[tuple[str, ...], tuple[bytes, bytes] | None] = {}
-        #: Key records read from the engine and not opened yet: key id -> sealed key.
-        self._records: dict[bytes, bytes] | None = None
+        #: The key records as last read from the engine: key id -> sealed key.
+        self._records: dict[bytes, bytes] = {}
+        #: Ids that last read did not find, and when it was (monotonic).
+        self._missing: set[bytes] = set()
+        self._read_at = 0.0
 
     def seal(self, payload: bytes, recipients: Sequence[str]) -> bytes:
         own = self._own_key(tuple(sorted(r.strip() for r in recipients)))
@@ -140,20 +147,30 @@ class Keyring:
             self.gateway.put(self.prefix + key_id.hex().encode(), record)
         self._keys[key_id] = key
 
+    def _read_records(self) -> None:
+        """Every writer's record at once: a reader meets a few writers, usually all of them."""
+        _, found = self.gateway.range(self.prefix, prefix=True)
+        records = {}
+        for kv in found:
+            try:
+                key_id = bytes.fromhex(kv.key[len(self.prefix) :].decode("ascii"))
+            except ValueError:  # not a key record (nor anything this module wrote)
+                continue
+            if len(key_id) == _ID:
+                records[key_id] = kv.value
+        self._records, self._missing, self._read_at = records, set(), time.monotonic()
+
     def _key(self, key_id: bytes) -> bytes:
         known = self._keys.get(key_id)
         if known is not None:
             return known
-        if self._records is None or key_id not in self._records:
-            # Every writer's record at once: a reader meets a few writers, usually all of them.
-            _, found = self.gateway.range(self.prefix, prefix=True)
-            self._records = {
-                bytes.fromhex(kv.key[len(self.prefix) :].decode("ascii", "replace")): kv.value
-                for kv in found
-                if _is_hex(kv.key[len(self.prefix) :])
-            }
+        if key_id not in self._records and (
+            key_id not in self._missing or time.monotonic() - self._read_at > REREAD_MISSING
+        ):
+            self._read_records()
         record = self._records.get(key_id)
         if record is None:
+            self._missing.add(key_id)
             raise sealed.Unsealable(
                 f"the key it was sealed with ({key_id.hex()}) is not in the engine"
             )
@@ -162,13 +179,6 @@ class Keyring:
             raise sealed.Unsealable(f"the key it was sealed with ({key_id.hex()}) is malformed")
         self._keys[key_id] = key
         return key
-
-
-def _is_hex(text: bytes) -> bool:
-    try:
-        return len(bytes.fromhex(text.decode("ascii"))) == _ID
-    except ValueError:
-        return False
 
 
 __all__ = ["MAGIC", "Keyring", "derive", "key_id_of", "open_under", "seal_under"]

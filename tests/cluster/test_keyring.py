@@ -20,8 +20,8 @@ def ring(etcd):
     gateway = Gateway(server.endpoints)
     prefix = f"{namespace}/keys/".encode()
 
-    def make(*identities) -> keyring.Keyring:
-        return keyring.Keyring(gateway, prefix, namespace, list(identities))
+    def make(*identities, on: Gateway = gateway) -> keyring.Keyring:
+        return keyring.Keyring(on, prefix, namespace, list(identities))
 
     return make, gateway, prefix
 
@@ -90,3 +90,23 @@ def test_a_lost_or_replaced_key_record_is_put_back_by_its_writer(ring, how: str)
     # The writer's next run checks its record before sealing with it, and puts it back.
     make(alice).seal(PAYLOAD, to)
     assert make(bob).open(blob) == PAYLOAD
+
+
+def test_values_under_a_lost_record_cost_one_read_not_one_each(ring, monkeypatch) -> None:
+    make, gateway, prefix = ring
+    alice, bob, carol = (pyrage.x25519.Identity.generate() for _ in range(3))
+    to = (str(alice.to_public()), str(bob.to_public()))
+    blobs = [make(alice).seal(PAYLOAD, to) for _ in range(20)]
+    gateway.delete(prefix + keyring.key_id_of(blobs[0]).hex().encode())
+    own = Gateway(gateway.endpoints)  # the reader's reads alone are counted
+    reads = []
+    real_range = own.range
+    monkeypatch.setattr(own, "range", lambda *a, **k: reads.append(a) or real_range(*a, **k))
+    reader = make(bob, on=own)
+    for blob in blobs:
+        with pytest.raises(sealed.Unsealable, match="is not in the engine"):
+            reader.open(blob)
+    assert len(reads) == 1
+    # A writer met for the first time is looked for at once.
+    other = make(carol).seal(PAYLOAD, (*to, str(carol.to_public())))
+    assert reader.open(other) == PAYLOAD and len(reads) == 2
